@@ -1,0 +1,316 @@
+//! Cgroups v1 and v2 (and the hybrid of both): one directory per mounted hierarchy,
+//! holding every process of the container.
+//!
+//! Creating, joining and removing directories is a few file operations per hierarchy,
+//! done here directly (cgroups-rs is used for resource limits, which need its
+//! per-controller knowledge). The hierarchies come from /proc/self/mountinfo, so the
+//! hybrid layout of our machines (v1 controllers plus a v2 mount holding hugetlb) is
+//! handled like pure v1 and pure v2.
+
+use crate::{Error, Result};
+use nix::errno::Errno;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// One mounted cgroup hierarchy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hierarchy {
+    /// Where it is mounted (e.g. /sys/fs/cgroup/memory).
+    pub mount_point: PathBuf,
+    /// The last component of the mount point (e.g. `memory`, `cpu,cpuacct`, `unified`).
+    pub name: String,
+    /// Its cgroup v1 controllers / name= option as mount data (`memory`, `name=systemd`).
+    pub options: String,
+    /// Whether it is a cgroup2 mount.
+    pub v2: bool,
+    /// The root of this mount inside the hierarchy (field 4 of mountinfo).
+    pub root: PathBuf,
+}
+
+/// Every cgroup hierarchy mounted in this mount namespace (first mount of each).
+pub fn hierarchies() -> Vec<Hierarchy> {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    parse_mountinfo(&info)
+}
+
+fn parse_mountinfo(info: &str) -> Vec<Hierarchy> {
+    let mut out: Vec<Hierarchy> = Vec::new();
+    for line in info.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else { continue };
+        let pre: Vec<&str> = pre.split(' ').collect();
+        let post: Vec<&str> = post.split(' ').collect();
+        if pre.len() < 5 || post.len() < 3 {
+            continue;
+        }
+        let v2 = match post[0] {
+            "cgroup2" => true,
+            "cgroup" => false,
+            _ => continue,
+        };
+        let options = if v2 {
+            String::new()
+        } else {
+            post[2]
+                .split(',')
+                .filter(|o| !matches!(*o, "rw" | "ro" | "relatime" | "nosuid" | "nodev" | "noexec" | "clone_children" | "noprefix" | "xattr") && !o.starts_with("release_agent"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let mount_point = PathBuf::from(unescape(pre[4]));
+        if out.iter().any(|h| h.options == options && h.v2 == v2) {
+            continue;
+        }
+        let name = mount_point
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        out.push(Hierarchy {
+            mount_point,
+            name,
+            options,
+            v2,
+            root: PathBuf::from(unescape(pre[3])),
+        });
+    }
+    out
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")
+}
+
+/// This process's cgroup path in a hierarchy, from /proc/self/cgroup.
+fn own_path(h: &Hierarchy, proc_cgroup: &str) -> PathBuf {
+    for line in proc_cgroup.lines() {
+        let mut it = line.splitn(3, ':');
+        let (_, ctrls, path) = (it.next(), it.next().unwrap_or(""), it.next().unwrap_or("/"));
+        let matches = if h.v2 {
+            ctrls.is_empty()
+        } else {
+            let want: Vec<&str> = h.options.split(',').collect();
+            let have: Vec<&str> = ctrls.split(',').collect();
+            !ctrls.is_empty() && want.iter().all(|w| have.contains(w))
+        };
+        if matches {
+            return PathBuf::from(path);
+        }
+    }
+    PathBuf::from("/")
+}
+
+/// The cgroup directories of one container.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cgroup {
+    /// The container's directory in each hierarchy.
+    pub dirs: Vec<PathBuf>,
+}
+
+impl Cgroup {
+    /// Creates the cgroup at `path` in every hierarchy. An absolute `path` is taken
+    /// from each hierarchy's root, a relative one from this process's own cgroup, as
+    /// runc does. On error, whatever was created is removed.
+    pub fn create(path: &Path) -> Result<Cgroup> {
+        let proc_cgroup = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let mut cg = Cgroup::default();
+        let mut made: Vec<PathBuf> = Vec::new();
+        for h in hierarchies() {
+            let inner = if path.is_absolute() {
+                path.to_path_buf()
+            } else {
+                own_path(&h, &proc_cgroup).join(path)
+            };
+            let rel = inner.strip_prefix(&h.root).unwrap_or(&inner);
+            let rel = rel.strip_prefix("/").unwrap_or(rel);
+            let dir = h.mount_point.join(rel);
+            if let Err(e) = mkdir_p(&h, &dir, &mut made) {
+                for d in made.iter().rev() {
+                    let _ = fs::remove_dir(d);
+                }
+                return Err(e);
+            }
+            cg.dirs.push(dir);
+        }
+        // Record exactly what was made, deepest last, so delete removes no more.
+        cg.dirs = dedup_keep_order(cg.dirs.into_iter().chain(made).collect());
+        Ok(cg)
+    }
+
+    /// The directories this container owns: its own and the parents it created.
+    pub fn from_dirs(dirs: Vec<PathBuf>) -> Cgroup {
+        Cgroup { dirs }
+    }
+
+    /// The leaf directory in each hierarchy (parents created for it excluded).
+    pub fn leaves(&self) -> Vec<&PathBuf> {
+        self.dirs
+            .iter()
+            .filter(|d| !self.dirs.iter().any(|o| o != *d && o.starts_with(d)))
+            .collect()
+    }
+
+    /// Moves process `pid` into the container's cgroup on every hierarchy.
+    pub fn add(&self, pid: i32) -> Result<()> {
+        let s = pid.to_string();
+        for d in self.leaves() {
+            let f = d.join("cgroup.procs");
+            fs::write(&f, &s).map_err(|e| Error::io("join cgroup", &f, e))?;
+        }
+        Ok(())
+    }
+
+    /// Pids in the container's cgroup (from the first hierarchy that lists them).
+    pub fn pids(&self) -> Vec<i32> {
+        for d in self.leaves() {
+            if let Ok(s) = fs::read_to_string(d.join("cgroup.procs")) {
+                return s.lines().filter_map(|l| l.trim().parse().ok()).collect();
+            }
+        }
+        Vec::new()
+    }
+
+    /// Sends `sig` to every process in the cgroup.
+    pub fn signal_all(&self, sig: Signal) {
+        for p in self.pids() {
+            let _ = kill(Pid::from_raw(p), sig);
+        }
+    }
+
+    /// Whether the freezer holds the container frozen.
+    pub fn is_frozen(&self) -> bool {
+        self.leaves().iter().any(|d| {
+            fs::read_to_string(d.join("freezer.state")).is_ok_and(|s| s.trim() == "FROZEN")
+                || fs::read_to_string(d.join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1")
+        })
+    }
+
+    /// Kills every process in the cgroup and removes its directories. Idempotent.
+    pub fn destroy(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let pids = self.pids();
+            if pids.is_empty() {
+                break;
+            }
+            // A frozen task cannot die: thaw first.
+            self.thaw();
+            for p in pids {
+                let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Invalid(format!(
+                    "processes in cgroup {} did not die",
+                    self.dirs.first().map(|d| d.display().to_string()).unwrap_or_default()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut dirs: Vec<&PathBuf> = self.dirs.iter().collect();
+        // Deepest first.
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for d in dirs {
+            rmdir_retry(d, deadline)?;
+        }
+        Ok(())
+    }
+
+    fn thaw(&self) {
+        for d in self.leaves() {
+            let _ = fs::write(d.join("freezer.state"), "THAWED");
+            let _ = fs::write(d.join("cgroup.freeze"), "0");
+        }
+    }
+}
+
+fn dedup_keep_order(v: Vec<PathBuf>) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::with_capacity(v.len());
+    for p in v {
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn rmdir_retry(d: &Path, deadline: Instant) -> Result<()> {
+    loop {
+        match fs::remove_dir(d) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            // A parent shared with another container still has children: leave it.
+            Err(e) if e.raw_os_error() == Some(Errno::ENOTEMPTY as i32) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(Errno::EBUSY as i32) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => return Err(Error::io("remove cgroup", d, e)),
+        }
+    }
+}
+
+/// mkdir -p inside a hierarchy, recording the directories it made; a new cpuset
+/// directory gets its parent's cpus and mems (v1 starts them empty).
+fn mkdir_p(h: &Hierarchy, dir: &Path, made: &mut Vec<PathBuf>) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut cur = dir;
+    while !cur.exists() {
+        missing.push(cur.to_path_buf());
+        match cur.parent() {
+            Some(p) if p.starts_with(&h.mount_point) => cur = p,
+            _ => break,
+        }
+    }
+    for d in missing.into_iter().rev() {
+        match fs::create_dir(&d) {
+            Ok(()) => made.push(d.clone()),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io("create cgroup", &d, e)),
+        }
+        if !h.v2 && h.options.split(',').any(|o| o == "cpuset") {
+            for f in ["cpuset.cpus", "cpuset.mems"] {
+                let own = fs::read_to_string(d.join(f)).unwrap_or_default();
+                if own.trim().is_empty() {
+                    if let Some(parent) = d.parent() {
+                        let v = fs::read_to_string(parent.join(f)).unwrap_or_default();
+                        fs::write(d.join(f), v.trim()).map_err(|e| Error::io("init cpuset", d.join(f), e))?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+30 25 0:26 / /sys/fs/cgroup ro,nosuid,nodev,noexec shared:9 - tmpfs tmpfs ro,mode=755
+31 30 0:27 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime shared:10 - cgroup2 cgroup2 rw
+32 30 0:28 / /sys/fs/cgroup/systemd rw,nosuid,nodev,noexec,relatime shared:11 - cgroup cgroup rw,xattr,name=systemd
+33 30 0:29 / /sys/fs/cgroup/cpu rw,nosuid,nodev,noexec,relatime shared:12 - cgroup cgroup rw,cpu
+34 30 0:30 / /sys/fs/cgroup/memory rw,nosuid,nodev,noexec,relatime shared:13 - cgroup cgroup rw,memory
+";
+
+    #[test]
+    fn parses_hybrid_layout() {
+        let h = parse_mountinfo(HYBRID);
+        assert_eq!(h.len(), 4);
+        assert!(h[0].v2 && h[0].name == "unified");
+        assert_eq!(h[1].options, "name=systemd");
+        assert_eq!(h[2].options, "cpu");
+        assert_eq!(h[3].mount_point, PathBuf::from("/sys/fs/cgroup/memory"));
+    }
+
+    #[test]
+    fn own_path_matches_controllers() {
+        let h = parse_mountinfo(HYBRID);
+        let pc = "0::/user.slice\n4:memory:/mem/x\n3:cpu:/cpu/y\n1:name=systemd:/sd\n";
+        assert_eq!(own_path(&h[0], pc), PathBuf::from("/user.slice"));
+        assert_eq!(own_path(&h[1], pc), PathBuf::from("/sd"));
+        assert_eq!(own_path(&h[3], pc), PathBuf::from("/mem/x"));
+    }
+}

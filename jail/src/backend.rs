@@ -1,0 +1,76 @@
+//! [`Backend`] for the jail.
+
+use crate::create::{create, short_path, START_SOCKET};
+use hyperjail_isolation::cgroups::Cgroup;
+use hyperjail_runtime::{
+    proc_stat, Backend, BackendKind, CreateRequest, DomainDir, DomainRecord, Error, Result,
+};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+
+/// The jail backend (stateless: everything lives in the domain record).
+#[derive(Debug, Default)]
+pub struct JailBackend;
+
+/// kill(2) with a raw signal number (real-time signals have no nix `Signal`).
+fn signal_pid(pid: i32, signal: i32) -> nix::Result<()> {
+    // SAFETY: kill(2) takes two integers and touches no memory.
+    nix::errno::Errno::result(unsafe { libc::kill(pid, signal) }).map(drop)
+}
+
+fn same_process(rec: &DomainRecord) -> bool {
+    proc_stat(rec.pid).is_some_and(|s| s.start_time == rec.pid_start)
+}
+
+impl Backend for JailBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Jail
+    }
+
+    fn create(&self, req: &CreateRequest<'_>, rec: &mut DomainRecord) -> Result<()> {
+        Ok(create(req, rec)?)
+    }
+
+    fn start(&self, _rec: &DomainRecord, dir: &DomainDir) -> Result<()> {
+        let (_f, path) = short_path(dir.path(), START_SOCKET)?;
+        let mut s = UnixStream::connect(&path)
+            .map_err(|e| Error::Backend(format!("cannot reach the container's init: {e}")))?;
+        s.write_all(b"s")
+            .map_err(|e| Error::Backend(format!("start: {e}")))?;
+        let mut msg = String::new();
+        let _ = s.read_to_string(&mut msg);
+        if msg.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Backend(msg))
+        }
+    }
+
+    fn kill(&self, rec: &DomainRecord, signal: i32, all: bool) -> Result<()> {
+        if all {
+            for p in Cgroup::from_dirs(rec.cgroups.clone()).pids() {
+                let _ = signal_pid(p, signal);
+            }
+            return Ok(());
+        }
+        if !same_process(rec) {
+            return Err(Error::Backend(format!("container {} is not running", rec.id)));
+        }
+        signal_pid(rec.pid, signal).map_err(|e| Error::Sys { op: "kill", source: e })
+    }
+
+    fn is_paused(&self, rec: &DomainRecord) -> bool {
+        Cgroup::from_dirs(rec.cgroups.clone()).is_frozen()
+    }
+
+    fn destroy(&self, rec: &DomainRecord) -> Result<()> {
+        if same_process(rec) {
+            let _ = kill(Pid::from_raw(rec.pid), Signal::SIGKILL);
+        }
+        Cgroup::from_dirs(rec.cgroups.clone())
+            .destroy()
+            .map_err(|e| Error::Backend(e.to_string()))
+    }
+}

@@ -1,0 +1,250 @@
+//! The container side: stage 1 (namespaces) and init (rootfs, process setup, wait for
+//! `start`, exec). Both run in children forked from the single-threaded runtime.
+
+use crate::sync::{Channel, Msg};
+use crate::Error;
+use hyperjail_isolation::mounts::{mount_entry, MountCtx};
+use hyperjail_isolation::ns::{self, NsPlan};
+use hyperjail_isolation::{caps, console, process, rootfs};
+use hyperjail_oci::{run_hooks, Bundle, HookKind, OciState, Status};
+use hyperjail_runtime::CreateOpts;
+use nix::sched::CloneFlags;
+use nix::unistd::{fork, ForkResult, Gid, Uid};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+
+/// What the children need; valid in them because fork copies the runtime's memory.
+#[derive(Debug)]
+pub struct InitCtx<'a> {
+    /// Container id.
+    pub id: &'a str,
+    /// The bundle.
+    pub bundle: &'a Bundle,
+    /// Namespaces to create and join.
+    pub plan: &'a NsPlan,
+    /// The container's cgroup directories.
+    pub cgroups: &'a [PathBuf],
+    /// CLI options.
+    pub opts: &'a CreateOpts,
+    /// The start socket.
+    pub listener: &'a UnixListener,
+    /// Connected console socket, when process.terminal is set.
+    pub console: Option<&'a OwnedFd>,
+}
+
+/// Stage 1: namespaces, then fork init. Never returns.
+pub fn stage1(ch: Channel, ctx: &InitCtx<'_>) -> ! {
+    let code = match stage1_inner(&ch, ctx) {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = ch.send(&Msg::Failed(e.to_string()));
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+fn stage1_inner(ch: &Channel, ctx: &InitCtx<'_>) -> Result<(), Error> {
+    ch.expect(Msg::Go)?;
+    let plan = ctx.plan;
+    let user = CloneFlags::CLONE_NEWUSER;
+    let joins = plan.open_joins()?;
+    ns::join(&joins, |f| f == user)?;
+    if plan.new.contains(user) {
+        ns::unshare(user)?;
+        ch.send(&Msg::MapIds)?;
+        ch.expect(Msg::Go)?;
+        // Become root of the new user namespace (if the maps make it exist).
+        let _ = nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0));
+        let _ = nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0));
+    }
+    ns::join(&joins, |f| f != user)?;
+    drop(joins);
+    ns::unshare(plan.new - user)?;
+    let time = CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
+    if plan.new.contains(time) {
+        let offsets: Vec<(String, i64, u32)> = ctx
+            .bundle
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.time_offsets().clone())
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k, v.secs().unwrap_or(0), v.nanosecs().unwrap_or(0)))
+            .collect();
+        ns::write_time_offsets(&offsets)?;
+    }
+    // SAFETY: single-threaded (forked from the single-threaded runtime).
+    match unsafe { fork() }.map_err(|source| Error::Sys { op: "fork init", source })? {
+        ForkResult::Child => init(ch, ctx),
+        ForkResult::Parent { child } => ch.send(&Msg::Pid(child.as_raw())),
+    }
+}
+
+/// Everything init prepared before it waits for `start`.
+struct Prepared {
+    exe: Option<PathBuf>,
+    state_json: String,
+}
+
+fn init(ch: &Channel, ctx: &InitCtx<'_>) -> ! {
+    match setup(ch, ctx) {
+        Ok(p) => {
+            if ch.send(&Msg::Ready).is_err() {
+                std::process::exit(1);
+            }
+            wait_and_exec(ctx, p)
+        }
+        Err(e) => {
+            let _ = ch.send(&Msg::Failed(e.to_string()));
+            std::process::exit(1)
+        }
+    }
+}
+
+fn setup(ch: &Channel, ctx: &InitCtx<'_>) -> Result<Prepared, Error> {
+    let spec = &ctx.bundle.spec;
+    let linux = spec.linux().as_ref();
+    let process = spec.process().as_ref();
+    nix::unistd::setsid().map_err(|source| Error::Sys { op: "setsid", source })?;
+    if !ctx.opts.no_new_keyring {
+        process::join_session_keyring(ctx.id)?;
+    }
+
+    // The rootfs and the configured mounts, all resolved inside the rootfs.
+    let rootfs = &ctx.bundle.rootfs;
+    let root = rootfs::prepare(rootfs, linux.and_then(|l| l.rootfs_propagation().as_deref()))?;
+    let mounts = spec.mounts().as_deref().unwrap_or(&[]);
+    let mctx = MountCtx {
+        root: &root,
+        bundle: &ctx.bundle.dir,
+        new_netns: ctx.plan.has(CloneFlags::CLONE_NEWNET),
+        new_ipcns: ctx.plan.has(CloneFlags::CLONE_NEWIPC),
+        new_cgroupns: ctx.plan.has(CloneFlags::CLONE_NEWCGROUP),
+        cgroups: ctx.cgroups,
+    };
+    for m in mounts {
+        mount_entry(&mctx, m)?;
+    }
+    let dev_bound = mounts.iter().any(|m| {
+        m.destination() == Path::new("/dev")
+            && (m.typ().as_deref() == Some("bind")
+                || m.options().iter().flatten().any(|o| o == "bind" || o == "rbind"))
+    });
+    let terminal = process.and_then(|p| p.terminal()).unwrap_or(false);
+    if !dev_bound {
+        let devices = linux.and_then(|l| l.devices().as_deref()).unwrap_or(&[]);
+        rootfs::setup_dev(&root, devices, terminal)?;
+    }
+
+    ch.send(&Msg::RunHooks)?;
+    let state_json = match ch.recv()? {
+        Msg::HooksDone(s) => s,
+        Msg::Failed(e) => return Err(Error::Init(e)),
+        m => return Err(Error::Channel(format!("protocol error: got {m:?}"))),
+    };
+    run_hooks(spec, HookKind::CreateContainer, state_json.as_bytes())?;
+    drop(root);
+
+    rootfs::pivot(rootfs, ctx.opts.no_pivot)?;
+    if let Some(l) = linux {
+        rootfs::mask_paths(l.masked_paths().as_deref().unwrap_or(&[]))?;
+        rootfs::readonly_paths(l.readonly_paths().as_deref().unwrap_or(&[]))?;
+    }
+    let host = spec.hostname().as_deref().filter(|h| !h.is_empty());
+    let domain = spec.domainname().as_deref().filter(|h| !h.is_empty());
+    process::set_names(host, domain)?;
+    if let Some(sysctl) = linux.and_then(|l| l.sysctl().as_ref()) {
+        process::set_sysctls(sysctl)?;
+    }
+    if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
+        rootfs::readonly_root()?;
+    }
+
+    let Some(p) = process else {
+        return Ok(Prepared { exe: None, state_json });
+    };
+    if let (true, Some(sock)) = (terminal, ctx.console) {
+        let size = p.console_size().map(|b| (b.height() as u16, b.width() as u16));
+        console::setup(sock, size, !dev_bound)?;
+    }
+    process::set_rlimits(p.rlimits().as_deref().unwrap_or(&[]))?;
+    if let Some(adj) = p.oom_score_adj() {
+        process::set_oom_score_adj(adj)?;
+    }
+    let cwd = p.cwd();
+    if std::fs::metadata(cwd).is_err() {
+        std::fs::create_dir_all(cwd).map_err(|e| Error::Init(format!("create cwd {}: {e}", cwd.display())))?;
+    }
+    std::env::set_current_dir(cwd).map_err(|e| Error::Init(format!("chdir to cwd {}: {e}", cwd.display())))?;
+    let env = p.env().clone().unwrap_or_default();
+    let exe = match p.args().as_ref().and_then(|a| a.first()) {
+        Some(a0) => Some(process::find_executable(a0, &env)?),
+        None => None,
+    };
+    if let Some(c) = p.capabilities() {
+        caps::drop_bounding(c)?;
+    }
+    let userns = ctx.plan.has(CloneFlags::CLONE_NEWUSER);
+    let setgroups_ok = !userns || std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "allow");
+    process::set_user(p.user(), setgroups_ok)?;
+    if let Some(c) = p.capabilities() {
+        caps::apply(c)?;
+    }
+    if p.no_new_privileges().unwrap_or(false) {
+        nix::sys::prctl::set_no_new_privs().map_err(|source| Error::Sys { op: "prctl(PR_SET_NO_NEW_PRIVS)", source })?;
+    }
+    Ok(Prepared { exe, state_json })
+}
+
+/// Waits for `start`, runs startContainer hooks, and execs the user program. An error
+/// goes back to `start` over its connection.
+fn wait_and_exec(ctx: &InitCtx<'_>, p: Prepared) -> ! {
+    let mut conn = loop {
+        match ctx.listener.accept() {
+            Ok((c, _)) => break c,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => std::process::exit(1),
+        }
+    };
+    // `start` sends one byte; wait for it so a stray connect cannot start us.
+    let mut b = [0u8; 1];
+    if conn.read_exact(&mut b).is_err() {
+        std::process::exit(1);
+    }
+    let fail = |conn: &mut std::os::unix::net::UnixStream, msg: String| -> ! {
+        let _ = conn.write_all(msg.as_bytes());
+        std::process::exit(127)
+    };
+    let spec = &ctx.bundle.spec;
+    let (Some(exe), Some(proc_)) = (p.exe, spec.process().as_ref()) else {
+        fail(&mut conn, "config.json has no process to start".into())
+    };
+    let state = serde_json::from_str::<OciState>(&p.state_json).map(|mut s| {
+        s.status = Status::Running;
+        serde_json::to_string(&s).unwrap_or_default()
+    });
+    if let Err(e) = run_hooks(spec, HookKind::StartContainer, state.unwrap_or_default().as_bytes()) {
+        fail(&mut conn, e.to_string())
+    }
+    process::reset_signals();
+    let preserve = ctx.opts.preserve_fds;
+    if let Err(e) = process::cloexec_from(3 + preserve) {
+        fail(&mut conn, e.to_string())
+    }
+    let ours = [conn.as_raw_fd(), ctx.listener.as_raw_fd()];
+    for fd in 3..3 + preserve as i32 {
+        if !ours.contains(&fd) {
+            if let Err(e) = process::keep_fd(fd) {
+                fail(&mut conn, e.to_string())
+            }
+        }
+    }
+    let args = proc_.args().clone().unwrap_or_default();
+    let env = proc_.env().clone().unwrap_or_default();
+    let e = process::exec(&exe, &args, &env);
+    fail(&mut conn, e.to_string())
+}

@@ -1,0 +1,30 @@
+//! hyperjail-runtime: the domain model shared by both backends.
+//!
+//! A *domain* is one OCI container, identified by its OCI id and a small numeric
+//! `domid` (as in Xen, 0 is the host). This crate owns the on-disk state store under
+//! `--root` (atomic writes, per-domain locks), the status rules of each verb, the
+//! [`Backend`] trait that the jail and the VM implement, and the lifecycle verbs that
+//! drive a backend. It never imports a backend: the CLI registers them.
+
+#![forbid(unsafe_code)]
+
+mod backend;
+mod error;
+mod id;
+mod lifecycle;
+mod proc;
+mod signal;
+mod store;
+mod wait;
+
+pub use backend::{Backend, BackendKind, CreateOpts, CreateRequest, Created};
+pub use error::Error;
+pub use hyperjail_oci::{OciState, Status};
+pub use id::DomainId;
+pub use lifecycle::{now_rfc3339, Runtime, RunOutcome};
+pub use proc::{proc_stat, ProcStat};
+pub use signal::parse_signal;
+pub use store::{DomainDir, DomainRecord, Store};
+
+/// Result type of this crate.
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,365 @@
+//! The lifecycle verbs: status rules, locking and state writes around a backend.
+
+use crate::store::STATE_VERSION;
+use crate::{
+    proc_stat, Backend, BackendKind, CreateOpts, CreateRequest, DomainDir, DomainId,
+    DomainRecord, Error, OciState, Result, Status, Store,
+};
+use hyperjail_oci::{run_hooks, Bundle, HookKind};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Annotation that routes a domain to a backend.
+pub const BACKEND_ANNOTATION: &str = "org.hyperjail.backend";
+
+/// How a foreground `run` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// `--detach`: the container runs on.
+    Detached,
+    /// The container process exited with this status (128+n when killed by signal n).
+    Exited(i32),
+}
+
+/// The runtime: a state store and the registered backends.
+pub struct Runtime {
+    store: Store,
+    backends: Vec<Box<dyn Backend>>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("store", &self.store).finish()
+    }
+}
+
+impl Runtime {
+    /// A runtime over the store at `root`.
+    pub fn new(root: &Path, backends: Vec<Box<dyn Backend>>) -> Result<Runtime> {
+        Ok(Runtime {
+            store: Store::open(root)?,
+            backends,
+        })
+    }
+
+    /// The state store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn backend(&self, name: &str) -> Result<&dyn Backend> {
+        self.backends
+            .iter()
+            .find(|b| b.kind().name() == name)
+            .map(|b| b.as_ref())
+            .ok_or_else(|| Error::Backend(format!("backend {name:?} is not available in this build")))
+    }
+
+    /// The status of a domain now, from its record and the live process.
+    pub fn status_of(&self, rec: &DomainRecord) -> Status {
+        let alive = proc_stat(rec.pid)
+            .is_some_and(|st| st.start_time == rec.pid_start && !matches!(st.state, 'Z' | 'X'));
+        if !alive {
+            return Status::Stopped;
+        }
+        if rec.status != Status::Creating
+            && self.backend(&rec.backend).is_ok_and(|b| b.is_paused(rec))
+        {
+            return Status::Paused;
+        }
+        rec.status
+    }
+
+    /// The OCI state document of a record at a given status.
+    pub fn oci_state(rec: &DomainRecord, status: Status) -> OciState {
+        OciState {
+            oci_version: hyperjail_oci::OCI_VERSION.to_string(),
+            id: rec.id.clone(),
+            status,
+            pid: if status == Status::Stopped { 0 } else { rec.pid },
+            bundle: rec.bundle.clone(),
+            rootfs: rec.rootfs.clone(),
+            created: rec.created.clone(),
+            annotations: rec.annotations.clone(),
+            owner: String::new(),
+        }
+    }
+
+    /// `create`: builds the domain; on any error nothing is left behind.
+    pub fn create(&self, id: &str, bundle_dir: &Path, opts: &CreateOpts) -> Result<DomainRecord> {
+        let id = DomainId::new(id)?;
+        let bundle = Bundle::load(bundle_dir)?;
+        let annotations: BTreeMap<String, String> = bundle
+            .spec
+            .annotations()
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let (kind, reason) = route(&annotations)?;
+        let backend = self.backend(kind.name())?;
+        let dir = self.store.create(&id)?;
+        let domid = match self.store.next_domid() {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = dir.remove();
+                return Err(e);
+            }
+        };
+        let mut rec = DomainRecord {
+            version: STATE_VERSION,
+            id: id.to_string(),
+            domid,
+            backend: kind.name().to_string(),
+            backend_reason: reason,
+            bundle: bundle.dir.clone(),
+            rootfs: bundle.rootfs.clone(),
+            pid: 0,
+            pid_start: 0,
+            status: Status::Creating,
+            created: crate::lifecycle::now_rfc3339(),
+            annotations,
+            cgroups: Vec::new(),
+            hooks: bundle.spec.hooks().clone(),
+        };
+        let req = CreateRequest {
+            id: &id,
+            bundle: &bundle,
+            dir: &dir,
+            opts,
+        };
+        let result = backend.create(&req, &mut rec).and_then(|()| {
+            rec.status = Status::Created;
+            dir.save(&rec)?;
+            if let Some(p) = &opts.pid_file {
+                write_pid_file(p, rec.pid)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = result {
+            let _ = backend.destroy(&rec);
+            let _ = dir.remove();
+            return Err(e);
+        }
+        Ok(rec)
+    }
+
+    fn locked(&self, id: &str) -> Result<(DomainDir, DomainRecord)> {
+        let id = DomainId::new(id)?;
+        let dir = self.store.lock(&id)?;
+        match dir.load()? {
+            Some(rec) => Ok((dir, rec)),
+            None => Err(Error::WrongState {
+                verb: "use",
+                id: id.to_string(),
+                status: Status::Creating,
+            }),
+        }
+    }
+
+    /// `start`: runs the user program of a created domain.
+    pub fn start(&self, id: &str) -> Result<()> {
+        let (dir, mut rec) = self.locked(id)?;
+        let status = self.status_of(&rec);
+        if status != Status::Created {
+            return Err(Error::WrongState {
+                verb: "start",
+                id: rec.id,
+                status,
+            });
+        }
+        self.backend(&rec.backend)?.start(&rec, &dir)?;
+        rec.status = Status::Running;
+        dir.save(&rec)?;
+        let state = Self::oci_state(&rec, Status::Running);
+        run_record_hooks(&rec, HookKind::Poststart, &state);
+        Ok(())
+    }
+
+    /// `state`: the OCI state document (no lock, see the store's docs).
+    pub fn state(&self, id: &str) -> Result<OciState> {
+        let id = DomainId::new(id)?;
+        match self.store.read(&id)? {
+            Some(rec) => {
+                let st = self.status_of(&rec);
+                Ok(Self::oci_state(&rec, st))
+            }
+            None => Err(Error::WrongState {
+                verb: "read the state of",
+                id: id.to_string(),
+                status: Status::Creating,
+            }),
+        }
+    }
+
+    /// Every domain's record and current status; unreadable ones are skipped.
+    pub fn list(&self) -> Result<Vec<(DomainRecord, Status)>> {
+        let mut out = Vec::new();
+        for id in self.store.ids()? {
+            if let Ok(Some(rec)) = self.store.read(&id) {
+                let st = self.status_of(&rec);
+                out.push((rec, st));
+            }
+        }
+        Ok(out)
+    }
+
+    /// `kill`: a signal to the container process (or all its processes).
+    pub fn kill(&self, id: &str, signal: i32, all: bool) -> Result<()> {
+        let (_dir, rec) = self.locked(id)?;
+        let status = self.status_of(&rec);
+        if status == Status::Stopped && !all {
+            return Err(Error::WrongState {
+                verb: "kill",
+                id: rec.id,
+                status,
+            });
+        }
+        self.backend(&rec.backend)?.kill(&rec, signal, all)
+    }
+
+    /// `delete`: removes a stopped (or, like runc, a created) domain; `force` kills a
+    /// running one first.
+    pub fn delete(&self, id: &str, force: bool) -> Result<()> {
+        let did = DomainId::new(id)?;
+        let dir = self.store.lock(&did)?;
+        let rec = match dir.load() {
+            Ok(Some(rec)) => rec,
+            // No record or an unreadable one: nothing we can trust but the directory.
+            Ok(None) | Err(Error::CorruptState { .. }) if force => return dir.remove(),
+            Ok(None) => {
+                return Err(Error::WrongState {
+                    verb: "delete",
+                    id: did.to_string(),
+                    status: Status::Creating,
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        let status = self.status_of(&rec);
+        // runc and crun delete a `created` container without --force (containerd's shim
+        // relies on it when a task is deleted before start), so we do too.
+        if !force && !matches!(status, Status::Stopped | Status::Created) {
+            return Err(Error::WrongState {
+                verb: "delete",
+                id: rec.id,
+                status,
+            });
+        }
+        self.destroy(dir, &rec)
+    }
+
+    fn destroy(&self, dir: DomainDir, rec: &DomainRecord) -> Result<()> {
+        self.backend(&rec.backend)?.destroy(rec)?;
+        let state = Self::oci_state(rec, Status::Stopped);
+        run_record_hooks(rec, HookKind::Poststop, &state);
+        dir.remove()
+    }
+
+    /// `run`: create + start, then (unless detached) wait for the container process,
+    /// forwarding signals to it, and delete it once it has exited.
+    pub fn run(&self, id: &str, bundle_dir: &Path, opts: &CreateOpts) -> Result<RunOutcome> {
+        let guard = if opts.foreground {
+            Some(crate::wait::Foreground::enter()?)
+        } else {
+            None
+        };
+        let rec = self.create(id, bundle_dir, opts)?;
+        if let Err(e) = self.start(id) {
+            let _ = self.delete(id, true);
+            return Err(e);
+        }
+        let Some(guard) = guard else {
+            return Ok(RunOutcome::Detached);
+        };
+        let code = guard.wait_for(rec.pid);
+        let dir = self.store.lock(&DomainId::new(id)?)?;
+        let rec = dir.load()?.unwrap_or(rec);
+        self.destroy(dir, &rec)?;
+        Ok(RunOutcome::Exited(code))
+    }
+}
+
+/// Chooses the backend from the `org.hyperjail.backend` annotation.
+fn route(annotations: &BTreeMap<String, String>) -> Result<(BackendKind, String)> {
+    match annotations.get(BACKEND_ANNOTATION).map(String::as_str) {
+        None => Ok((BackendKind::Jail, "default".into())),
+        Some("jail") => Ok((BackendKind::Jail, format!("annotation {BACKEND_ANNOTATION}=jail"))),
+        Some("vm") => Ok((BackendKind::Vm, format!("annotation {BACKEND_ANNOTATION}=vm"))),
+        Some("auto") => Ok((
+            BackendKind::Jail,
+            "auto: nothing in the config needs a kernel of its own".into(),
+        )),
+        Some(other) => Err(Error::Backend(format!(
+            "annotation {BACKEND_ANNOTATION}={other:?} is not one of jail, vm, auto"
+        ))),
+    }
+}
+
+fn run_record_hooks(rec: &DomainRecord, kind: HookKind, state: &OciState) {
+    let Some(hooks) = &rec.hooks else { return };
+    let spec = oci_spec::runtime::SpecBuilder::default()
+        .hooks(hooks.clone())
+        .build();
+    let Ok(spec) = spec else { return };
+    let json = serde_json::to_vec(state).unwrap_or_default();
+    if let Err(e) = run_hooks(&spec, kind, &json) {
+        // The spec: a failing poststart/poststop hook is a warning, the lifecycle goes on.
+        eprintln!("warning: {e}");
+    }
+}
+
+fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+    let tmp = path.with_extension("hjtmp");
+    std::fs::write(&tmp, pid.to_string()).map_err(|e| Error::io("write pid file", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io("write pid file", path, e))
+}
+
+/// The current time as RFC 3339 with nanoseconds, UTC.
+pub fn now_rfc3339() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_nanos()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing() {
+        let mut a = BTreeMap::new();
+        assert_eq!(route(&a).expect("default").0, BackendKind::Jail);
+        a.insert(BACKEND_ANNOTATION.to_string(), "vm".to_string());
+        assert_eq!(route(&a).expect("vm").0, BackendKind::Vm);
+        a.insert(BACKEND_ANNOTATION.to_string(), "qemu".to_string());
+        assert!(route(&a).unwrap_err().to_string().contains("not one of"));
+    }
+
+    #[test]
+    fn rfc3339_shape() {
+        let s = now_rfc3339();
+        assert_eq!(s.len(), 30, "{s}");
+        assert!(s.ends_with('Z') && s.as_bytes()[10] == b'T');
+        assert!(s.starts_with("20"));
+    }
+}

@@ -1,0 +1,54 @@
+//! Reading /proc/<pid>/stat so a recorded pid is never trusted blindly.
+
+/// The fields of /proc/<pid>/stat this runtime needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcStat {
+    /// Process state letter (R, S, D, Z, T, ...).
+    pub state: char,
+    /// Start time in clock ticks after boot (field 22).
+    pub start_time: u64,
+}
+
+/// Reads /proc/<pid>/stat; `None` if the process does not exist.
+pub fn proc_stat(pid: i32) -> Option<ProcStat> {
+    if pid <= 0 {
+        return None;
+    }
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&s)
+}
+
+fn parse_stat(s: &str) -> Option<ProcStat> {
+    // The command name may contain spaces and parentheses: fields restart after the
+    // last ')'.
+    let rest = &s[s.rfind(')')? + 1..];
+    let mut it = rest.split_ascii_whitespace();
+    let state = it.next()?.chars().next()?;
+    // After the state come fields 4..; start time is field 22, i.e. 19 further on.
+    let start_time = it.nth(18)?.parse().ok()?;
+    Some(ProcStat { state, start_time })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_odd_comm() {
+        let s = "42 (a) b) c) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 123456 1000 10";
+        assert_eq!(
+            parse_stat(s),
+            Some(ProcStat {
+                state: 'S',
+                start_time: 123456
+            })
+        );
+    }
+
+    #[test]
+    fn self_is_alive() {
+        let st = proc_stat(std::process::id() as i32).expect("own stat");
+        assert_eq!(st.state, 'R');
+        assert!(proc_stat(0).is_none());
+    }
+}
