@@ -10,10 +10,16 @@ pub fn write(path: Option<&Path>, format: LogFormat, level: &str, msg: &str) {
     let Some(path) = path else { return };
     let time = hyperjail_runtime_time();
     let line = match format {
-        LogFormat::Json => serde_json::json!({"level": level, "msg": msg, "time": time}).to_string(),
+        LogFormat::Json => {
+            serde_json::json!({"level": level, "msg": msg, "time": time}).to_string()
+        }
         LogFormat::Text => format!("time={time:?} level={level} msg={msg:?}"),
     };
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
         let _ = writeln!(f, "{line}");
     }
 }

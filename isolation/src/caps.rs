@@ -9,8 +9,9 @@ fn to_set(c: &Option<Capabilities>) -> Result<CapsHashSet> {
     let mut out = CapsHashSet::new();
     for cap in c.iter().flatten() {
         let name = format!("CAP_{cap}");
-        let parsed = Capability::from_str(&name)
-            .map_err(|_| Error::Invalid(format!("capability {name} is not known to this kernel")))?;
+        let parsed = Capability::from_str(&name).map_err(|_| {
+            Error::Invalid(format!("capability {name} is not known to this kernel"))
+        })?;
         out.insert(parsed);
     }
     Ok(out)
@@ -42,8 +43,12 @@ pub fn apply(c: &LinuxCapabilities) -> Result<()> {
     // Effective must be a subset of permitted, which can only shrink: set effective
     // to what both allow first, then permitted, then the rest.
     caps::set(None, CapSet::Inheritable, &inh).map_err(|e| sys("set inheritable caps", e))?;
-    caps::set(None, CapSet::Effective, &eff.intersection(&prm).copied().collect())
-        .map_err(|e| sys("set effective caps", e))?;
+    caps::set(
+        None,
+        CapSet::Effective,
+        &eff.intersection(&prm).copied().collect(),
+    )
+    .map_err(|e| sys("set effective caps", e))?;
     caps::set(None, CapSet::Permitted, &prm).map_err(|e| sys("set permitted caps", e))?;
     caps::set(None, CapSet::Effective, &eff).map_err(|e| sys("set effective caps", e))?;
     caps::clear(None, CapSet::Ambient).map_err(|e| sys("clear ambient caps", e))?;

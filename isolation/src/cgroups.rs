@@ -40,7 +40,9 @@ pub fn hierarchies() -> Vec<Hierarchy> {
 fn parse_mountinfo(info: &str) -> Vec<Hierarchy> {
     let mut out: Vec<Hierarchy> = Vec::new();
     for line in info.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else { continue };
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
         let pre: Vec<&str> = pre.split(' ').collect();
         let post: Vec<&str> = post.split(' ').collect();
         if pre.len() < 5 || post.len() < 3 {
@@ -56,7 +58,19 @@ fn parse_mountinfo(info: &str) -> Vec<Hierarchy> {
         } else {
             post[2]
                 .split(',')
-                .filter(|o| !matches!(*o, "rw" | "ro" | "relatime" | "nosuid" | "nodev" | "noexec" | "clone_children" | "noprefix" | "xattr") && !o.starts_with("release_agent"))
+                .filter(|o| {
+                    !matches!(
+                        *o,
+                        "rw" | "ro"
+                            | "relatime"
+                            | "nosuid"
+                            | "nodev"
+                            | "noexec"
+                            | "clone_children"
+                            | "noprefix"
+                            | "xattr"
+                    ) && !o.starts_with("release_agent")
+                })
                 .collect::<Vec<_>>()
                 .join(",")
         };
@@ -80,7 +94,9 @@ fn parse_mountinfo(info: &str) -> Vec<Hierarchy> {
 }
 
 fn unescape(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\134", "\\")
 }
 
 /// This process's cgroup path in a hierarchy, from /proc/self/cgroup.
@@ -203,7 +219,10 @@ impl Cgroup {
             if Instant::now() > deadline {
                 return Err(Error::Invalid(format!(
                     "processes in cgroup {} did not die",
-                    self.dirs.first().map(|d| d.display().to_string()).unwrap_or_default()
+                    self.dirs
+                        .first()
+                        .map(|d| d.display().to_string())
+                        .unwrap_or_default()
                 )));
             }
             std::thread::sleep(Duration::from_millis(1));
@@ -242,7 +261,9 @@ fn rmdir_retry(d: &Path, deadline: Instant) -> Result<()> {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
             // A parent shared with another container still has children: leave it.
             Err(e) if e.raw_os_error() == Some(Errno::ENOTEMPTY as i32) => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(Errno::EBUSY as i32) && Instant::now() < deadline => {
+            Err(e)
+                if e.raw_os_error() == Some(Errno::EBUSY as i32) && Instant::now() < deadline =>
+            {
                 std::thread::sleep(Duration::from_millis(1));
             }
             Err(e) => return Err(Error::io("remove cgroup", d, e)),
@@ -274,7 +295,8 @@ fn mkdir_p(h: &Hierarchy, dir: &Path, made: &mut Vec<PathBuf>) -> Result<()> {
                 if own.trim().is_empty() {
                     if let Some(parent) = d.parent() {
                         let v = fs::read_to_string(parent.join(f)).unwrap_or_default();
-                        fs::write(d.join(f), v.trim()).map_err(|e| Error::io("init cpuset", d.join(f), e))?;
+                        fs::write(d.join(f), v.trim())
+                            .map_err(|e| Error::io("init cpuset", d.join(f), e))?;
                     }
                 }
             }

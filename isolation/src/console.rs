@@ -17,8 +17,12 @@ nix::ioctl_write_ptr_bad!(tiocswinsz, libc::TIOCSWINSZ, libc::winsize);
 /// Creates the pty, sends the master to `socket`, and makes the slave this process's
 /// controlling terminal and stdio. `size` is (height, width).
 pub fn setup(socket: &OwnedFd, size: Option<(u16, u16)>, bind_console: bool) -> Result<()> {
-    let master = open("/dev/ptmx", OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|e| Error::path("open", "/dev/ptmx", e))?;
+    let master = open(
+        "/dev/ptmx",
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::path("open", "/dev/ptmx", e))?;
     let mut n: libc::c_uint = 0;
     // SAFETY: TIOCGPTN writes one c_uint into `n`, which lives across the call.
     unsafe { tiocgptn(master.as_raw_fd(), &mut n) }.map_err(|e| Error::sys("TIOCGPTN", e))?;
@@ -29,10 +33,19 @@ pub fn setup(socket: &OwnedFd, size: Option<(u16, u16)>, bind_console: bool) -> 
         return Err(Error::sys("TIOCSPTLCK", nix::errno::Errno::last()));
     }
     let slave_path = format!("/dev/pts/{n}");
-    let slave = open(slave_path.as_str(), OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|e| Error::path("open", &slave_path, e))?;
+    let slave = open(
+        slave_path.as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::path("open", &slave_path, e))?;
     if let Some((h, w)) = size {
-        let ws = libc::winsize { ws_row: h, ws_col: w, ws_xpixel: 0, ws_ypixel: 0 };
+        let ws = libc::winsize {
+            ws_row: h,
+            ws_col: w,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
         // SAFETY: TIOCSWINSZ reads one winsize from a valid pointer.
         unsafe { tiocswinsz(slave.as_raw_fd(), &ws) }.map_err(|e| Error::sys("TIOCSWINSZ", e))?;
     }
@@ -49,7 +62,13 @@ pub fn setup(socket: &OwnedFd, size: Option<(u16, u16)>, bind_console: bool) -> 
     drop(master);
     if bind_console {
         // /dev/console shows the same terminal (an empty file made by the rootfs code).
-        let _ = mount(Some(slave_path.as_str()), "/dev/console", None::<&str>, MsFlags::MS_BIND, None::<&str>);
+        let _ = mount(
+            Some(slave_path.as_str()),
+            "/dev/console",
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        );
     }
     // SAFETY: TIOCSCTTY takes an int argument and touches no memory.
     unsafe { tiocsctty(slave.as_raw_fd(), 0) }.map_err(|e| Error::sys("TIOCSCTTY", e))?;

@@ -158,10 +158,7 @@ pub fn mount_entry(ctx: &MountCtx<'_>, m: &Mount) -> Result<()> {
         return mount_cgroup(ctx, dest, &opts);
     }
     let target = mkdir_all_in_root(ctx.root, dest, Kind::Dir)?;
-    let src = m
-        .source()
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(typ));
+    let src = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
     let flags = opts.flags & !MsFlags::MS_REMOUNT;
     let data = (!opts.data.is_empty()).then_some(opts.data.as_str());
     let r = mount(Some(&src), &fd_path(&target), Some(typ), flags, data);
@@ -177,7 +174,14 @@ pub fn mount_entry(ctx: &MountCtx<'_>, m: &Mount) -> Result<()> {
         (Err(Errno::EPERM), "mqueue") if !ctx.new_ipcns => {
             drop(target);
             let f = opts.flags | MsFlags::MS_BIND;
-            return bind(ctx.root, Path::new("/dev/mqueue"), dest, Kind::Dir, f, &opts);
+            return bind(
+                ctx.root,
+                Path::new("/dev/mqueue"),
+                dest,
+                Kind::Dir,
+                f,
+                &opts,
+            );
         }
         (Err(e), _) => {
             return Err(Error::Invalid(format!(
@@ -204,7 +208,10 @@ fn copy_up(covered: &OwnedFd, root: &OwnedFd, dest: &Path) -> Result<()> {
         .status()
         .map_err(|e| Error::io("tmpcopyup", dest, e))?;
     if !st.success() {
-        return Err(Error::Invalid(format!("tmpcopyup of {} failed", dest.display())));
+        return Err(Error::Invalid(format!(
+            "tmpcopyup of {} failed",
+            dest.display()
+        )));
     }
     Ok(())
 }
@@ -227,7 +234,13 @@ pub fn bind(
         MsFlags::MS_BIND | rec,
         None::<&str>,
     )
-    .map_err(|e| Error::Invalid(format!("bind mount {} on {}: {e}", src.display(), dest.display())))?;
+    .map_err(|e| {
+        Error::Invalid(format!(
+            "bind mount {} on {}: {e}",
+            src.display(),
+            dest.display()
+        ))
+    })?;
     drop(target);
     if !(flags & REMOUNT_FLAGS).is_empty() {
         remount(root, dest, flags & REMOUNT_FLAGS)?;
@@ -241,15 +254,27 @@ pub fn remount(root: &OwnedFd, dest: &Path, flags: MsFlags) -> Result<()> {
     let fd = open_in_root(root, dest).map_err(|e| Error::path("resolve", dest, e))?;
     let path = fd_path(&fd);
     let base = MsFlags::MS_REMOUNT | MsFlags::MS_BIND;
-    match mount(None::<&str>, &path, None::<&str>, base | flags, None::<&str>) {
+    match mount(
+        None::<&str>,
+        &path,
+        None::<&str>,
+        base | flags,
+        None::<&str>,
+    ) {
         Ok(()) => Ok(()),
         Err(Errno::EPERM) => {
             // Locked flags (user namespace): add the ones the mount already has.
             let cur = nix::sys::statvfs::fstatvfs(fd.as_fd())
                 .map_err(|e| Error::path("statvfs", dest, e))?;
             let locked = statvfs_to_ms(cur.flags());
-            mount(None::<&str>, &path, None::<&str>, base | flags | locked, None::<&str>)
-                .map_err(|e| Error::path("remount", dest, e))
+            mount(
+                None::<&str>,
+                &path,
+                None::<&str>,
+                base | flags | locked,
+                None::<&str>,
+            )
+            .map_err(|e| Error::path("remount", dest, e))
         }
         Err(e) => Err(Error::path("remount", dest, e)),
     }
@@ -295,12 +320,24 @@ fn mount_cgroup(ctx: &MountCtx<'_>, dest: &Path, opts: &MountOptions) -> Result<
     let hier = crate::cgroups::hierarchies();
     if hier.iter().all(|h| h.v2) {
         // Pure v2: one cgroup2 mount.
-        mount(Some("cgroup"), &fd_path(&target), Some("cgroup2"), opts.flags, None::<&str>)
-            .map_err(|e| Error::path("mount cgroup2", dest, e))?;
+        mount(
+            Some("cgroup"),
+            &fd_path(&target),
+            Some("cgroup2"),
+            opts.flags,
+            None::<&str>,
+        )
+        .map_err(|e| Error::path("mount cgroup2", dest, e))?;
         return Ok(());
     }
-    mount(Some("tmpfs"), &fd_path(&target), Some("tmpfs"), base, Some("mode=755"))
-        .map_err(|e| Error::path("mount cgroup tmpfs", dest, e))?;
+    mount(
+        Some("tmpfs"),
+        &fd_path(&target),
+        Some("tmpfs"),
+        base,
+        Some("mode=755"),
+    )
+    .map_err(|e| Error::path("mount cgroup tmpfs", dest, e))?;
     drop(target);
     for h in &hier {
         let sub = dest.join(&h.name);
@@ -312,11 +349,23 @@ fn mount_cgroup(ctx: &MountCtx<'_>, dest: &Path, opts: &MountOptions) -> Result<
             } else {
                 ("cgroup", h.options.clone())
             };
-            mount(Some("cgroup"), &fd_path(&t), Some(fstype), flags, Some(data.as_str()))
+            mount(
+                Some("cgroup"),
+                &fd_path(&t),
+                Some(fstype),
+                flags,
+                Some(data.as_str()),
+            )
         } else {
             let own = ctx.cgroups.iter().find(|d| d.starts_with(&h.mount_point));
             match own {
-                Some(src) => mount(Some(src), &fd_path(&t), None::<&str>, MsFlags::MS_BIND, None::<&str>),
+                Some(src) => mount(
+                    Some(src),
+                    &fd_path(&t),
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                ),
                 None => Ok(()),
             }
         };
@@ -365,7 +414,9 @@ mod tests {
     #[test]
     fn propagation_and_rbind() {
         let m = o(&["rbind", "rprivate", "ro"]);
-        assert!(m.flags.contains(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY));
+        assert!(m
+            .flags
+            .contains(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY));
         assert_eq!(m.propagation, vec![MsFlags::MS_PRIVATE | MsFlags::MS_REC]);
     }
 

@@ -46,7 +46,8 @@ impl NsPlan {
             }
         }
         // Join the user namespace first: the others are then owned by it.
-        p.join.sort_by_key(|(f, _)| !f.contains(CloneFlags::CLONE_NEWUSER));
+        p.join
+            .sort_by_key(|(f, _)| !f.contains(CloneFlags::CLONE_NEWUSER));
         p
     }
 
@@ -93,7 +94,12 @@ pub fn map_text(maps: &[LinuxIdMapping]) -> String {
 }
 
 /// Writes uid and gid maps of process `pid` (from outside its user namespace).
-pub fn write_id_maps(pid: i32, uid: &[LinuxIdMapping], gid: &[LinuxIdMapping], deny_setgroups: bool) -> Result<()> {
+pub fn write_id_maps(
+    pid: i32,
+    uid: &[LinuxIdMapping],
+    gid: &[LinuxIdMapping],
+    deny_setgroups: bool,
+) -> Result<()> {
     if deny_setgroups {
         let p = format!("/proc/{pid}/setgroups");
         std::fs::write(&p, "deny").map_err(|e| Error::io("write", p, e))?;
@@ -141,7 +147,8 @@ mod tests {
     #[test]
     fn map_format() {
         let m: Vec<LinuxIdMapping> =
-            serde_json::from_str(r#"[{"containerID":0,"hostID":1000,"size":65536}]"#).expect("json");
+            serde_json::from_str(r#"[{"containerID":0,"hostID":1000,"size":65536}]"#)
+                .expect("json");
         assert_eq!(map_text(&m), "0 1000 65536\n");
     }
 }

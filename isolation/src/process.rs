@@ -35,8 +35,17 @@ fn resource(t: PosixRlimitType) -> Resource {
 /// Applies `process.rlimits`.
 pub fn set_rlimits(limits: &[PosixRlimit]) -> Result<()> {
     for l in limits {
-        setrlimit(resource(l.typ()), l.soft(), l.hard())
-            .map_err(|e| Error::sys(format!("setrlimit {:?} soft={} hard={}", l.typ(), l.soft(), l.hard()), e))?;
+        setrlimit(resource(l.typ()), l.soft(), l.hard()).map_err(|e| {
+            Error::sys(
+                format!(
+                    "setrlimit {:?} soft={} hard={}",
+                    l.typ(),
+                    l.soft(),
+                    l.hard()
+                ),
+                e,
+            )
+        })?;
     }
     Ok(())
 }
@@ -63,7 +72,8 @@ pub fn set_user(u: &User, setgroups_allowed: bool) -> Result<()> {
     let g = Gid::from_raw(u.gid());
     nix::unistd::setresgid(g, g, g).map_err(|e| Error::sys(format!("setresgid {}", u.gid()), e))?;
     let uid = Uid::from_raw(u.uid());
-    nix::unistd::setresuid(uid, uid, uid).map_err(|e| Error::sys(format!("setresuid {}", u.uid()), e))?;
+    nix::unistd::setresuid(uid, uid, uid)
+        .map_err(|e| Error::sys(format!("setresuid {}", u.uid()), e))?;
     nix::sys::prctl::set_keepcaps(false).map_err(|e| Error::sys("prctl(PR_SET_KEEPCAPS)", e))?;
     if let Some(m) = u.umask() {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(m));
@@ -98,7 +108,10 @@ pub fn set_names(hostname: Option<&str>, domainname: Option<&str>) -> Result<()>
         // points into `d`, alive for the call.
         let r = unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) };
         if r != 0 {
-            return Err(Error::sys(format!("setdomainname {d:?}"), nix::errno::Errno::last()));
+            return Err(Error::sys(
+                format!("setdomainname {d:?}"),
+                nix::errno::Errno::last(),
+            ));
         }
     }
     Ok(())
@@ -123,7 +136,9 @@ pub fn find_executable(arg0: &str, env: &[String]) -> Result<PathBuf> {
         return match std::fs::metadata(&p) {
             Ok(_) if is_exec(&p) => Ok(p),
             Ok(_) => Err(Error::Invalid(format!("exec: {arg0:?}: permission denied"))),
-            Err(_) => Err(Error::Invalid(format!("exec: {arg0:?}: no such file or directory"))),
+            Err(_) => Err(Error::Invalid(format!(
+                "exec: {arg0:?}: no such file or directory"
+            ))),
         };
     }
     let path = env
@@ -133,7 +148,11 @@ pub fn find_executable(arg0: &str, env: &[String]) -> Result<PathBuf> {
     path.split(':')
         .map(|d| Path::new(if d.is_empty() { "." } else { d }).join(arg0))
         .find(|p| is_exec(p))
-        .ok_or_else(|| Error::Invalid(format!("exec: {arg0:?}: executable file not found in $PATH")))
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "exec: {arg0:?}: executable file not found in $PATH"
+            ))
+        })
 }
 
 /// Marks every fd from `first` up close-on-exec, so only stdio and the preserved fds
@@ -142,7 +161,14 @@ pub fn cloexec_from(first: u32) -> Result<()> {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on fds of this
     // process; it reads and writes no memory.
-    let r = unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    };
     if r != 0 {
         return Err(Error::sys("close_range", nix::errno::Errno::last()));
     }
@@ -155,7 +181,10 @@ pub fn keep_fd(fd: i32) -> Result<()> {
     // open gives EBADF, which we ignore (the caller asked for fds it did not pass).
     let r = unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
     if r != 0 && nix::errno::Errno::last() != nix::errno::Errno::EBADF {
-        return Err(Error::sys(format!("keep fd {fd}"), nix::errno::Errno::last()));
+        return Err(Error::sys(
+            format!("keep fd {fd}"),
+            nix::errno::Errno::last(),
+        ));
     }
     Ok(())
 }
@@ -169,7 +198,8 @@ pub fn reset_signals() {
 
 /// Replaces this process with `path`.
 pub fn exec(path: &Path, args: &[String], env: &[String]) -> Error {
-    let c = |s: &str| CString::new(s).map_err(|_| Error::Invalid(format!("{s:?} contains a NUL byte")));
+    let c =
+        |s: &str| CString::new(s).map_err(|_| Error::Invalid(format!("{s:?} contains a NUL byte")));
     let build = || -> Result<(CString, Vec<CString>, Vec<CString>)> {
         let p = c(&path.to_string_lossy())?;
         let a = args.iter().map(|s| c(s)).collect::<Result<Vec<_>>>()?;

@@ -68,7 +68,11 @@ pub fn mkdir_all_in_root(root: &impl AsFd, path: &Path, kind: Kind) -> Result<Ow
             openat(
                 cur.as_fd(),
                 *c,
-                OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_WRONLY
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
                 Mode::from_bits_truncate(0o644),
             )
             .map(drop)
@@ -110,8 +114,17 @@ mod tests {
         let rfd = std::fs::File::open(&root).expect("open root");
         mkdir_all_in_root(&rfd, Path::new("/abs/x"), Kind::Dir).expect("mkdir");
         mkdir_all_in_root(&rfd, Path::new("/up/y"), Kind::File).expect("mkfile");
-        assert!(!outside.join("x").exists(), "escaped through absolute symlink");
-        assert!(root.join(outside.strip_prefix("/").expect("abs")).join("x").is_dir());
-        assert!(root.join("y").is_file(), "relative climb resolved at the root");
+        assert!(
+            !outside.join("x").exists(),
+            "escaped through absolute symlink"
+        );
+        assert!(root
+            .join(outside.strip_prefix("/").expect("abs"))
+            .join("x")
+            .is_dir());
+        assert!(
+            root.join("y").is_file(),
+            "relative climb resolved at the root"
+        );
     }
 }

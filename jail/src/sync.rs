@@ -32,8 +32,16 @@ pub struct Channel(OwnedFd);
 impl Channel {
     /// A connected pair (both close-on-exec).
     pub fn pair() -> Result<(Channel, Channel), Error> {
-        let (a, b) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
-            .map_err(|source| Error::Sys { op: "socketpair", source })?;
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|source| Error::Sys {
+            op: "socketpair",
+            source,
+        })?;
         Ok((Channel(a), Channel(b)))
     }
 
@@ -66,7 +74,9 @@ impl Channel {
         match self.recv()? {
             m if m == want => Ok(()),
             Msg::Failed(e) => Err(Error::Init(e)),
-            m => Err(Error::Channel(format!("protocol error: expected {want:?}, got {m:?}"))),
+            m => Err(Error::Channel(format!(
+                "protocol error: expected {want:?}, got {m:?}"
+            ))),
         }
     }
 }

@@ -138,7 +138,11 @@ pub fn validate(spec: &Spec) -> Result<()> {
         }
         if let Some(p) = ns.path() {
             if !p.is_absolute() {
-                return bad(format!("namespace {} path {:?} must be absolute", ns.typ(), p));
+                return bad(format!(
+                    "namespace {} path {:?} must be absolute",
+                    ns.typ(),
+                    p
+                ));
             }
         }
     }
@@ -149,7 +153,8 @@ pub fn validate(spec: &Spec) -> Result<()> {
     {
         return bad("hostname/domainname need a uts namespace".into());
     }
-    let maps = linux.uid_mappings().iter().flatten().count() + linux.gid_mappings().iter().flatten().count();
+    let maps = linux.uid_mappings().iter().flatten().count()
+        + linux.gid_mappings().iter().flatten().count();
     if maps > 0 && !has_new(LinuxNamespaceType::User) {
         return bad("uidMappings/gidMappings need a user namespace".into());
     }
@@ -161,13 +166,27 @@ pub fn validate(spec: &Spec) -> Result<()> {
         }
     }
     if let Some(prop) = linux.rootfs_propagation() {
-        const OK: [&str; 8] = ["", "private", "rprivate", "shared", "rshared", "slave", "rslave", "unbindable"];
+        const OK: [&str; 8] = [
+            "",
+            "private",
+            "rprivate",
+            "shared",
+            "rshared",
+            "slave",
+            "rslave",
+            "unbindable",
+        ];
         if !OK.contains(&prop.as_str()) && prop != "runbindable" {
-            return bad(format!("rootfsPropagation {prop:?} is not a propagation mode"));
+            return bad(format!(
+                "rootfsPropagation {prop:?} is not a propagation mode"
+            ));
         }
     }
     if let Some(cg) = linux.cgroups_path() {
-        if cg.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        if cg
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
             return bad(format!("cgroupsPath {:?} must not contain '..'", cg));
         }
     }
@@ -189,32 +208,42 @@ mod tests {
 
     #[test]
     fn minimal_config_is_valid() {
-        let s = spec(r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"cwd":"/","user":{"uid":0,"gid":0},"args":["sh"]}}"#);
+        let s = spec(
+            r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"cwd":"/","user":{"uid":0,"gid":0},"args":["sh"]}}"#,
+        );
         assert!(validate(&s).is_ok());
     }
 
     #[test]
     fn relative_cwd_is_rejected() {
-        let s = spec(r#"{"ociVersion":"1.0.2","process":{"cwd":"tmp","user":{"uid":0,"gid":0},"args":["sh"]}}"#);
+        let s = spec(
+            r#"{"ociVersion":"1.0.2","process":{"cwd":"tmp","user":{"uid":0,"gid":0},"args":["sh"]}}"#,
+        );
         let e = validate(&s).unwrap_err().to_string();
         assert!(e.contains("process.cwd"), "{e}");
     }
 
     #[test]
     fn hostname_without_uts_is_rejected() {
-        let s = spec(r#"{"ociVersion":"1.0.2","hostname":"x","linux":{"namespaces":[{"type":"pid"}]}}"#);
+        let s = spec(
+            r#"{"ociVersion":"1.0.2","hostname":"x","linux":{"namespaces":[{"type":"pid"}]}}"#,
+        );
         assert!(validate(&s).unwrap_err().to_string().contains("uts"));
     }
 
     #[test]
     fn duplicate_namespace_is_rejected() {
-        let s = spec(r#"{"ociVersion":"1.0.2","linux":{"namespaces":[{"type":"pid"},{"type":"pid"}]}}"#);
+        let s = spec(
+            r#"{"ociVersion":"1.0.2","linux":{"namespaces":[{"type":"pid"},{"type":"pid"}]}}"#,
+        );
         assert!(validate(&s).unwrap_err().to_string().contains("twice"));
     }
 
     #[test]
     fn soft_rlimit_above_hard_is_rejected() {
-        let s = spec(r#"{"ociVersion":"1.0.2","process":{"cwd":"/","user":{"uid":0,"gid":0},"args":["sh"],"rlimits":[{"type":"RLIMIT_NOFILE","soft":10,"hard":5}]}}"#);
+        let s = spec(
+            r#"{"ociVersion":"1.0.2","process":{"cwd":"/","user":{"uid":0,"gid":0},"args":["sh"],"rlimits":[{"type":"RLIMIT_NOFILE","soft":10,"hard":5}]}}"#,
+        );
         assert!(validate(&s).unwrap_err().to_string().contains("exceeds"));
     }
 

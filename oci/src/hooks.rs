@@ -143,7 +143,9 @@ mod tests {
     #[test]
     fn failing_hook_is_an_error() {
         let h = hook(r#"{"path":"/bin/sh","args":["sh","-c","exit 3"]}"#);
-        let e = run_hook(&h, HookKind::Prestart, b"{}").unwrap_err().to_string();
+        let e = run_hook(&h, HookKind::Prestart, b"{}")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("status 3"), "{e}");
     }
 
@@ -151,7 +153,9 @@ mod tests {
     fn hook_timeout_kills() {
         let h = hook(r#"{"path":"/bin/sh","args":["sh","-c","sleep 5"],"timeout":1}"#);
         let t = Instant::now();
-        let e = run_hook(&h, HookKind::Prestart, b"{}").unwrap_err().to_string();
+        let e = run_hook(&h, HookKind::Prestart, b"{}")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("timed out"), "{e}");
         assert!(t.elapsed() < Duration::from_secs(4));
     }

@@ -21,7 +21,7 @@ pub use backend::{Backend, BackendKind, CreateOpts, CreateRequest, Created};
 pub use error::Error;
 pub use hyperjail_oci::{OciState, Status};
 pub use id::DomainId;
-pub use lifecycle::{now_rfc3339, Runtime, RunOutcome};
+pub use lifecycle::{now_rfc3339, RunOutcome, Runtime};
 pub use proc::{proc_stat, ProcStat};
 pub use signal::parse_signal;
 pub use store::{DomainDir, DomainRecord, Store};

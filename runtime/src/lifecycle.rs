@@ -2,10 +2,10 @@
 
 use crate::store::STATE_VERSION;
 use crate::{
-    proc_stat, Backend, BackendKind, CreateOpts, CreateRequest, DomainDir, DomainId,
-    DomainRecord, Error, OciState, Result, Status, Store,
+    proc_stat, Backend, BackendKind, CreateOpts, CreateRequest, DomainDir, DomainId, DomainRecord,
+    Error, OciState, Result, Status, Store,
 };
-use hyperjail_oci::{run_hooks, Bundle, HookKind};
+use hyperjail_oci::{run_hook, Bundle, HookKind};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -29,7 +29,9 @@ pub struct Runtime {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").field("store", &self.store).finish()
+        f.debug_struct("Runtime")
+            .field("store", &self.store)
+            .finish()
     }
 }
 
@@ -52,7 +54,9 @@ impl Runtime {
             .iter()
             .find(|b| b.kind().name() == name)
             .map(|b| b.as_ref())
-            .ok_or_else(|| Error::Backend(format!("backend {name:?} is not available in this build")))
+            .ok_or_else(|| {
+                Error::Backend(format!("backend {name:?} is not available in this build"))
+            })
     }
 
     /// The status of a domain now, from its record and the live process.
@@ -76,7 +80,11 @@ impl Runtime {
             oci_version: hyperjail_oci::OCI_VERSION.to_string(),
             id: rec.id.clone(),
             status,
-            pid: if status == Status::Stopped { 0 } else { rec.pid },
+            pid: if status == Status::Stopped {
+                0
+            } else {
+                rec.pid
+            },
             bundle: rec.bundle.clone(),
             rootfs: rec.rootfs.clone(),
             created: rec.created.clone(),
@@ -284,8 +292,14 @@ impl Runtime {
 fn route(annotations: &BTreeMap<String, String>) -> Result<(BackendKind, String)> {
     match annotations.get(BACKEND_ANNOTATION).map(String::as_str) {
         None => Ok((BackendKind::Jail, "default".into())),
-        Some("jail") => Ok((BackendKind::Jail, format!("annotation {BACKEND_ANNOTATION}=jail"))),
-        Some("vm") => Ok((BackendKind::Vm, format!("annotation {BACKEND_ANNOTATION}=vm"))),
+        Some("jail") => Ok((
+            BackendKind::Jail,
+            format!("annotation {BACKEND_ANNOTATION}=jail"),
+        )),
+        Some("vm") => Ok((
+            BackendKind::Vm,
+            format!("annotation {BACKEND_ANNOTATION}=vm"),
+        )),
         Some("auto") => Ok((
             BackendKind::Jail,
             "auto: nothing in the config needs a kernel of its own".into(),
@@ -296,6 +310,8 @@ fn route(annotations: &BTreeMap<String, String>) -> Result<(BackendKind, String)
     }
 }
 
+/// Runs poststart/poststop hooks: each failure is a warning and the remaining hooks
+/// still run (runtime-spec, Lifecycle).
 fn run_record_hooks(rec: &DomainRecord, kind: HookKind, state: &OciState) {
     let Some(hooks) = &rec.hooks else { return };
     let spec = oci_spec::runtime::SpecBuilder::default()
@@ -303,9 +319,10 @@ fn run_record_hooks(rec: &DomainRecord, kind: HookKind, state: &OciState) {
         .build();
     let Ok(spec) = spec else { return };
     let json = serde_json::to_vec(state).unwrap_or_default();
-    if let Err(e) = run_hooks(&spec, kind, &json) {
-        // The spec: a failing poststart/poststop hook is a warning, the lifecycle goes on.
-        eprintln!("warning: {e}");
+    for h in kind.of(&spec) {
+        if let Err(e) = run_hook(h, kind, &json) {
+            eprintln!("hyperjail: warning: {e}");
+        }
     }
 }
 

@@ -15,7 +15,11 @@ pub fn parse_signal(s: &str) -> Result<i32> {
         return Err(bad());
     }
     let up = s.to_ascii_uppercase();
-    let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
+    let name = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
     if let Some(off) = name.strip_prefix("SIGRTMIN") {
         return rt_offset(libc::SIGRTMIN(), off, 1).ok_or_else(bad);
     }

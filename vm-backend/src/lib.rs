@@ -6,7 +6,9 @@
 
 #![forbid(unsafe_code)]
 
-use hyperjail_runtime::{Backend, BackendKind, CreateRequest, DomainDir, DomainRecord, Error, Result};
+use hyperjail_runtime::{
+    Backend, BackendKind, CreateRequest, DomainDir, DomainRecord, Error, Result,
+};
 
 /// The VM backend.
 #[derive(Debug, Default)]

@@ -21,8 +21,18 @@ pub fn print(rt: &Runtime, format: ListFormat, quiet: bool) -> Result<()> {
             writeln!(out, "{}", serde_json::to_string(&states)?)?;
         }
         ListFormat::Table => {
-            let w = all.iter().map(|(r, _)| r.id.len()).max().unwrap_or(2).max(2) + 3;
-            writeln!(out, "{:w$}{:<8}{:<8}{:<10}{:<40}{:<32}OWNER", "ID", "DOMID", "PID", "STATUS", "BUNDLE", "CREATED")?;
+            let w = all
+                .iter()
+                .map(|(r, _)| r.id.len())
+                .max()
+                .unwrap_or(2)
+                .max(2)
+                + 3;
+            writeln!(
+                out,
+                "{:w$}{:<8}{:<8}{:<10}{:<40}{:<32}OWNER",
+                "ID", "DOMID", "PID", "STATUS", "BUNDLE", "CREATED"
+            )?;
             for (r, s) in &all {
                 let st = Runtime::oci_state(r, *s);
                 writeln!(
@@ -34,7 +44,11 @@ pub fn print(rt: &Runtime, format: ListFormat, quiet: bool) -> Result<()> {
                     s.as_str(),
                     r.bundle.display(),
                     r.created,
-                    if st.owner.is_empty() { "root" } else { &st.owner }
+                    if st.owner.is_empty() {
+                        "root"
+                    } else {
+                        &st.owner
+                    }
                 )?;
             }
         }

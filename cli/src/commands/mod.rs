@@ -21,7 +21,9 @@ fn absolute(p: &Path) -> Result<PathBuf> {
     Ok(if p.is_absolute() {
         p.to_path_buf()
     } else {
-        std::env::current_dir().context("current directory")?.join(p)
+        std::env::current_dir()
+            .context("current directory")?
+            .join(p)
     })
 }
 

@@ -101,7 +101,10 @@ mod tests {
     #[test]
     fn default_spec_parses_and_validates() {
         let s: oci_spec::runtime::Spec = serde_json::from_value(default_spec()).expect("parses");
-        assert!(s.process().as_ref().is_some_and(|p| p.terminal() == Some(true)));
+        assert!(s
+            .process()
+            .as_ref()
+            .is_some_and(|p| p.terminal() == Some(true)));
     }
 
     #[test]
@@ -109,8 +112,16 @@ mod tests {
         let mut v = default_spec();
         make_rootless(&mut v);
         let s: oci_spec::runtime::Spec = serde_json::from_value(v).expect("parses");
-        let ns = s.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default();
-        assert!(ns.iter().any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User));
-        assert!(!ns.iter().any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network));
+        let ns = s
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().clone())
+            .unwrap_or_default();
+        assert!(ns
+            .iter()
+            .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User));
+        assert!(!ns
+            .iter()
+            .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network));
     }
 }
