@@ -20,14 +20,39 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    log::open(cli.log.as_deref());
+    if cli.debug {
+        let argv: Vec<String> = std::env::args().collect();
+        log::write(
+            cli.log.as_deref(),
+            cli.log_format,
+            "debug",
+            &format!("invoked: {}", argv.join(" ")),
+        );
+    }
     match commands::dispatch(&cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            // One line: the whole cause chain joined.
-            let msg = format!("{e:#}").replace('\n', " ");
+            let msg = one_line(&e);
             log::write(cli.log.as_deref(), cli.log_format, "error", &msg);
             eprintln!("hyperjail: {msg}");
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes on one line, skipping causes whose text the message
+/// already carries (our error types print their source inline).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !msg.contains(&text) {
+            if !msg.is_empty() {
+                msg.push_str(": ");
+            }
+            msg.push_str(&text);
+        }
+    }
+    msg.replace('\n', " ")
 }

@@ -178,6 +178,51 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Writes resource settings (see [`crate::resources::plan`]) into the container's
+    /// cgroup: each where its controller is mounted, v1 first, else v2 (enabling the
+    /// controller in the parents' `cgroup.subtree_control`).
+    pub fn apply(&self, settings: &[crate::resources::Setting]) -> Result<()> {
+        let hier = hierarchies();
+        let leaves = self.leaves();
+        let in_h = |h: &Hierarchy| {
+            leaves
+                .iter()
+                .find(|d| d.starts_with(&h.mount_point))
+                .map(|d| (*d).clone())
+        };
+        for s in settings {
+            let v1 = hier
+                .iter()
+                .filter(|h| !h.v2 && h.options.split(',').any(|o| o == s.controller))
+                .find_map(in_h);
+            if let (Some(dir), Some((file, value))) = (&v1, &s.v1) {
+                write_setting(dir, file, value)?;
+                continue;
+            }
+            let v2 = hier
+                .iter()
+                .find(|h| h.v2)
+                .and_then(|h| in_h(h).map(|d| (h, d)));
+            if let (Some((h, dir)), Some((file, value))) = (&v2, &s.v2) {
+                let ctrl = match s.controller {
+                    "blkio" => "io",
+                    c => c,
+                };
+                if ctrl != "unified" {
+                    enable_v2(&h.mount_point, dir, ctrl)?;
+                }
+                write_setting(dir, file, value)?;
+                continue;
+            }
+            let (file, value) = s.v1.as_ref().or(s.v2.as_ref()).cloned().unwrap_or_default();
+            return Err(Error::Invalid(format!(
+                "cannot set {file}={value}: the {} controller is not available on this host",
+                s.controller
+            )));
+        }
+        Ok(())
+    }
+
     /// Pids in the container's cgroup (from the first hierarchy that lists them).
     pub fn pids(&self) -> Vec<i32> {
         for d in self.leaves() {
@@ -242,6 +287,44 @@ impl Cgroup {
             let _ = fs::write(d.join("cgroup.freeze"), "0");
         }
     }
+}
+
+fn write_setting(dir: &Path, file: &str, value: &str) -> Result<()> {
+    // Kernels with BFQ but without CFQ have only the bfq weight files (as runc does).
+    let file = match file {
+        "blkio.weight" | "blkio.weight_device" if !dir.join(file).exists() => {
+            file.replacen("blkio.", "blkio.bfq.", 1)
+        }
+        f => f.to_string(),
+    };
+    let file = file.as_str();
+    let path = dir.join(file);
+    fs::write(&path, value)
+        .map_err(|e| Error::Invalid(format!("set {file}={value:?} in {}: {e}", dir.display())))
+}
+
+/// Enables a v2 controller on every level from the mount point down to `dir`'s parent.
+fn enable_v2(mount_point: &Path, dir: &Path, ctrl: &str) -> Result<()> {
+    let available = fs::read_to_string(mount_point.join("cgroup.controllers")).unwrap_or_default();
+    if !available.split_whitespace().any(|c| c == ctrl) {
+        return Err(Error::Invalid(format!(
+            "the {ctrl} controller is not available on this host's cgroup v2 hierarchy"
+        )));
+    }
+    let mut levels: Vec<&Path> = dir
+        .ancestors()
+        .skip(1)
+        .take_while(|a| a.starts_with(mount_point))
+        .collect();
+    levels.reverse();
+    for l in levels {
+        let f = l.join("cgroup.subtree_control");
+        let cur = fs::read_to_string(&f).unwrap_or_default();
+        if !cur.split_whitespace().any(|c| c == ctrl) {
+            fs::write(&f, format!("+{ctrl}")).map_err(|e| Error::io("enable controller", &f, e))?;
+        }
+    }
+    Ok(())
 }
 
 fn dedup_keep_order(v: Vec<PathBuf>) -> Vec<PathBuf> {

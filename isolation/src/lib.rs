@@ -13,8 +13,10 @@ mod error;
 pub mod mounts;
 pub mod ns;
 pub mod process;
+pub mod resources;
 pub mod rootfs;
 pub mod safepath;
+pub mod seccomp;
 
 pub use error::Error;
 

@@ -228,6 +228,12 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not found in $PATH"));
-        assert!(find_executable("/etc/hostname", &env).is_err());
+        let tmp = tempfile::tempdir().expect("tmp");
+        let plain = tmp.path().join("plain");
+        std::fs::write(&plain, "x").expect("write");
+        let e = find_executable(&plain.to_string_lossy(), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("permission denied"), "{e}");
     }
 }

@@ -112,16 +112,23 @@ mod tests {
         symlink(&outside, root.join("abs")).expect("symlink");
         symlink("../../../..", root.join("up")).expect("symlink");
         let rfd = std::fs::File::open(&root).expect("open root");
-        mkdir_all_in_root(&rfd, Path::new("/abs/x"), Kind::Dir).expect("mkdir");
-        mkdir_all_in_root(&rfd, Path::new("/up/y"), Kind::File).expect("mkfile");
+        // The absolute symlink resolves inside the root, where its target is missing:
+        // an error, and nothing made outside.
+        assert!(mkdir_all_in_root(&rfd, Path::new("/abs/x"), Kind::Dir).is_err());
         assert!(
             !outside.join("x").exists(),
             "escaped through absolute symlink"
         );
-        assert!(root
-            .join(outside.strip_prefix("/").expect("abs"))
-            .join("x")
-            .is_dir());
+        // Once the target exists inside the root, the path is made there.
+        let inside = root.join(outside.strip_prefix("/").expect("absolute"));
+        std::fs::create_dir_all(&inside).expect("mkdir inside");
+        mkdir_all_in_root(&rfd, Path::new("/abs/x"), Kind::Dir).expect("mkdir");
+        assert!(
+            !outside.join("x").exists(),
+            "escaped through absolute symlink"
+        );
+        assert!(inside.join("x").is_dir());
+        mkdir_all_in_root(&rfd, Path::new("/up/y"), Kind::File).expect("mkfile");
         assert!(
             root.join("y").is_file(),
             "relative climb resolved at the root"

@@ -6,6 +6,7 @@ use crate::sync::{Channel, Msg};
 use crate::Error;
 use hyperjail_isolation::cgroups::Cgroup;
 use hyperjail_isolation::ns::{self, NsPlan};
+use hyperjail_isolation::resources;
 use hyperjail_oci::{run_hooks, HookKind, Status};
 use hyperjail_runtime::{proc_stat, CreateRequest, DomainRecord, Runtime};
 use nix::sys::signal::{kill, Signal};
@@ -48,8 +49,16 @@ pub fn create(req: &CreateRequest<'_>, rec: &mut DomainRecord) -> Result<(), Err
     let cg_path = linux
         .and_then(|l| l.cgroups_path().clone())
         .unwrap_or_else(|| PathBuf::from(format!("/hyperjail/{}", req.id)));
+    let settings = match linux.and_then(|l| l.resources().as_ref()) {
+        Some(r) => resources::plan(r, linux.and_then(|l| l.devices().as_deref()).unwrap_or(&[]))?,
+        None => Vec::new(),
+    };
+    if let Some(s) = linux.and_then(|l| l.seccomp().as_ref()) {
+        hyperjail_isolation::seccomp::validate(s)?;
+    }
     let cg = Cgroup::create(&cg_path)?;
     rec.cgroups = cg.dirs.clone();
+    cg.apply(&settings)?;
 
     let (dirf, sock_path) = short_path(req.dir.path(), START_SOCKET)?;
     let listener = UnixListener::bind(&sock_path)

@@ -5,7 +5,7 @@ use crate::sync::{Channel, Msg};
 use crate::Error;
 use hyperjail_isolation::mounts::{mount_entry, MountCtx};
 use hyperjail_isolation::ns::{self, NsPlan};
-use hyperjail_isolation::{caps, console, process, rootfs};
+use hyperjail_isolation::{caps, console, process, rootfs, seccomp};
 use hyperjail_oci::{run_hooks, Bundle, HookKind, OciState, Status};
 use hyperjail_runtime::CreateOpts;
 use nix::sched::CloneFlags;
@@ -91,6 +91,8 @@ fn stage1_inner(ch: &Channel, ctx: &InitCtx<'_>) -> Result<(), Error> {
 struct Prepared {
     exe: Option<PathBuf>,
     state_json: String,
+    /// The seccomp filter, when it is to be loaded just before exec.
+    filter: Option<seccomp::Filter>,
 }
 
 fn init(ch: &Channel, ctx: &InitCtx<'_>) -> ! {
@@ -160,6 +162,11 @@ fn setup(ch: &Channel, ctx: &InitCtx<'_>) -> Result<Prepared, Error> {
     };
     run_hooks(spec, HookKind::CreateContainer, state_json.as_bytes())?;
     drop(root);
+    // Built before pivot_root: a NOTIFY listener socket is a host path.
+    let mut filter = match linux.and_then(|l| l.seccomp().as_ref()) {
+        Some(s) => Some(seccomp::build(s)?),
+        None => None,
+    };
 
     let how = match (own_mntns, ctx.opts.no_pivot) {
         (false, _) => rootfs::EnterRoot::Chroot,
@@ -193,6 +200,7 @@ fn setup(ch: &Channel, ctx: &InitCtx<'_>) -> Result<Prepared, Error> {
         return Ok(Prepared {
             exe: None,
             state_json,
+            filter,
         });
     };
     if let (true, Some(sock)) = (terminal, ctx.console) {
@@ -217,6 +225,14 @@ fn setup(ch: &Channel, ctx: &InitCtx<'_>) -> Result<Prepared, Error> {
         Some(a0) => Some(process::find_executable(a0, &env)?),
         None => None,
     };
+    let nnp = p.no_new_privileges().unwrap_or(false);
+    if !nnp {
+        // Without no_new_privs only a process with CAP_SYS_ADMIN may load a filter:
+        // load it now, before privileges are dropped (as runc does).
+        if let Some(f) = filter.take() {
+            f.load(&state_json)?;
+        }
+    }
     if let Some(c) = p.capabilities() {
         caps::drop_bounding(c)?;
     }
@@ -227,13 +243,17 @@ fn setup(ch: &Channel, ctx: &InitCtx<'_>) -> Result<Prepared, Error> {
     if let Some(c) = p.capabilities() {
         caps::apply(c)?;
     }
-    if p.no_new_privileges().unwrap_or(false) {
+    if nnp {
         nix::sys::prctl::set_no_new_privs().map_err(|source| Error::Sys {
             op: "prctl(PR_SET_NO_NEW_PRIVS)",
             source,
         })?;
     }
-    Ok(Prepared { exe, state_json })
+    Ok(Prepared {
+        exe,
+        state_json,
+        filter,
+    })
 }
 
 /// Waits for `start`, runs startContainer hooks, and execs the user program. An error
@@ -285,6 +305,12 @@ fn wait_and_exec(ctx: &InitCtx<'_>, p: Prepared) -> ! {
     }
     let args = proc_.args().clone().unwrap_or_default();
     let env = proc_.env().clone().unwrap_or_default();
+    // As late as possible: the user program, not the runtime, is what gets filtered.
+    if let Some(f) = p.filter {
+        if let Err(e) = f.load(&p.state_json) {
+            fail(&mut conn, e.to_string())
+        }
+    }
     let e = process::exec(&exe, &args, &env);
     fail(&mut conn, e.to_string())
 }

@@ -67,4 +67,10 @@ pub struct OciState {
     /// Owner (empty for root, as in runc).
     #[serde(default)]
     pub owner: String,
+    /// hyperjail: the backend running the domain (`jail` or `vm`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub backend: String,
+    /// hyperjail: why that backend was chosen.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub backend_reason: String,
 }

@@ -90,6 +90,8 @@ impl Runtime {
             created: rec.created.clone(),
             annotations: rec.annotations.clone(),
             owner: String::new(),
+            backend: rec.backend.clone(),
+            backend_reason: rec.backend_reason.clone(),
         }
     }
 
