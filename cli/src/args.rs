@@ -124,6 +124,149 @@ pub enum Cmd {
     },
     /// Print the features document.
     Features,
+    /// Run a new process inside a container.
+    Exec(ExecArgs),
+    /// List the processes of a container.
+    Ps {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+        /// Container id.
+        id: String,
+        /// Options passed to ps(1) for the table format.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
+    /// Freeze every process of a container.
+    Pause {
+        /// Container id.
+        id: String,
+    },
+    /// Thaw a paused container.
+    Resume {
+        /// Container id.
+        id: String,
+    },
+    /// Change the resource limits of a running container.
+    Update(UpdateArgs),
+    /// Print container events (stats, oom) as JSON lines.
+    Events {
+        /// Container id.
+        id: String,
+        /// Print one stats record and exit.
+        #[arg(long)]
+        stats: bool,
+        /// Stats interval, like 5s, 500ms or 1m.
+        #[arg(long, default_value = "5s")]
+        interval: String,
+    },
+}
+
+/// `exec` options (runc's).
+#[derive(Debug, clap::Args)]
+pub struct ExecArgs {
+    /// Container id.
+    pub id: String,
+    /// Command and arguments (unless --process).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+    /// A process.json (runtime-spec `process`), or - for stdin.
+    #[arg(short, long)]
+    pub process: Option<PathBuf>,
+    /// Allocate a terminal (needs --console-socket).
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Return once the process runs.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Write the new process's pid here.
+    #[arg(long)]
+    pub pid_file: Option<PathBuf>,
+    /// Unix socket that receives the pty master.
+    #[arg(long)]
+    pub console_socket: Option<PathBuf>,
+    /// Extra environment variables KEY=VALUE.
+    #[arg(short, long)]
+    pub env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(long)]
+    pub cwd: Option<PathBuf>,
+    /// UID[:GID] to run as.
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Additional group ids.
+    #[arg(short = 'g', long = "additional-gids")]
+    pub additional_gids: Vec<u32>,
+    /// Add a capability (to every set but ambient, as runc).
+    #[arg(short, long)]
+    pub cap: Vec<String>,
+    /// Set no_new_privs.
+    #[arg(long)]
+    pub no_new_privs: bool,
+    /// AppArmor profile.
+    #[arg(long)]
+    pub apparmor: Option<String>,
+    /// SELinux process label.
+    #[arg(long)]
+    pub process_label: Option<String>,
+    /// Pass N extra fds (3 .. 3+N).
+    #[arg(long, default_value_t = 0)]
+    pub preserve_fds: u32,
+    /// Exec even if the container is paused (not supported: a frozen process cannot run).
+    #[arg(long)]
+    pub ignore_paused: bool,
+}
+
+/// `update` options (runc's).
+#[derive(Debug, clap::Args)]
+pub struct UpdateArgs {
+    /// Container id.
+    pub id: String,
+    /// A linux.resources JSON file, or - for stdin.
+    #[arg(short, long)]
+    pub resources: Option<PathBuf>,
+    /// Block IO weight (10..1000).
+    #[arg(long)]
+    pub blkio_weight: Option<u16>,
+    /// CFS period in µs.
+    #[arg(long)]
+    pub cpu_period: Option<u64>,
+    /// CFS quota in µs (-1 for none).
+    #[arg(long, allow_hyphen_values = true)]
+    pub cpu_quota: Option<i64>,
+    /// Real-time period in µs.
+    #[arg(long)]
+    pub cpu_rt_period: Option<u64>,
+    /// Real-time runtime in µs.
+    #[arg(long, allow_hyphen_values = true)]
+    pub cpu_rt_runtime: Option<i64>,
+    /// CPU shares.
+    #[arg(long = "cpu-share")]
+    pub cpu_share: Option<u64>,
+    /// CPUs allowed (0-3, 0,1).
+    #[arg(long)]
+    pub cpuset_cpus: Option<String>,
+    /// Memory nodes allowed.
+    #[arg(long)]
+    pub cpuset_mems: Option<String>,
+    /// Memory limit (bytes, or with k/m/g suffix; -1 for none).
+    #[arg(long, allow_hyphen_values = true)]
+    pub memory: Option<String>,
+    /// Memory soft limit.
+    #[arg(long, allow_hyphen_values = true)]
+    pub memory_reservation: Option<String>,
+    /// Memory+swap limit.
+    #[arg(long, allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
+    /// Kernel memory limit (v1; ignored by recent kernels).
+    #[arg(long, allow_hyphen_values = true)]
+    pub kernel_memory: Option<String>,
+    /// Kernel TCP buffer limit (v1).
+    #[arg(long, allow_hyphen_values = true)]
+    pub kernel_memory_tcp: Option<String>,
+    /// Maximum number of pids (0 or -1 for none).
+    #[arg(long, allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
 }
 
 /// `list` formats.

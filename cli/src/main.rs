@@ -2,7 +2,7 @@
 //! runtime, and turns errors into one line on stderr (and the `--log` file) with a
 //! non-zero exit status.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod args;
 mod commands;

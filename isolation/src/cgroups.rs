@@ -248,6 +248,71 @@ impl Cgroup {
         })
     }
 
+    /// Freezes (`true`) or thaws every process of the container and waits until the
+    /// kernel reports the new state (v1 `freezer.state`, v2 `cgroup.freeze`).
+    pub fn set_frozen(&self, frozen: bool) -> Result<()> {
+        let hier = hierarchies();
+        let v1 = hier
+            .iter()
+            .filter(|h| !h.v2 && h.options.split(',').any(|o| o == "freezer"))
+            .find_map(|h| {
+                self.leaves()
+                    .into_iter()
+                    .find(|d| d.starts_with(&h.mount_point))
+                    .cloned()
+            });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        if let Some(dir) = v1 {
+            let want = if frozen { "FROZEN" } else { "THAWED" };
+            let f = dir.join("freezer.state");
+            loop {
+                fs::write(&f, want).map_err(|e| Error::io("write", &f, e))?;
+                if fs::read_to_string(&f).is_ok_and(|s| s.trim() == want) {
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    return Err(Error::Invalid(format!(
+                        "{} did not become {want}",
+                        f.display()
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        let v2 = hier
+            .iter()
+            .filter(|h| h.v2)
+            .find_map(|h| {
+                self.leaves()
+                    .into_iter()
+                    .find(|d| d.starts_with(&h.mount_point))
+                    .cloned()
+            })
+            .filter(|d| d.join("cgroup.freeze").exists());
+        let Some(dir) = v2 else {
+            return Err(Error::Invalid(
+                "no freezer: neither the v1 freezer controller nor cgroup v2 is available".into(),
+            ));
+        };
+        let f = dir.join("cgroup.freeze");
+        fs::write(&f, if frozen { "1" } else { "0" }).map_err(|e| Error::io("write", &f, e))?;
+        let want = if frozen { "frozen 1" } else { "frozen 0" };
+        loop {
+            if fs::read_to_string(dir.join("cgroup.events"))
+                .is_ok_and(|s| s.lines().any(|l| l == want))
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Invalid(format!(
+                    "{} did not reach {want}",
+                    dir.display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Kills every process in the cgroup and removes its directories. Idempotent.
     pub fn destroy(&self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(5);

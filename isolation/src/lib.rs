@@ -17,6 +17,7 @@ pub mod resources;
 pub mod rootfs;
 pub mod safepath;
 pub mod seccomp;
+pub mod stats;
 
 pub use error::Error;
 

@@ -2,8 +2,10 @@
 
 use crate::create::{create, short_path, START_SOCKET};
 use hyperjail_isolation::cgroups::Cgroup;
+use hyperjail_isolation::{resources, stats};
 use hyperjail_runtime::{
-    proc_stat, Backend, BackendKind, CreateRequest, DomainDir, DomainRecord, Error, Result,
+    proc_stat, Backend, BackendKind, CreateRequest, DomainDir, DomainRecord, Error, ExecRequest,
+    OomWatch, Result,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -18,6 +20,20 @@ pub struct JailBackend;
 fn signal_pid(pid: i32, signal: i32) -> nix::Result<()> {
     // SAFETY: kill(2) takes two integers and touches no memory.
     nix::errno::Errno::result(unsafe { libc::kill(pid, signal) }).map(drop)
+}
+
+struct Oom(stats::OomWatcher);
+
+impl OomWatch for Oom {
+    fn wait(&mut self, timeout: std::time::Duration) -> Result<bool> {
+        self.0
+            .wait(timeout)
+            .map_err(|e| Error::Backend(e.to_string()))
+    }
+}
+
+fn cgroup(rec: &DomainRecord) -> Cgroup {
+    Cgroup::from_dirs(rec.cgroups.clone())
 }
 
 fn same_process(rec: &DomainRecord) -> bool {
@@ -69,6 +85,52 @@ impl Backend for JailBackend {
 
     fn is_paused(&self, rec: &DomainRecord) -> bool {
         Cgroup::from_dirs(rec.cgroups.clone()).is_frozen()
+    }
+
+    fn pause(&self, rec: &DomainRecord) -> Result<()> {
+        cgroup(rec)
+            .set_frozen(true)
+            .map_err(|e| Error::Backend(e.to_string()))
+    }
+
+    fn resume(&self, rec: &DomainRecord) -> Result<()> {
+        cgroup(rec)
+            .set_frozen(false)
+            .map_err(|e| Error::Backend(e.to_string()))
+    }
+
+    fn pids(&self, rec: &DomainRecord) -> Result<Vec<i32>> {
+        Ok(cgroup(rec).pids())
+    }
+
+    fn update(
+        &self,
+        rec: &DomainRecord,
+        resources: &oci_spec::runtime::LinuxResources,
+    ) -> Result<()> {
+        let settings =
+            resources::plan(resources, &[]).map_err(|e| Error::Backend(e.to_string()))?;
+        cgroup(rec)
+            .apply(&settings)
+            .map_err(|e| Error::Backend(e.to_string()))
+    }
+
+    fn exec(
+        &self,
+        rec: &DomainRecord,
+        config: &oci_spec::runtime::Spec,
+        req: &ExecRequest,
+    ) -> Result<i32> {
+        Ok(crate::exec::exec(rec, config, req)?)
+    }
+
+    fn stats(&self, rec: &DomainRecord) -> Result<serde_json::Value> {
+        Ok(stats::stats(&cgroup(rec)))
+    }
+
+    fn oom_watcher(&self, rec: &DomainRecord) -> Result<Box<dyn OomWatch>> {
+        let w = stats::OomWatcher::new(&cgroup(rec)).map_err(|e| Error::Backend(e.to_string()))?;
+        Ok(Box::new(Oom(w)))
     }
 
     fn destroy(&self, rec: &DomainRecord) -> Result<()> {

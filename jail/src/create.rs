@@ -97,7 +97,8 @@ pub fn create(req: &CreateRequest<'_>, rec: &mut DomainRecord) -> Result<(), Err
     r
 }
 
-fn connect_console(path: &Path) -> Result<OwnedFd, Error> {
+/// Connects to the engine's console socket (long paths through the parent's fd).
+pub fn connect_console(path: &Path) -> Result<OwnedFd, Error> {
     let err = |e: std::io::Error| {
         Error::Init(format!("connect to console socket {}: {e}", path.display()))
     };

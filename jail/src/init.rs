@@ -1,11 +1,12 @@
 //! The container side: stage 1 (namespaces) and init (rootfs, process setup, wait for
 //! `start`, exec). Both run in children forked from the single-threaded runtime.
 
+use crate::proc_setup;
 use crate::sync::{Channel, Msg};
 use crate::Error;
 use hyperjail_isolation::mounts::{mount_entry, MountCtx};
 use hyperjail_isolation::ns::{self, NsPlan};
-use hyperjail_isolation::{caps, console, process, rootfs, seccomp};
+use hyperjail_isolation::{process, rootfs, seccomp};
 use hyperjail_oci::{run_hooks, Bundle, HookKind, OciState, Status};
 use hyperjail_runtime::CreateOpts;
 use nix::sched::CloneFlags;
@@ -89,10 +90,9 @@ fn stage1_inner(ch: &Channel, ctx: &InitCtx<'_>) -> Result<(), Error> {
 
 /// Everything init prepared before it waits for `start`.
 struct Prepared {
-    exe: Option<PathBuf>,
+    /// None when config.json has no process (start then fails, as the spec says).
+    ready: Option<proc_setup::Ready>,
     state_json: String,
-    /// The seccomp filter, when it is to be loaded just before exec.
-    filter: Option<seccomp::Filter>,
 }
 
 fn init(ch: &Channel, ctx: &InitCtx<'_>) -> ! {
@@ -163,7 +163,7 @@ fn setup(ch: &Channel, ctx: &InitCtx<'_>) -> Result<Prepared, Error> {
     run_hooks(spec, HookKind::CreateContainer, state_json.as_bytes())?;
     drop(root);
     // Built before pivot_root: a NOTIFY listener socket is a host path.
-    let mut filter = match linux.and_then(|l| l.seccomp().as_ref()) {
+    let filter = match linux.and_then(|l| l.seccomp().as_ref()) {
         Some(s) => Some(seccomp::build(s)?),
         None => None,
     };
@@ -198,61 +198,21 @@ fn setup(ch: &Channel, ctx: &InitCtx<'_>) -> Result<Prepared, Error> {
 
     let Some(p) = process else {
         return Ok(Prepared {
-            exe: None,
+            ready: None,
             state_json,
-            filter,
         });
     };
-    if let (true, Some(sock)) = (terminal, ctx.console) {
-        let size = p
-            .console_size()
-            .map(|b| (b.height() as u16, b.width() as u16));
-        console::setup(sock, size, !dev_bound)?;
-    }
-    process::set_rlimits(p.rlimits().as_deref().unwrap_or(&[]))?;
-    if let Some(adj) = p.oom_score_adj() {
-        process::set_oom_score_adj(adj)?;
-    }
-    let cwd = p.cwd();
-    if std::fs::metadata(cwd).is_err() {
-        std::fs::create_dir_all(cwd)
-            .map_err(|e| Error::Init(format!("create cwd {}: {e}", cwd.display())))?;
-    }
-    std::env::set_current_dir(cwd)
-        .map_err(|e| Error::Init(format!("chdir to cwd {}: {e}", cwd.display())))?;
-    let env = p.env().clone().unwrap_or_default();
-    let exe = match p.args().as_ref().and_then(|a| a.first()) {
-        Some(a0) => Some(process::find_executable(a0, &env)?),
-        None => None,
+    let env = proc_setup::Env {
+        seccomp: linux.and_then(|l| l.seccomp().as_ref()),
+        userns: ctx.plan.has(CloneFlags::CLONE_NEWUSER),
+        console: ctx.console,
+        bind_console: !dev_bound,
+        state_json: &state_json,
     };
-    let nnp = p.no_new_privileges().unwrap_or(false);
-    if !nnp {
-        // Without no_new_privs only a process with CAP_SYS_ADMIN may load a filter:
-        // load it now, before privileges are dropped (as runc does).
-        if let Some(f) = filter.take() {
-            f.load(&state_json)?;
-        }
-    }
-    if let Some(c) = p.capabilities() {
-        caps::drop_bounding(c)?;
-    }
-    let userns = ctx.plan.has(CloneFlags::CLONE_NEWUSER);
-    let setgroups_ok = !userns
-        || std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "allow");
-    process::set_user(p.user(), setgroups_ok)?;
-    if let Some(c) = p.capabilities() {
-        caps::apply(c)?;
-    }
-    if nnp {
-        nix::sys::prctl::set_no_new_privs().map_err(|source| Error::Sys {
-            op: "prctl(PR_SET_NO_NEW_PRIVS)",
-            source,
-        })?;
-    }
+    let ready = proc_setup::prepare(p, &env, filter)?;
     Ok(Prepared {
-        exe,
+        ready: Some(ready),
         state_json,
-        filter,
     })
 }
 
@@ -276,7 +236,7 @@ fn wait_and_exec(ctx: &InitCtx<'_>, p: Prepared) -> ! {
         std::process::exit(127)
     };
     let spec = &ctx.bundle.spec;
-    let (Some(exe), Some(proc_)) = (p.exe, spec.process().as_ref()) else {
+    let (Some(ready), Some(proc_)) = (p.ready, spec.process().as_ref()) else {
         fail(&mut conn, "config.json has no process to start".into())
     };
     let state = serde_json::from_str::<OciState>(&p.state_json).map(|mut s| {
@@ -290,27 +250,7 @@ fn wait_and_exec(ctx: &InitCtx<'_>, p: Prepared) -> ! {
     ) {
         fail(&mut conn, e.to_string())
     }
-    process::reset_signals();
-    let preserve = ctx.opts.preserve_fds;
-    if let Err(e) = process::cloexec_from(3 + preserve) {
-        fail(&mut conn, e.to_string())
-    }
     let ours = [conn.as_raw_fd(), ctx.listener.as_raw_fd()];
-    for fd in 3..3 + preserve as i32 {
-        if !ours.contains(&fd) {
-            if let Err(e) = process::keep_fd(fd) {
-                fail(&mut conn, e.to_string())
-            }
-        }
-    }
-    let args = proc_.args().clone().unwrap_or_default();
-    let env = proc_.env().clone().unwrap_or_default();
-    // As late as possible: the user program, not the runtime, is what gets filtered.
-    if let Some(f) = p.filter {
-        if let Err(e) = f.load(&p.state_json) {
-            fail(&mut conn, e.to_string())
-        }
-    }
-    let e = process::exec(&exe, &args, &env);
+    let e = proc_setup::exec(proc_, ready, ctx.opts.preserve_fds, &ours, &p.state_json);
     fail(&mut conn, e.to_string())
 }

@@ -13,7 +13,9 @@
 mod backend;
 mod create;
 mod error;
+mod exec;
 mod init;
+mod proc_setup;
 mod sync;
 
 pub use backend::JailBackend;

@@ -45,6 +45,11 @@ impl Channel {
         Ok((Channel(a), Channel(b)))
     }
 
+    /// The socket's fd number (to keep it out of the fds a process inherits).
+    pub fn raw_fd(&self) -> i32 {
+        self.0.as_raw_fd()
+    }
+
     /// Sends one message.
     pub fn send(&self, m: &Msg) -> Result<(), Error> {
         let data = serde_json::to_vec(m).map_err(|e| Error::Channel(e.to_string()))?;

@@ -60,6 +60,27 @@ pub struct Created {
     pub pid: i32,
 }
 
+/// A new process to run inside an existing domain (`exec`).
+#[derive(Clone, Debug)]
+pub struct ExecRequest {
+    /// The process, complete (args, env, cwd, user, capabilities, terminal, ...).
+    pub process: oci_spec::runtime::Process,
+    /// Unix socket that receives the pty master when `process.terminal` is set.
+    pub console_socket: Option<PathBuf>,
+    /// Write the new process's pid here.
+    pub pid_file: Option<PathBuf>,
+    /// Pass fds 3 .. 3+N.
+    pub preserve_fds: u32,
+    /// Return once the process runs instead of waiting for it.
+    pub detach: bool,
+}
+
+/// Waits for OOM kills in a domain (an eventfd on v1, memory.events on v2).
+pub trait OomWatch {
+    /// Waits up to `timeout`; true if at least one OOM kill happened since last time.
+    fn wait(&mut self, timeout: std::time::Duration) -> Result<bool>;
+}
+
 /// A way of running a domain. The jail and the VM implement it; the runtime drives it
 /// and cannot tell them apart.
 pub trait Backend {
@@ -80,6 +101,37 @@ pub trait Backend {
 
     /// Whether the domain is frozen.
     fn is_paused(&self, rec: &DomainRecord) -> bool;
+
+    /// Freezes every process of the domain.
+    fn pause(&self, rec: &DomainRecord) -> Result<()>;
+
+    /// Thaws a frozen domain.
+    fn resume(&self, rec: &DomainRecord) -> Result<()>;
+
+    /// Host pids of every process of the domain.
+    fn pids(&self, rec: &DomainRecord) -> Result<Vec<i32>>;
+
+    /// Changes the resource limits of a live domain.
+    fn update(
+        &self,
+        rec: &DomainRecord,
+        resources: &oci_spec::runtime::LinuxResources,
+    ) -> Result<()>;
+
+    /// Starts a new process inside the domain (config is the domain's config.json);
+    /// returns its host pid once it runs the program.
+    fn exec(
+        &self,
+        rec: &DomainRecord,
+        config: &oci_spec::runtime::Spec,
+        req: &ExecRequest,
+    ) -> Result<i32>;
+
+    /// runc's `events --stats` data object.
+    fn stats(&self, rec: &DomainRecord) -> Result<serde_json::Value>;
+
+    /// A watcher for the domain's OOM kills.
+    fn oom_watcher(&self, rec: &DomainRecord) -> Result<Box<dyn OomWatch>>;
 
     /// Kills every process of the domain and releases its resources (cgroups, VM
     /// memory). Idempotent: it is also the crash clean-up.

@@ -17,7 +17,9 @@ mod signal;
 mod store;
 mod wait;
 
-pub use backend::{Backend, BackendKind, CreateOpts, CreateRequest, Created};
+pub use backend::{
+    Backend, BackendKind, CreateOpts, CreateRequest, Created, ExecRequest, OomWatch,
+};
 pub use error::Error;
 pub use hyperjail_oci::{OciState, Status};
 pub use id::DomainId;

@@ -3,7 +3,7 @@
 use crate::store::STATE_VERSION;
 use crate::{
     proc_stat, Backend, BackendKind, CreateOpts, CreateRequest, DomainDir, DomainId, DomainRecord,
-    Error, OciState, Result, Status, Store,
+    Error, ExecRequest, OciState, Result, Status, Store,
 };
 use hyperjail_oci::{run_hook, Bundle, HookKind};
 use std::collections::BTreeMap;
@@ -138,14 +138,16 @@ impl Runtime {
             dir: &dir,
             opts,
         };
-        let result = backend.create(&req, &mut rec).and_then(|()| {
-            rec.status = Status::Created;
-            dir.save(&rec)?;
-            if let Some(p) = &opts.pid_file {
-                write_pid_file(p, rec.pid)?;
-            }
-            Ok(())
-        });
+        let result = save_config(&dir, &bundle.spec)
+            .and_then(|()| backend.create(&req, &mut rec))
+            .and_then(|()| {
+                rec.status = Status::Created;
+                dir.save(&rec)?;
+                if let Some(p) = &opts.pid_file {
+                    write_pid_file(p, rec.pid)?;
+                }
+                Ok(())
+            });
         if let Err(e) = result {
             let _ = backend.destroy(&rec);
             let _ = dir.remove();
@@ -266,16 +268,150 @@ impl Runtime {
         dir.remove()
     }
 
+    /// The config.json a domain was created with.
+    pub fn config(&self, id: &str) -> Result<oci_spec::runtime::Spec> {
+        let id = DomainId::new(id)?;
+        let path = self.store.path_of(&id).join(CONFIG_COPY);
+        let data = std::fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound(id.to_string()),
+            _ => Error::io("read", &path, e),
+        })?;
+        serde_json::from_slice(&data).map_err(|e| Error::CorruptState {
+            path,
+            msg: e.to_string(),
+        })
+    }
+
+    fn live(
+        &self,
+        id: &str,
+        verb: &'static str,
+        ok: &[Status],
+    ) -> Result<(DomainDir, DomainRecord)> {
+        let (dir, rec) = self.locked(id)?;
+        let status = self.status_of(&rec);
+        if !ok.contains(&status) {
+            return Err(Error::WrongState {
+                verb,
+                id: rec.id,
+                status,
+            });
+        }
+        Ok((dir, rec))
+    }
+
+    /// `pause`: freezes a running domain.
+    pub fn pause(&self, id: &str) -> Result<()> {
+        let (_d, rec) = self.live(id, "pause", &[Status::Running, Status::Created])?;
+        self.backend(&rec.backend)?.pause(&rec)
+    }
+
+    /// `resume`: thaws a paused domain.
+    pub fn resume(&self, id: &str) -> Result<()> {
+        let (_d, rec) = self.live(id, "resume", &[Status::Paused])?;
+        self.backend(&rec.backend)?.resume(&rec)
+    }
+
+    /// `ps`: host pids of the domain's processes.
+    pub fn pids(&self, id: &str) -> Result<Vec<i32>> {
+        let id = DomainId::new(id)?;
+        let rec = self
+            .store
+            .read(&id)?
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        self.backend(&rec.backend)?.pids(&rec)
+    }
+
+    /// `update`: new resource limits for a live domain.
+    pub fn update(&self, id: &str, resources: &oci_spec::runtime::LinuxResources) -> Result<()> {
+        let (_d, rec) = self.live(
+            id,
+            "update",
+            &[Status::Created, Status::Running, Status::Paused],
+        )?;
+        self.backend(&rec.backend)?.update(&rec, resources)
+    }
+
+    /// `events --stats` data of a live domain.
+    pub fn stats(&self, id: &str) -> Result<serde_json::Value> {
+        let id = DomainId::new(id)?;
+        let rec = self
+            .store
+            .read(&id)?
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        let status = self.status_of(&rec);
+        if status == Status::Stopped {
+            return Err(Error::WrongState {
+                verb: "get stats of",
+                id: rec.id,
+                status,
+            });
+        }
+        self.backend(&rec.backend)?.stats(&rec)
+    }
+
+    /// A watcher of the domain's OOM kills, for `events`.
+    pub fn oom_watcher(&self, id: &str) -> Result<Box<dyn crate::OomWatch>> {
+        let (rec, _) = self.record(id)?;
+        self.backend(&rec.backend)?.oom_watcher(&rec)
+    }
+
+    /// A domain's record and current status, without locking.
+    pub fn record(&self, id: &str) -> Result<(DomainRecord, Status)> {
+        let id = DomainId::new(id)?;
+        let rec = self
+            .store
+            .read(&id)?
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        let st = self.status_of(&rec);
+        Ok((rec, st))
+    }
+
+    /// `exec`: a new process in a created or running domain; waits for it unless
+    /// detached, forwarding signals, and returns its exit status.
+    pub fn exec(&self, id: &str, req: &ExecRequest) -> Result<RunOutcome> {
+        let config = self.config(id)?;
+        let rec = {
+            let (_d, rec) = self.live(id, "exec in", &[Status::Created, Status::Running])?;
+            rec
+        };
+        let guard = if req.detach {
+            None
+        } else {
+            Some(crate::wait::Foreground::enter()?)
+        };
+        let pid = self.backend(&rec.backend)?.exec(&rec, &config, req)?;
+        if let Some(p) = &req.pid_file {
+            write_pid_file(p, pid)?;
+        }
+        match guard {
+            None => Ok(RunOutcome::Detached),
+            Some(g) => Ok(RunOutcome::Exited(g.wait_for(pid))),
+        }
+    }
+
     /// `run`: create + start, then (unless detached) wait for the container process,
     /// forwarding signals to it, and delete it once it has exited.
     pub fn run(&self, id: &str, bundle_dir: &Path, opts: &CreateOpts) -> Result<RunOutcome> {
+        self.run_with(id, bundle_dir, opts, &mut || Ok(()))
+    }
+
+    /// `run`, calling `created` between create and start (the CLI uses it to pick up
+    /// the pty master when it proxies a terminal itself).
+    pub fn run_with(
+        &self,
+        id: &str,
+        bundle_dir: &Path,
+        opts: &CreateOpts,
+        created: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<RunOutcome> {
         let guard = if opts.foreground {
             Some(crate::wait::Foreground::enter()?)
         } else {
             None
         };
         let rec = self.create(id, bundle_dir, opts)?;
-        if let Err(e) = self.start(id) {
+        if let Err(e) = created().and_then(|()| self.start(id)) {
             let _ = self.delete(id, true);
             return Err(e);
         }
@@ -289,6 +425,16 @@ impl Runtime {
         Ok(RunOutcome::Exited(code))
     }
 }
+
+/// Keeps the config the domain was created with, for `exec` and `update`.
+fn save_config(dir: &DomainDir, spec: &oci_spec::runtime::Spec) -> Result<()> {
+    let path = dir.path().join(CONFIG_COPY);
+    let data = serde_json::to_vec(spec).map_err(|e| Error::Backend(e.to_string()))?;
+    std::fs::write(&path, data).map_err(|e| Error::io("write", &path, e))
+}
+
+/// Name of the config copy in the domain directory.
+const CONFIG_COPY: &str = "config.json";
 
 /// Chooses the backend from the `org.hyperjail.backend` annotation.
 fn route(annotations: &BTreeMap<String, String>) -> Result<(BackendKind, String)> {

@@ -7,7 +7,8 @@
 #![forbid(unsafe_code)]
 
 use hyperjail_runtime::{
-    Backend, BackendKind, CreateRequest, DomainDir, DomainRecord, Error, Result,
+    Backend, BackendKind, CreateRequest, DomainDir, DomainRecord, Error, ExecRequest, OomWatch,
+    Result,
 };
 
 /// The VM backend.
@@ -39,6 +40,39 @@ impl Backend for VmBackend {
 
     fn is_paused(&self, _rec: &DomainRecord) -> bool {
         false
+    }
+
+    fn pause(&self, _rec: &DomainRecord) -> Result<()> {
+        Err(unavailable())
+    }
+
+    fn resume(&self, _rec: &DomainRecord) -> Result<()> {
+        Err(unavailable())
+    }
+
+    fn pids(&self, _rec: &DomainRecord) -> Result<Vec<i32>> {
+        Err(unavailable())
+    }
+
+    fn update(&self, _rec: &DomainRecord, _r: &oci_spec::runtime::LinuxResources) -> Result<()> {
+        Err(unavailable())
+    }
+
+    fn exec(
+        &self,
+        _rec: &DomainRecord,
+        _c: &oci_spec::runtime::Spec,
+        _r: &ExecRequest,
+    ) -> Result<i32> {
+        Err(unavailable())
+    }
+
+    fn stats(&self, _rec: &DomainRecord) -> Result<serde_json::Value> {
+        Err(unavailable())
+    }
+
+    fn oom_watcher(&self, _rec: &DomainRecord) -> Result<Box<dyn OomWatch>> {
+        Err(unavailable())
     }
 
     fn destroy(&self, _rec: &DomainRecord) -> Result<()> {

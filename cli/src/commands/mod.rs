@@ -1,7 +1,10 @@
 //! One function per verb; each is a thin call into the runtime.
 
+mod exec;
 mod list;
+mod manage;
 mod spec;
+mod tty;
 
 use crate::args::{Cli, Cmd, CreateArgs};
 use anyhow::{bail, Context, Result};
@@ -17,7 +20,7 @@ fn runtime(cli: &Cli) -> Result<Runtime> {
 }
 
 /// Makes a path given on the command line absolute (the runtime may chdir later).
-fn absolute(p: &Path) -> Result<PathBuf> {
+pub(crate) fn absolute(p: &Path) -> Result<PathBuf> {
     Ok(if p.is_absolute() {
         p.to_path_buf()
     } else {
@@ -36,6 +39,15 @@ fn create_opts(a: &CreateArgs, foreground: bool) -> Result<CreateOpts> {
         preserve_fds: a.preserve_fds,
         foreground,
     })
+}
+
+/// Whether the bundle's process asks for a terminal (unreadable configs are left for
+/// `create` to report).
+fn wants_terminal(bundle: &Path) -> bool {
+    std::fs::read(bundle.join(hyperjail_oci::CONFIG_FILE))
+        .ok()
+        .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
+        .is_some_and(|v| v["process"]["terminal"] == serde_json::Value::Bool(true))
 }
 
 /// Runs the verb; returns the process exit code.
@@ -58,8 +70,29 @@ pub fn dispatch(cli: &Cli) -> Result<u8> {
             Ok(0)
         }
         Cmd::Run { create, detach } => {
-            let opts = create_opts(create, !detach)?;
-            match runtime(cli)?.run(&create.id, &create.bundle, &opts)? {
+            let mut opts = create_opts(create, !detach)?;
+            let rt = runtime(cli)?;
+            let proxy = !detach && opts.console_socket.is_none() && wants_terminal(&create.bundle);
+            let outcome = if proxy {
+                let sock = tty::ConsoleSocket::new()?;
+                opts.console_socket = Some(sock.path());
+                let mut relay = None;
+                let out = rt.run_with(&create.id, &create.bundle, &opts, &mut || {
+                    let master = sock
+                        .receive()
+                        .map_err(|e| hyperjail_runtime::Error::Backend(format!("{e:#}")))?;
+                    relay = Some(
+                        tty::Relay::start(master)
+                            .map_err(|e| hyperjail_runtime::Error::Backend(format!("{e:#}")))?,
+                    );
+                    Ok(())
+                });
+                drop(relay);
+                out?
+            } else {
+                rt.run(&create.id, &create.bundle, &opts)?
+            };
+            match outcome {
                 RunOutcome::Detached => Ok(0),
                 RunOutcome::Exited(code) => Ok(code.clamp(0, 255) as u8),
             }
@@ -79,5 +112,25 @@ pub fn dispatch(cli: &Cli) -> Result<u8> {
             Ok(0)
         }
         Cmd::List { format, quiet } => list::print(&runtime(cli)?, *format, *quiet).map(|_| 0),
+        Cmd::Exec(a) => exec::run(&runtime(cli)?, a),
+        Cmd::Ps {
+            format,
+            id,
+            ps_args,
+        } => manage::ps(&runtime(cli)?, id, *format, ps_args).map(|_| 0),
+        Cmd::Pause { id } => {
+            runtime(cli)?.pause(id)?;
+            Ok(0)
+        }
+        Cmd::Resume { id } => {
+            runtime(cli)?.resume(id)?;
+            Ok(0)
+        }
+        Cmd::Update(a) => manage::update(&runtime(cli)?, a).map(|_| 0),
+        Cmd::Events {
+            id,
+            stats,
+            interval,
+        } => manage::events(&runtime(cli)?, id, *stats, interval).map(|_| 0),
     }
 }

@@ -1,0 +1,118 @@
+//! The process half of a jail, shared by the container's init and by `exec`: terminal,
+//! limits, cwd, identity, capabilities, no_new_privs, seccomp, then exec.
+
+use crate::Error;
+use hyperjail_isolation::{caps, console, process, seccomp};
+use oci_spec::runtime::{LinuxSeccomp, Process};
+use std::os::fd::{OwnedFd, RawFd};
+use std::path::PathBuf;
+
+/// What a process needs around it, besides its `process` section.
+#[derive(Debug)]
+pub struct Env<'a> {
+    /// `linux.seccomp` of the container.
+    pub seccomp: Option<&'a LinuxSeccomp>,
+    /// Whether the process is in a user namespace of the container's.
+    pub userns: bool,
+    /// Connected console socket when `process.terminal` is set.
+    pub console: Option<&'a OwnedFd>,
+    /// Bind the pty on /dev/console (the container's own /dev).
+    pub bind_console: bool,
+    /// Container state JSON (for a seccomp NOTIFY listener).
+    pub state_json: &'a str,
+}
+
+/// A process ready to exec.
+#[derive(Debug)]
+pub struct Ready {
+    /// Resolved executable path.
+    pub exe: PathBuf,
+    /// The seccomp filter still to load (after everything else, before exec).
+    pub filter: Option<seccomp::Filter>,
+}
+
+/// Applies everything of `p` except the exec itself. The seccomp filter is built here
+/// (the caller may build it earlier and pass it in `prebuilt`).
+pub fn prepare(
+    p: &Process,
+    env: &Env<'_>,
+    prebuilt: Option<seccomp::Filter>,
+) -> Result<Ready, Error> {
+    let mut filter = match (prebuilt, env.seccomp) {
+        (Some(f), _) => Some(f),
+        (None, Some(s)) => Some(seccomp::build(s)?),
+        (None, None) => None,
+    };
+    if let (true, Some(sock)) = (p.terminal().unwrap_or(false), env.console) {
+        let size = p
+            .console_size()
+            .map(|b| (b.height() as u16, b.width() as u16));
+        console::setup(sock, size, env.bind_console)?;
+    }
+    process::set_rlimits(p.rlimits().as_deref().unwrap_or(&[]))?;
+    if let Some(adj) = p.oom_score_adj() {
+        process::set_oom_score_adj(adj)?;
+    }
+    let cwd = p.cwd();
+    if std::fs::metadata(cwd).is_err() {
+        std::fs::create_dir_all(cwd)
+            .map_err(|e| Error::Init(format!("create cwd {}: {e}", cwd.display())))?;
+    }
+    std::env::set_current_dir(cwd)
+        .map_err(|e| Error::Init(format!("chdir to cwd {}: {e}", cwd.display())))?;
+    let vars = p.env().clone().unwrap_or_default();
+    let a0 = p
+        .args()
+        .as_ref()
+        .and_then(|a| a.first())
+        .ok_or_else(|| Error::Init("process.args is empty".into()))?;
+    let exe = process::find_executable(a0, &vars)?;
+    let nnp = p.no_new_privileges().unwrap_or(false);
+    if !nnp {
+        // Without no_new_privs only a process with CAP_SYS_ADMIN may load a filter:
+        // load it now, before privileges are dropped (as runc does).
+        if let Some(f) = filter.take() {
+            f.load(env.state_json)?;
+        }
+    }
+    if let Some(c) = p.capabilities() {
+        caps::drop_bounding(c)?;
+    }
+    let setgroups_ok = !env.userns
+        || std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "allow");
+    process::set_user(p.user(), setgroups_ok)?;
+    if let Some(c) = p.capabilities() {
+        caps::apply(c)?;
+    }
+    if nnp {
+        nix::sys::prctl::set_no_new_privs().map_err(|source| Error::Sys {
+            op: "prctl(PR_SET_NO_NEW_PRIVS)",
+            source,
+        })?;
+    }
+    Ok(Ready { exe, filter })
+}
+
+/// Execs the prepared process: clean signal state, only stdio and fds 3..3+`preserve`
+/// (except `ours`) inherited, the seccomp filter loaded last. Returns only on error.
+pub fn exec(p: &Process, ready: Ready, preserve: u32, ours: &[RawFd], state_json: &str) -> Error {
+    process::reset_signals();
+    if let Err(e) = process::cloexec_from(3 + preserve) {
+        return e.into();
+    }
+    for fd in 3..3 + preserve as i32 {
+        if !ours.contains(&fd) {
+            if let Err(e) = process::keep_fd(fd) {
+                return e.into();
+            }
+        }
+    }
+    if let Some(f) = ready.filter {
+        if let Err(e) = f.load(state_json) {
+            return e.into();
+        }
+    }
+    let args = p.args().clone().unwrap_or_default();
+    let env = p.env().clone().unwrap_or_default();
+    process::exec(&ready.exe, &args, &env).into()
+}
