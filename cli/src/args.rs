@@ -7,9 +7,10 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(name = "hyperjail", version, about, disable_help_subcommand = true)]
 pub struct Cli {
-    /// Directory for the state of containers.
-    #[arg(long, global = true, default_value = "/run/hyperjail")]
-    pub root: PathBuf,
+    /// Directory for the state of containers [default: /run/hyperjail, or
+    /// $XDG_RUNTIME_DIR/hyperjail for a non-root user].
+    #[arg(long, global = true)]
+    pub root: Option<PathBuf>,
     /// Also write errors and debug output to this file.
     #[arg(long, global = true)]
     pub log: Option<PathBuf>,
@@ -25,6 +26,19 @@ pub struct Cli {
     /// The verb.
     #[command(subcommand)]
     pub cmd: Cmd,
+}
+
+impl Cli {
+    /// The state root: `--root`, else runc's defaults.
+    pub fn root(&self) -> PathBuf {
+        if let Some(r) = &self.root {
+            return r.clone();
+        }
+        match std::env::var_os("XDG_RUNTIME_DIR") {
+            Some(x) if !nix::unistd::geteuid().is_root() => PathBuf::from(x).join("hyperjail"),
+            _ => PathBuf::from("/run/hyperjail"),
+        }
+    }
 }
 
 /// Log file formats.

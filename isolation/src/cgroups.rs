@@ -130,6 +130,12 @@ impl Cgroup {
     /// from each hierarchy's root, a relative one from this process's own cgroup, as
     /// runc does. On error, whatever was created is removed.
     pub fn create(path: &Path) -> Result<Cgroup> {
+        Self::create_in(path, false)
+    }
+
+    /// As [`Cgroup::create`]; with `best_effort` (rootless), hierarchies this user may
+    /// not write to are skipped instead of failing, as runc does without resources.
+    pub fn create_in(path: &Path, best_effort: bool) -> Result<Cgroup> {
         let proc_cgroup = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
         let mut cg = Cgroup::default();
         let mut made: Vec<PathBuf> = Vec::new();
@@ -143,6 +149,11 @@ impl Cgroup {
             let rel = rel.strip_prefix("/").unwrap_or(rel);
             let dir = h.mount_point.join(rel);
             if let Err(e) = mkdir_p(&h, &dir, &mut made) {
+                let denied = matches!(&e, Error::Io { source, .. }
+                    if matches!(source.kind(), ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem));
+                if best_effort && denied {
+                    continue;
+                }
                 for d in made.iter().rev() {
                     let _ = fs::remove_dir(d);
                 }

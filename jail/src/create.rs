@@ -56,7 +56,10 @@ pub fn create(req: &CreateRequest<'_>, rec: &mut DomainRecord) -> Result<(), Err
     if let Some(s) = linux.and_then(|l| l.seccomp().as_ref()) {
         hyperjail_isolation::seccomp::validate(s)?;
     }
-    let cg = Cgroup::create(&cg_path)?;
+    // Without root, cgroups are used where this user may write and skipped elsewhere
+    // (rootless, as runc); limits that then have no cgroup fail in `apply`.
+    let rootless = !nix::unistd::geteuid().is_root();
+    let cg = Cgroup::create_in(&cg_path, rootless)?;
     rec.cgroups = cg.dirs.clone();
     cg.apply(&settings)?;
 

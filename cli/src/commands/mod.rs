@@ -16,7 +16,7 @@ fn runtime(cli: &Cli) -> Result<Runtime> {
         Box::new(hyperjail_jail::JailBackend),
         Box::new(hyperjail_vm::VmBackend),
     ];
-    Ok(Runtime::new(&cli.root, backends)?)
+    Ok(Runtime::new(&cli.root(), backends)?)
 }
 
 /// Makes a path given on the command line absolute (the runtime may chdir later).
