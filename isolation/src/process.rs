@@ -7,7 +7,7 @@ use nix::unistd::{Gid, Uid};
 use oci_spec::runtime::{PosixRlimit, PosixRlimitType, User};
 use std::collections::HashMap;
 use std::ffi::CString;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 fn resource(t: PosixRlimitType) -> Resource {
@@ -50,10 +50,29 @@ pub fn set_rlimits(limits: &[PosixRlimit]) -> Result<()> {
     Ok(())
 }
 
+/// Writes a /proc file, refusing one that is not on procfs: a mount inside the
+/// container could otherwise redirect the runtime's write (CVE-2025-52881).
+pub fn write_proc(path: &Path, value: &str) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| Error::io("open", path, e))?;
+    let fs = nix::sys::statfs::fstatfs(&f).map_err(|e| Error::path("statfs", path, e))?;
+    if fs.filesystem_type() != nix::sys::statfs::PROC_SUPER_MAGIC {
+        return Err(Error::Invalid(format!(
+            "{} is not on procfs (something is mounted over it); refusing to write",
+            path.display()
+        )));
+    }
+    f.write_all(value.as_bytes())
+        .map_err(|e| Error::io("write", path, e))
+}
+
 /// Writes /proc/self/oom_score_adj.
 pub fn set_oom_score_adj(v: i32) -> Result<()> {
-    std::fs::write("/proc/self/oom_score_adj", v.to_string())
-        .map_err(|e| Error::io("write", "/proc/self/oom_score_adj", e))
+    write_proc(Path::new("/proc/self/oom_score_adj"), &v.to_string())
 }
 
 /// Switches to the configured uid, gid and supplementary groups, keeping the
@@ -121,7 +140,54 @@ pub fn set_names(hostname: Option<&str>, domainname: Option<&str>) -> Result<()>
 pub fn set_sysctls(sysctl: &HashMap<String, String>) -> Result<()> {
     for (k, v) in sysctl {
         let p = PathBuf::from("/proc/sys").join(k.replace('.', "/"));
-        std::fs::write(&p, v).map_err(|e| Error::io("write sysctl", &p, e))?;
+        write_proc(&p, v)?;
+    }
+    Ok(())
+}
+
+/// Whether the host has AppArmor enabled.
+pub fn apparmor_enabled() -> bool {
+    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|s| s.starts_with('Y'))
+}
+
+/// Whether the host has SELinux enabled.
+pub fn selinux_enabled() -> bool {
+    std::path::Path::new("/sys/fs/selinux/enforce").exists()
+}
+
+/// Checks `apparmorProfile` and `selinuxLabel` against the host, as runc does: asking
+/// for an LSM the kernel does not run is an error, never a silent downgrade.
+pub fn check_lsm(apparmor: Option<&str>, selinux: Option<&str>) -> Result<()> {
+    if let Some(p) = apparmor.filter(|p| !p.is_empty()) {
+        if !apparmor_enabled() {
+            return Err(Error::Invalid(format!(
+                "apparmor profile {p:?} is set but AppArmor is not enabled on this host"
+            )));
+        }
+    }
+    if let Some(l) = selinux.filter(|l| !l.is_empty()) {
+        if !selinux_enabled() {
+            return Err(Error::Invalid(format!(
+                "selinux label {l:?} is set but SELinux is disabled or not supported on this host"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Arranges for the next exec to enter the AppArmor profile and/or SELinux label.
+pub fn set_exec_lsm(apparmor: Option<&str>, selinux: Option<&str>) -> Result<()> {
+    if let Some(p) = apparmor.filter(|p| !p.is_empty()) {
+        let path = if std::path::Path::new("/proc/thread-self/attr/apparmor/exec").exists() {
+            "/proc/thread-self/attr/apparmor/exec"
+        } else {
+            "/proc/thread-self/attr/exec"
+        };
+        write_proc(Path::new(path), &format!("exec {p}"))?;
+    }
+    if let Some(l) = selinux.filter(|l| !l.is_empty()) {
+        write_proc(Path::new("/proc/thread-self/attr/exec"), l)?;
     }
     Ok(())
 }

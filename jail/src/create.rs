@@ -35,6 +35,12 @@ pub fn create(req: &CreateRequest<'_>, rec: &mut DomainRecord) -> Result<(), Err
     let nslist = linux.and_then(|l| l.namespaces().as_deref()).unwrap_or(&[]);
     let plan = NsPlan::new(nslist);
     let process = spec.process().as_ref();
+    if let Some(p) = process {
+        hyperjail_isolation::process::check_lsm(
+            p.apparmor_profile().as_deref(),
+            p.selinux_label().as_deref(),
+        )?;
+    }
     let terminal = process.and_then(|p| p.terminal()).unwrap_or(false);
     let console = match (&req.opts.console_socket, terminal) {
         (Some(path), true) => Some(connect_console(path)?),

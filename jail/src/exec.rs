@@ -130,6 +130,12 @@ struct Ctx<'a> {
 fn stage1(ch: Channel, ctx: &Ctx<'_>) -> ! {
     let r = (|| -> Result<(), Error> {
         ch.expect(Msg::Go)?;
+        // Until it execs, this image is hyperjail's: keep container processes from
+        // opening it through /proc/<pid>/exe or /proc/<pid>/fd (CVE-2019-5736).
+        nix::sys::prctl::set_dumpable(false).map_err(|source| Error::Sys {
+            op: "prctl(PR_SET_DUMPABLE)",
+            source,
+        })?;
         for (flag, f) in ctx.nss {
             nix::sched::setns(f, *flag).map_err(|source| Error::Sys {
                 op: "setns",

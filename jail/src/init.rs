@@ -49,6 +49,20 @@ pub fn stage1(ch: Channel, ctx: &InitCtx<'_>) -> ! {
 
 fn stage1_inner(ch: &Channel, ctx: &InitCtx<'_>) -> Result<(), Error> {
     ch.expect(Msg::Go)?;
+    // A joined pid namespace may hold other processes: keep them from opening this
+    // image (still hyperjail's) through /proc/<pid>/exe until init execs
+    // (CVE-2019-5736). A new pid namespace holds nobody else.
+    if ctx
+        .plan
+        .join
+        .iter()
+        .any(|(f, _)| f.contains(CloneFlags::CLONE_NEWPID))
+    {
+        nix::sys::prctl::set_dumpable(false).map_err(|source| Error::Sys {
+            op: "prctl(PR_SET_DUMPABLE)",
+            source,
+        })?;
+    }
     let plan = ctx.plan;
     let user = CloneFlags::CLONE_NEWUSER;
     let joins = plan.open_joins()?;

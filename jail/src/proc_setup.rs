@@ -67,6 +67,12 @@ pub fn prepare(
         .and_then(|a| a.first())
         .ok_or_else(|| Error::Init("process.args is empty".into()))?;
     let exe = process::find_executable(a0, &vars)?;
+    let (aa, se) = (
+        p.apparmor_profile().as_deref(),
+        p.selinux_label().as_deref(),
+    );
+    process::check_lsm(aa, se)?;
+    process::set_exec_lsm(aa, se)?;
     let nnp = p.no_new_privileges().unwrap_or(false);
     if !nnp {
         // Without no_new_privs only a process with CAP_SYS_ADMIN may load a filter:
