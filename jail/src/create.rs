@@ -67,6 +67,9 @@ pub fn create(req: &CreateRequest<'_>, rec: &mut DomainRecord) -> Result<(), Err
     let rootless = !nix::unistd::geteuid().is_root();
     let cg = Cgroup::create_in(&cg_path, rootless)?;
     rec.cgroups = cg.dirs.clone();
+    // Recorded before anything runs in it: a crash from here on leaves a state from
+    // which `delete --force` finds and removes the cgroups.
+    req.dir.save(rec)?;
     cg.apply(&settings)?;
 
     let (dirf, sock_path) = short_path(req.dir.path(), START_SOCKET)?;
