@@ -191,15 +191,16 @@ fn setup(ch: &Channel, ctx: &InitCtx<'_>) -> Result<Prepared, Error> {
     if own_mntns {
         rootfs::finish_propagation(propagation)?;
     }
-    if let Some(l) = linux {
-        rootfs::mask_paths(l.masked_paths().as_deref().unwrap_or(&[]))?;
-        rootfs::readonly_paths(l.readonly_paths().as_deref().unwrap_or(&[]))?;
-    }
+    // Host names and sysctls first: /proc/sys is usually among the read-only paths.
     let host = spec.hostname().as_deref().filter(|h| !h.is_empty());
     let domain = spec.domainname().as_deref().filter(|h| !h.is_empty());
     process::set_names(host, domain)?;
     if let Some(sysctl) = linux.and_then(|l| l.sysctl().as_ref()) {
         process::set_sysctls(sysctl)?;
+    }
+    if let Some(l) = linux {
+        rootfs::mask_paths(l.masked_paths().as_deref().unwrap_or(&[]))?;
+        rootfs::readonly_paths(l.readonly_paths().as_deref().unwrap_or(&[]))?;
     }
     if spec
         .root()

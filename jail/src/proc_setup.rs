@@ -29,6 +29,22 @@ pub struct Ready {
     pub exe: PathBuf,
     /// The seccomp filter still to load (after everything else, before exec).
     pub filter: Option<seccomp::Filter>,
+    /// The environment, with HOME added when the config has none (as runc does).
+    pub env: Vec<String>,
+}
+
+/// The home directory of `uid` in the container's /etc/passwd, else `/`.
+fn home_of(uid: u32) -> String {
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() >= 6 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[5].to_string())
+            })
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "/".into())
 }
 
 /// Applies everything of `p` except the exec itself. The seccomp filter is built here
@@ -60,7 +76,10 @@ pub fn prepare(
     }
     std::env::set_current_dir(cwd)
         .map_err(|e| Error::Init(format!("chdir to cwd {}: {e}", cwd.display())))?;
-    let vars = p.env().clone().unwrap_or_default();
+    let mut vars = p.env().clone().unwrap_or_default();
+    if !vars.iter().any(|v| v.starts_with("HOME=")) {
+        vars.push(format!("HOME={}", home_of(p.user().uid())));
+    }
     let a0 = p
         .args()
         .as_ref()
@@ -96,7 +115,11 @@ pub fn prepare(
             source,
         })?;
     }
-    Ok(Ready { exe, filter })
+    Ok(Ready {
+        exe,
+        filter,
+        env: vars,
+    })
 }
 
 /// Execs the prepared process: clean signal state, only stdio and fds 3..3+`preserve`
@@ -119,6 +142,5 @@ pub fn exec(p: &Process, ready: Ready, preserve: u32, ours: &[RawFd], state_json
         }
     }
     let args = p.args().clone().unwrap_or_default();
-    let env = p.env().clone().unwrap_or_default();
-    process::exec(&ready.exe, &args, &env).into()
+    process::exec(&ready.exe, &args, &ready.env).into()
 }

@@ -32,9 +32,14 @@ impl Bundle {
             path: path.clone(),
             source,
         })?;
-        let spec: Spec = serde_json::from_slice(&data).map_err(|e| Error::Parse {
+        let de = &mut serde_json::Deserializer::from_slice(&data);
+        let spec: Spec = serde_path_to_error::deserialize(de).map_err(|e| Error::Parse {
             path: path.clone(),
-            msg: e.to_string(),
+            msg: if e.path().to_string() == "." {
+                e.inner().to_string()
+            } else {
+                format!("{}: {}", e.path(), e.inner())
+            },
         })?;
         let root = spec
             .root()
@@ -159,9 +164,39 @@ pub fn validate(spec: &Spec) -> Result<()> {
         return bad("uidMappings/gidMappings need a user namespace".into());
     }
     if let Some(sysctl) = linux.sysctl() {
+        let created = |t: LinuxNamespaceType| {
+            linux
+                .namespaces()
+                .iter()
+                .flatten()
+                .any(|n| n.typ() == t && n.path().is_none())
+        };
+        let joined = |t: LinuxNamespaceType| {
+            linux
+                .namespaces()
+                .iter()
+                .flatten()
+                .any(|n| n.typ() == t && n.path().is_some())
+        };
         for k in sysctl.keys() {
             if k.is_empty() || k.contains("..") || k.starts_with('/') {
                 return bad(format!("sysctl key {k:?} is not valid"));
+            }
+            // Only namespaced sysctls, and only in a namespace of the container's own
+            // (runc's rule): anything else would change the host.
+            let ns = sysctl_namespace(k);
+            let ok = match ns {
+                Some(LinuxNamespaceType::Network) => {
+                    created(LinuxNamespaceType::Network) || joined(LinuxNamespaceType::Network)
+                }
+                Some(t) => created(t),
+                None => false,
+            };
+            if !ok {
+                return bad(match ns {
+                    Some(t) => format!("sysctl {k:?} needs a {t} namespace of the container's own"),
+                    None => format!("sysctl {k:?} is not in a separate kernel namespace"),
+                });
             }
         }
     }
@@ -196,6 +231,29 @@ pub fn validate(spec: &Spec) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The namespace that isolates a sysctl, if any.
+fn sysctl_namespace(key: &str) -> Option<LinuxNamespaceType> {
+    const IPC: [&str; 8] = [
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    if IPC.contains(&key) || key.starts_with("fs.mqueue.") {
+        Some(LinuxNamespaceType::Ipc)
+    } else if key.starts_with("net.") {
+        Some(LinuxNamespaceType::Network)
+    } else if key == "kernel.hostname" || key == "kernel.domainname" {
+        Some(LinuxNamespaceType::Uts)
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -245,6 +303,22 @@ mod tests {
             r#"{"ociVersion":"1.0.2","process":{"cwd":"/","user":{"uid":0,"gid":0},"args":["sh"],"rlimits":[{"type":"RLIMIT_NOFILE","soft":10,"hard":5}]}}"#,
         );
         assert!(validate(&s).unwrap_err().to_string().contains("exceeds"));
+    }
+
+    #[test]
+    fn sysctls_need_their_namespace() {
+        let base = r#"{"ociVersion":"1.0.2","linux":{"namespaces":[{"type":"network"},{"type":"uts"}],"sysctl":{"#;
+        assert!(validate(&spec(&format!("{base}\"net.ipv4.ip_forward\":\"1\"}}}}}}"))).is_ok());
+        assert!(validate(&spec(&format!("{base}\"kernel.domainname\":\"x\"}}}}}}"))).is_ok());
+        let e = validate(&spec(&format!("{base}\"kernel.shmmax\":\"1\"}}}}}}"))).unwrap_err();
+        assert!(e.to_string().contains("ipc namespace"), "{e}");
+        let e = validate(&spec(&format!("{base}\"vm.swappiness\":\"1\"}}}}}}"))).unwrap_err();
+        assert!(e.to_string().contains("not in a separate"), "{e}");
+        let host = r#"{"ociVersion":"1.0.2","linux":{"namespaces":[{"type":"pid"}],"sysctl":{"net.ipv4.ip_forward":"1"}}}"#;
+        assert!(validate(&spec(host))
+            .unwrap_err()
+            .to_string()
+            .contains("net namespace"));
     }
 
     #[test]
