@@ -35,6 +35,8 @@ require-root:
 
 test: require-root deps build
 	$(CARGO) test --workspace --release -- --test-threads=1
+	scripts/engine-deps.sh
+	tests/engines/run.sh
 
 bench-lifecycle: require-root build
 	scripts/bench-lifecycle.sh

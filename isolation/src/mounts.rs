@@ -4,9 +4,11 @@
 use crate::safepath::{fd_path, mkdir_all_in_root, open_in_root, Kind};
 use crate::{Error, Result};
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::mount::{mount, MsFlags};
+use nix::sys::stat::Mode;
 use oci_spec::runtime::Mount;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// Parsed `options` of a mount.
@@ -196,22 +198,108 @@ pub fn mount_entry(ctx: &MountCtx<'_>, m: &Mount) -> Result<()> {
     apply_propagation(ctx.root, dest, &opts.propagation)
 }
 
+/// `tmpcopyup`: copies the directory the new tmpfs covers into it, in-process (the
+/// covered directory is reachable only through the fd opened before the mount).
 fn copy_up(covered: &OwnedFd, root: &OwnedFd, dest: &Path) -> Result<()> {
-    // `covered` still refers to the directory under the new tmpfs.
-    let from = fd_path(covered);
-    let to_fd = open_in_root(root, dest).map_err(|e| Error::path("resolve", dest, e))?;
-    let to = fd_path(&to_fd);
-    let st = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", from.display()))
-        .arg(&to)
-        .status()
-        .map_err(|e| Error::io("tmpcopyup", dest, e))?;
-    if !st.success() {
-        return Err(Error::Invalid(format!(
-            "tmpcopyup of {} failed",
-            dest.display()
-        )));
+    let err = |e| Error::path("tmpcopyup", dest, e);
+    let from = nix::fcntl::open(
+        &fd_path(covered),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(err)?;
+    let to_path = open_in_root(root, dest).map_err(err)?;
+    let to = nix::fcntl::open(
+        &fd_path(&to_path),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(err)?;
+    let st = nix::sys::stat::fstat(&from).map_err(err)?;
+    let _ = nix::sys::stat::fchmod(&to, Mode::from_bits_truncate(st.st_mode & 0o7777));
+    let _ = nix::unistd::fchown(
+        &to,
+        Some(nix::unistd::Uid::from_raw(st.st_uid)),
+        Some(nix::unistd::Gid::from_raw(st.st_gid)),
+    );
+    copy_tree(from, &to).map_err(err)
+}
+
+/// Copies the entries of directory `from` into directory `to` (files, directories,
+/// symlinks; mode and owner kept; special files skipped).
+fn copy_tree(from: OwnedFd, to: &OwnedFd) -> nix::Result<()> {
+    use nix::sys::stat::{fchmodat, fstatat, FchmodatFlags, SFlag};
+    use nix::unistd::{fchownat, Gid, Uid};
+    let mut dir = nix::dir::Dir::from_fd(from)?;
+    let from_fd = dir.as_raw_fd();
+    // SAFETY: `from_fd` belongs to `dir`, which lives until the end of this function.
+    let from_b = unsafe { std::os::fd::BorrowedFd::borrow_raw(from_fd) };
+    let names: Vec<std::ffi::CString> = dir
+        .iter()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_owned())
+        .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
+        .collect();
+    for name in names {
+        let st = fstatat(
+            from_b,
+            name.as_c_str(),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )?;
+        let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+        let mode = Mode::from_bits_truncate(st.st_mode & 0o7777);
+        if kind == SFlag::S_IFDIR {
+            nix::sys::stat::mkdirat(to, name.as_c_str(), mode)?;
+            let sub_from = nix::fcntl::openat(
+                from_b,
+                name.as_c_str(),
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )?;
+            let sub_to = nix::fcntl::openat(
+                to,
+                name.as_c_str(),
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )?;
+            copy_tree(sub_from, &sub_to)?;
+        } else if kind == SFlag::S_IFLNK {
+            let target = nix::fcntl::readlinkat(from_b, name.as_c_str())?;
+            nix::unistd::symlinkat(target.as_os_str(), to, name.as_c_str())?;
+        } else if kind == SFlag::S_IFREG {
+            let src = nix::fcntl::openat(
+                from_b,
+                name.as_c_str(),
+                OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )?;
+            let dst = nix::fcntl::openat(
+                to,
+                name.as_c_str(),
+                OFlag::O_WRONLY
+                    | OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+                mode,
+            )?;
+            let mut src = std::fs::File::from(src);
+            let mut dst = std::fs::File::from(dst);
+            std::io::copy(&mut src, &mut dst)
+                .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+        } else {
+            continue;
+        }
+        let _ = fchownat(
+            to,
+            name.as_c_str(),
+            Some(Uid::from_raw(st.st_uid)),
+            Some(Gid::from_raw(st.st_gid)),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        );
+        if kind != SFlag::S_IFLNK {
+            let _ = fchmodat(to, name.as_c_str(), mode, FchmodatFlags::NoFollowSymlink);
+        }
     }
     Ok(())
 }

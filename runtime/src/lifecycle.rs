@@ -234,7 +234,12 @@ impl Runtime {
     /// running one first.
     pub fn delete(&self, id: &str, force: bool) -> Result<()> {
         let did = DomainId::new(id)?;
-        let dir = self.store.lock(&did)?;
+        let dir = match self.store.lock(&did) {
+            // Like runc: --force on a missing container is success (engines call it to
+            // clean up after any failure, including a create that never got far).
+            Err(Error::NotFound(_)) if force => return Ok(()),
+            r => r?,
+        };
         let rec = match dir.load() {
             Ok(Some(rec)) => rec,
             // No record or an unreadable one: nothing we can trust but the directory.
