@@ -335,6 +335,59 @@ pub fn plan(
     Ok(out)
 }
 
+/// Parses a CPU/node list like `0-2,4` into its members.
+pub fn parse_list(list: &str) -> Option<Vec<u32>> {
+    let mut out = Vec::new();
+    for part in list.trim().split(',').filter(|p| !p.is_empty()) {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
+            None => {
+                let v: u32 = part.trim().parse().ok()?;
+                (v, v)
+            }
+        };
+        if b < a || b - a > 65_536 {
+            return None;
+        }
+        out.extend(a..=b);
+    }
+    Some(out)
+}
+
+/// Checks the parts of `linux.resources` that depend on this host: CPUs and memory
+/// nodes must exist. With `creating`, a CFS quota also needs its period (an update may
+/// change the quota alone and keep the period the cgroup has).
+pub fn check_host(r: &LinuxResources, creating: bool) -> Result<()> {
+    let Some(c) = r.cpu() else { return Ok(()) };
+    if creating && c.quota().is_some_and(|q| q > 0) && c.period().is_none() {
+        return Err(Error::Invalid(
+            "linux.resources: cpu.quota needs cpu.period".into(),
+        ));
+    }
+    for (field, value, online) in [
+        ("cpu.cpus", c.cpus(), "/sys/devices/system/cpu/online"),
+        ("cpu.mems", c.mems(), "/sys/devices/system/node/online"),
+    ] {
+        let Some(v) = value.as_deref().filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        let Some(have) = std::fs::read_to_string(online)
+            .ok()
+            .and_then(|s| parse_list(&s))
+        else {
+            continue;
+        };
+        let want = parse_list(v).unwrap_or_default();
+        if let Some(bad) = want.iter().find(|x| !have.contains(x)) {
+            return Err(Error::Invalid(format!(
+                "linux.resources: {field} {v:?} names {bad}, which this machine does not have (online: {})",
+                std::fs::read_to_string(online).unwrap_or_default().trim()
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn check_weight(w: u16) -> Result<()> {
     if !(10..=1000).contains(&w) {
         return Err(Error::Invalid(format!(
@@ -474,6 +527,23 @@ mod tests {
         ] {
             assert!(plan(&res(j), &[]).is_err(), "{j}");
         }
+    }
+
+    #[test]
+    fn lists() {
+        assert_eq!(parse_list("0-2,4"), Some(vec![0, 1, 2, 4]));
+        assert_eq!(parse_list("3\n"), Some(vec![3]));
+        assert_eq!(parse_list("2-1"), None);
+        assert_eq!(parse_list("x"), None);
+    }
+
+    #[test]
+    fn host_checks() {
+        assert!(check_host(&res(r#"{"cpu":{"quota":50000}}"#), true).is_err());
+        assert!(check_host(&res(r#"{"cpu":{"quota":50000}}"#), false).is_ok());
+        let e = check_host(&res(r#"{"cpu":{"cpus":"0-4095"}}"#), true).unwrap_err();
+        assert!(e.to_string().contains("does not have"), "{e}");
+        assert!(check_host(&res(r#"{"cpu":{"cpus":"0"}}"#), true).is_ok());
     }
 
     #[test]

@@ -108,8 +108,9 @@ impl Backend for JailBackend {
         rec: &DomainRecord,
         resources: &oci_spec::runtime::LinuxResources,
     ) -> Result<()> {
-        let settings =
-            resources::plan(resources, &[]).map_err(|e| Error::Backend(e.to_string()))?;
+        let settings = resources::check_host(resources, false)
+            .and_then(|()| resources::plan(resources, &[]))
+            .map_err(|e| Error::Backend(e.to_string()))?;
         cgroup(rec)
             .apply(&settings)
             .map_err(|e| Error::Backend(e.to_string()))

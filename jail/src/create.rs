@@ -56,7 +56,9 @@ pub fn create(req: &CreateRequest<'_>, rec: &mut DomainRecord) -> Result<(), Err
         .and_then(|l| l.cgroups_path().clone())
         .unwrap_or_else(|| PathBuf::from(format!("/hyperjail/{}", req.id)));
     let settings = match linux.and_then(|l| l.resources().as_ref()) {
-        Some(r) => resources::plan(r, linux.and_then(|l| l.devices().as_deref()).unwrap_or(&[]))?,
+        Some(r) => resources::check_host(r, true).and_then(|()| {
+            resources::plan(r, linux.and_then(|l| l.devices().as_deref()).unwrap_or(&[]))
+        })?,
         None => Vec::new(),
     };
     if let Some(s) = linux.and_then(|l| l.seccomp().as_ref()) {
