@@ -201,7 +201,31 @@ impl Cgroup {
                 .find(|d| d.starts_with(&h.mount_point))
                 .map(|d| (*d).clone())
         };
-        for s in settings {
+        let v1_devices = hier
+            .iter()
+            .any(|h| !h.v2 && h.options.split(',').any(|o| o == "devices") && in_h(h).is_some());
+        if !v1_devices {
+            // cgroup v2 has no devices files: the rules become an eBPF program.
+            let lines: Vec<(bool, String)> = settings
+                .iter()
+                .filter(|s| s.controller == "devices")
+                .filter_map(|s| s.v1.as_ref())
+                .map(|(f, v)| (f == "devices.allow", v.clone()))
+                .collect();
+            if !lines.is_empty() {
+                let dir = hier.iter().filter(|h| h.v2).find_map(in_h).ok_or_else(|| {
+                    Error::Invalid(
+                        "device rules need the v1 devices controller or cgroup v2".into(),
+                    )
+                })?;
+                let rules = crate::devices_bpf::rules_from_lines(&lines)?;
+                crate::devices_bpf::attach(&dir, &rules)?;
+            }
+        }
+        for s in settings
+            .iter()
+            .filter(|s| v1_devices || s.controller != "devices")
+        {
             let v1 = hier
                 .iter()
                 .filter(|h| !h.v2 && h.options.split(',').any(|o| o == s.controller))

@@ -178,16 +178,12 @@ fn process(ch: &Channel, ctx: &Ctx<'_>) -> ! {
         userns: ctx.userns,
         console: ctx.console,
         bind_console: false,
+        preserve_fds: ctx.req.preserve_fds,
+        ours: &[ch.raw_fd()],
         state_json: ctx.state_json,
     };
     let e = match proc_setup::prepare(p, &env, None) {
-        Ok(ready) => proc_setup::exec(
-            p,
-            ready,
-            ctx.req.preserve_fds,
-            &[ch.raw_fd()],
-            ctx.state_json,
-        ),
+        Ok(ready) => proc_setup::exec(p, ready, ctx.state_json),
         Err(e) => e,
     };
     let _ = ch.send(&Msg::Failed(e.to_string()));

@@ -223,6 +223,8 @@ fn setup(ch: &Channel, ctx: &InitCtx<'_>) -> Result<Prepared, Error> {
         console: ctx.console,
         bind_console: !dev_bound,
         state_json: &state_json,
+        preserve_fds: ctx.opts.preserve_fds,
+        ours: &[ch.raw_fd(), ctx.listener.as_raw_fd()],
     };
     let ready = proc_setup::prepare(p, &env, filter)?;
     Ok(Prepared {
@@ -265,7 +267,6 @@ fn wait_and_exec(ctx: &InitCtx<'_>, p: Prepared) -> ! {
     ) {
         fail(&mut conn, e.to_string())
     }
-    let ours = [conn.as_raw_fd(), ctx.listener.as_raw_fd()];
-    let e = proc_setup::exec(proc_, ready, ctx.opts.preserve_fds, &ours, &p.state_json);
+    let e = proc_setup::exec(proc_, ready, &p.state_json);
     fail(&mut conn, e.to_string())
 }

@@ -20,6 +20,10 @@ pub struct Env<'a> {
     pub bind_console: bool,
     /// Container state JSON (for a seccomp NOTIFY listener).
     pub state_json: &'a str,
+    /// Pass fds 3 .. 3+N to the process.
+    pub preserve_fds: u32,
+    /// The runtime's own fds, never passed even inside that range.
+    pub ours: &'a [RawFd],
 }
 
 /// A process ready to exec.
@@ -54,6 +58,14 @@ pub fn prepare(
     env: &Env<'_>,
     prebuilt: Option<seccomp::Filter>,
 ) -> Result<Ready, Error> {
+    // Only stdio and the preserved fds reach the process (no runtime fd leaks in:
+    // CVE-2024-21626). Done first: a seccomp filter loaded below may forbid it.
+    process::cloexec_from(3 + env.preserve_fds)?;
+    for fd in 3..3 + env.preserve_fds as i32 {
+        if !env.ours.contains(&fd) {
+            process::keep_fd(fd)?;
+        }
+    }
     let mut filter = match (prebuilt, env.seccomp) {
         (Some(f), _) => Some(f),
         (None, Some(s)) => Some(seccomp::build(s)?),
@@ -124,18 +136,8 @@ pub fn prepare(
 
 /// Execs the prepared process: clean signal state, only stdio and fds 3..3+`preserve`
 /// (except `ours`) inherited, the seccomp filter loaded last. Returns only on error.
-pub fn exec(p: &Process, ready: Ready, preserve: u32, ours: &[RawFd], state_json: &str) -> Error {
+pub fn exec(p: &Process, ready: Ready, state_json: &str) -> Error {
     process::reset_signals();
-    if let Err(e) = process::cloexec_from(3 + preserve) {
-        return e.into();
-    }
-    for fd in 3..3 + preserve as i32 {
-        if !ours.contains(&fd) {
-            if let Err(e) = process::keep_fd(fd) {
-                return e.into();
-            }
-        }
-    }
     if let Some(f) = ready.filter {
         if let Err(e) = f.load(state_json) {
             return e.into();
