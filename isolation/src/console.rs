@@ -14,6 +14,56 @@ nix::ioctl_write_int_bad!(tiocsctty, libc::TIOCSCTTY);
 nix::ioctl_read_bad!(tiocgptn, libc::TIOCGPTN, libc::c_uint);
 nix::ioctl_write_ptr_bad!(tiocswinsz, libc::TIOCSWINSZ, libc::winsize);
 
+/// Bind-mounts the pty slave on /dev/console, through fds on both sides and never
+/// through a symlink someone put at /dev/console (CVE-2025-52565): a symlink or any
+/// other kind of file there is replaced by a fresh empty file first.
+fn bind_dev_console(slave: &OwnedFd) -> Result<()> {
+    use nix::sys::stat::{fstat, SFlag};
+    let open_console = || {
+        open(
+            "/dev/console",
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+    };
+    let ok = |fd: &OwnedFd| {
+        fstat(fd.as_fd())
+            .is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG)
+    };
+    let target = match open_console() {
+        Ok(fd) if ok(&fd) => fd,
+        _ => {
+            let _ = nix::unistd::unlink("/dev/console");
+            let f = open(
+                "/dev/console",
+                OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_WRONLY
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o600),
+            )
+            .map_err(|e| Error::path("create", "/dev/console", e))?;
+            drop(f);
+            let fd = open_console().map_err(|e| Error::path("open", "/dev/console", e))?;
+            if !ok(&fd) {
+                return Err(Error::Invalid("/dev/console is not a regular file".into()));
+            }
+            fd
+        }
+    };
+    let from = format!("/proc/self/fd/{}", slave.as_raw_fd());
+    let to = format!("/proc/self/fd/{}", target.as_raw_fd());
+    mount(
+        Some(from.as_str()),
+        to.as_str(),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| Error::path("bind the terminal on", "/dev/console", e))
+}
+
 /// Creates the pty, sends the master to `socket`, and makes the slave this process's
 /// controlling terminal and stdio. `size` is (height, width).
 pub fn setup(socket: &OwnedFd, size: Option<(u16, u16)>, bind_console: bool) -> Result<()> {
@@ -33,12 +83,21 @@ pub fn setup(socket: &OwnedFd, size: Option<(u16, u16)>, bind_console: bool) -> 
         return Err(Error::sys("TIOCSPTLCK", nix::errno::Errno::last()));
     }
     let slave_path = format!("/dev/pts/{n}");
-    let slave = open(
-        slave_path.as_str(),
-        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| Error::path("open", &slave_path, e))?;
+    // The peer of this very master, not whatever /dev/pts/N resolves to.
+    // SAFETY: TIOCGPTPEER takes open flags as its argument and returns a new fd,
+    // which we own from here on.
+    let fd = unsafe {
+        libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(Error::sys("TIOCGPTPEER", nix::errno::Errno::last()));
+    }
+    // SAFETY: `fd` was just returned by the kernel and nothing else owns it.
+    let slave = unsafe { OwnedFd::from_raw_fd(fd) };
     if let Some((h, w)) = size {
         let ws = libc::winsize {
             ws_row: h,
@@ -61,14 +120,7 @@ pub fn setup(socket: &OwnedFd, size: Option<(u16, u16)>, bind_console: bool) -> 
     .map_err(|e| Error::sys("send pty master over the console socket", e))?;
     drop(master);
     if bind_console {
-        // /dev/console shows the same terminal (an empty file made by the rootfs code).
-        let _ = mount(
-            Some(slave_path.as_str()),
-            "/dev/console",
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        );
+        bind_dev_console(&slave)?;
     }
     // SAFETY: TIOCSCTTY takes an int argument and touches no memory.
     unsafe { tiocsctty(slave.as_raw_fd(), 0) }.map_err(|e| Error::sys("TIOCSCTTY", e))?;

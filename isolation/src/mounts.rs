@@ -119,6 +119,48 @@ const REMOUNT_FLAGS: MsFlags = MsFlags::MS_RDONLY
     .union(MsFlags::MS_RELATIME)
     .union(MsFlags::MS_STRICTATIME);
 
+/// Files under /proc that may be mounted over (what lxcfs provides), as runc allows.
+const PROC_ALLOWED: &[&str] = &[
+    "/proc/cpuinfo",
+    "/proc/diskstats",
+    "/proc/meminfo",
+    "/proc/stat",
+    "/proc/swaps",
+    "/proc/uptime",
+    "/proc/loadavg",
+    "/proc/slabinfo",
+    "/proc/net/dev",
+    "/proc/sys/kernel/ns_last_pid",
+];
+
+/// Refuses mounts over /proc (but /proc itself and the lxcfs files): the runtime
+/// writes sysctls, oom_score_adj and LSM attributes there, and a mount could redirect
+/// those writes to another host file (CVE-2025-52881).
+fn check_proc_destination(dest: &Path, typ: &str) -> Result<()> {
+    let clean: PathBuf = Path::new("/").join(
+        dest.components()
+            .filter(|c| matches!(c, std::path::Component::Normal(_)))
+            .collect::<PathBuf>(),
+    );
+    if clean == Path::new("/proc") {
+        return if typ == "proc" || typ == "bind" || typ.is_empty() || typ == "none" {
+            Ok(())
+        } else {
+            Err(Error::Invalid(format!(
+                "mount of {typ} on /proc is not allowed; /proc must be procfs"
+            )))
+        };
+    }
+    if clean.starts_with("/proc") && !PROC_ALLOWED.iter().any(|a| clean == Path::new(a)) {
+        return Err(Error::Invalid(format!(
+            "mount destination {} is under /proc: it would cover procfs files the runtime writes to; only {} may be mounted over",
+            dest.display(),
+            PROC_ALLOWED.join(", ")
+        )));
+    }
+    Ok(())
+}
+
 /// Context for mounting config.json entries into one rootfs.
 #[derive(Debug)]
 pub struct MountCtx<'a> {
@@ -141,6 +183,7 @@ pub fn mount_entry(ctx: &MountCtx<'_>, m: &Mount) -> Result<()> {
     let dest = m.destination();
     let opts = parse_options(m.options().as_deref().unwrap_or(&[]))?;
     let typ = m.typ().as_deref().unwrap_or("");
+    check_proc_destination(dest, typ)?;
     let is_bind = typ == "bind" || opts.flags.contains(MsFlags::MS_BIND);
     if is_bind {
         let src = m
@@ -506,6 +549,17 @@ mod tests {
             .flags
             .contains(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY));
         assert_eq!(m.propagation, vec![MsFlags::MS_PRIVATE | MsFlags::MS_REC]);
+    }
+
+    #[test]
+    fn proc_destinations() {
+        assert!(check_proc_destination(Path::new("/proc"), "proc").is_ok());
+        assert!(check_proc_destination(Path::new("/proc/meminfo"), "bind").is_ok());
+        assert!(check_proc_destination(Path::new("/proc/sys"), "tmpfs").is_err());
+        assert!(check_proc_destination(Path::new("/proc/1/oom_score_adj"), "bind").is_err());
+        assert!(check_proc_destination(Path::new("//proc/./sys/../sys/kernel"), "bind").is_err());
+        assert!(check_proc_destination(Path::new("/proc"), "tmpfs").is_err());
+        assert!(check_proc_destination(Path::new("/procfoo"), "tmpfs").is_ok());
     }
 
     #[test]

@@ -88,6 +88,17 @@ pub fn prepare(
     }
     std::env::set_current_dir(cwd)
         .map_err(|e| Error::Init(format!("chdir to cwd {}: {e}", cwd.display())))?;
+    // A cwd reached through an fd of the runtime (/proc/self/fd/N) can lie outside the
+    // root; getcwd then reports it unreachable (CVE-2024-21626).
+    match std::env::current_dir() {
+        Ok(d) if d.is_absolute() => {}
+        _ => {
+            return Err(Error::Init(format!(
+                "process.cwd {} resolves outside the container's root",
+                cwd.display()
+            )))
+        }
+    }
     let mut vars = p.env().clone().unwrap_or_default();
     if !vars.iter().any(|v| v.starts_with("HOME=")) {
         vars.push(format!("HOME={}", home_of(p.user().uid())));
