@@ -33,8 +33,12 @@ require-root:
 		exit 1; \
 	fi
 
+# Unit and integration tests build in the dev profile (fast to compile); the
+# integration tests drive the release binary (HYPERJAIL_BIN). Lints are part of it.
 test: require-root deps build
-	$(CARGO) test --workspace --release -- --test-threads=1
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) test --workspace -- --test-threads=1
 	scripts/engine-deps.sh
 	tests/engines/run.sh
 
