@@ -47,8 +47,10 @@ mod tests {
 
     #[test]
     fn self_is_alive() {
+        // The test runs on a worker thread: the process's main thread may be sleeping.
         let st = proc_stat(std::process::id() as i32).expect("own stat");
-        assert_eq!(st.state, 'R');
+        assert!(matches!(st.state, 'R' | 'S'), "{st:?}");
+        assert!(st.start_time > 0);
         assert!(proc_stat(0).is_none());
     }
 }
