@@ -167,7 +167,6 @@ fn unknown_id_for_every_verb() {
         vec!["state", "nope"],
         vec!["kill", "nope", "KILL"],
         vec!["delete", "nope"],
-        vec!["delete", "--force", "nope"],
     ] {
         let out = hj.run(&args);
         out.assert_error(&["nope"]);
@@ -177,6 +176,14 @@ fn unknown_id_for_every_verb() {
             args.join(" ")
         );
     }
+    // Like runc, `delete --force` of a missing container succeeds: podman and
+    // containerd's shim call it to clean up after any failure.
+    let out = hj.run(["delete", "--force", "nope"]);
+    out.assert_ok();
+    assert!(
+        !hj.root().join("nope").exists(),
+        "delete --force made a state dir"
+    );
 }
 
 #[test]
