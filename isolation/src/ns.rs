@@ -86,6 +86,56 @@ pub fn unshare(flags: CloneFlags) -> Result<()> {
     nix::sched::unshare(flags).map_err(|e| Error::sys(format!("unshare {flags:?}"), e))
 }
 
+/// fork(2) into new namespaces in one step: clone3 with `flags` and no new stack, so
+/// the child continues here like a forked child. Returns `None` in the child and the
+/// child's pid in the parent.
+///
+/// # Safety
+///
+/// As for fork: the calling process must be single-threaded, and the child must not
+/// rely on state the parent's other threads could hold (there are none).
+pub unsafe fn clone_into(flags: CloneFlags) -> Result<Option<i32>> {
+    #[repr(C)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+    }
+    let args = CloneArgs {
+        flags: flags.bits() as u32 as u64,
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+    };
+    // SAFETY: `args` is a valid clone_args (version 0, 64 bytes) that lives across the
+    // call; no stack is given, so the child runs on a copy of ours, as with fork. The
+    // caller guarantees the process is single-threaded.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match r {
+        0 => Ok(None),
+        p if p > 0 => Ok(Some(p as i32)),
+        _ => Err(Error::sys(
+            format!("clone3 {flags:?}"),
+            nix::errno::Errno::last(),
+        )),
+    }
+}
+
 /// Text of a uid_map/gid_map file.
 pub fn map_text(maps: &[LinuxIdMapping]) -> String {
     maps.iter()

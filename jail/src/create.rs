@@ -9,6 +9,7 @@ use hyperjail_isolation::ns::{self, NsPlan};
 use hyperjail_isolation::resources;
 use hyperjail_oci::{run_hooks, HookKind, Status};
 use hyperjail_runtime::{proc_stat, CreateRequest, DomainRecord, Runtime};
+use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, ForkResult, Pid};
@@ -89,24 +90,44 @@ pub fn create(req: &CreateRequest<'_>, rec: &mut DomainRecord) -> Result<(), Err
         listener: &listener,
         console: console.as_ref(),
     };
-    // SAFETY: the CLI is single-threaded, so the child may run arbitrary code after
-    // fork; it leaves through std::process::exit in `init::stage1`.
-    let stage1 = match unsafe { fork() }.map_err(|source| Error::Sys { op: "fork", source })? {
-        ForkResult::Child => {
-            drop(ours);
-            init::stage1(theirs, &ctx)
+    // Without namespaces to join and without user or time namespaces, init is cloned
+    // straight into its namespaces; otherwise stage 1 sets them up and forks it.
+    let time = CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
+    let direct = plan.join.is_empty() && !plan.new.intersects(CloneFlags::CLONE_NEWUSER | time);
+    let child = if direct {
+        // SAFETY: the CLI is single-threaded; the child leaves through
+        // std::process::exit in `init`.
+        match unsafe { ns::clone_into(plan.new - CloneFlags::CLONE_NEWCGROUP) }? {
+            None => {
+                drop(ours);
+                init::direct(theirs, &ctx)
+            }
+            Some(pid) => Pid::from_raw(pid),
         }
-        ForkResult::Parent { child } => child,
+    } else {
+        // SAFETY: the CLI is single-threaded, so the child may run arbitrary code after
+        // fork; it leaves through std::process::exit in `init::stage1`.
+        match unsafe { fork() }.map_err(|source| Error::Sys { op: "fork", source })? {
+            ForkResult::Child => {
+                drop(ours);
+                init::stage1(theirs, &ctx)
+            }
+            ForkResult::Parent { child } => child,
+        }
     };
     drop(theirs);
     drop(console);
-    let r = drive(&ours, req, rec, &cg, stage1.as_raw());
+    if direct {
+        rec.pid = child.as_raw();
+        rec.pid_start = proc_stat(rec.pid).map(|s| s.start_time).unwrap_or(0);
+    }
+    let r = drive(&ours, req, rec, &cg, child.as_raw(), direct);
     if r.is_err() {
-        let _ = kill(stage1, Signal::SIGKILL);
+        let _ = kill(child, Signal::SIGKILL);
         if rec.pid > 0 {
             let _ = kill(Pid::from_raw(rec.pid), Signal::SIGKILL);
         }
-        let _ = waitpid(stage1, None);
+        let _ = waitpid(child, None);
     }
     r
 }
@@ -139,9 +160,14 @@ fn drive(
     rec: &mut DomainRecord,
     cg: &Cgroup,
     stage1: i32,
+    direct: bool,
 ) -> Result<(), Error> {
     let spec = &req.bundle.spec;
     cg.add(stage1)?;
+    if direct {
+        // The pid is known already: record it before init runs anything.
+        req.dir.save(rec)?;
+    }
     ch.send(&Msg::Go)?;
     loop {
         match ch.recv()? {

@@ -35,6 +35,22 @@ pub struct InitCtx<'a> {
     pub console: Option<&'a OwnedFd>,
 }
 
+/// Init created directly in its namespaces (no joins, no user or time namespace): it
+/// waits for its cgroup, enters a new cgroup namespace if asked, and carries on.
+pub fn direct(ch: Channel, ctx: &InitCtx<'_>) -> ! {
+    let r = ch.expect(Msg::Go).and_then(|()| {
+        if ctx.plan.new.contains(CloneFlags::CLONE_NEWCGROUP) {
+            ns::unshare(CloneFlags::CLONE_NEWCGROUP)?;
+        }
+        Ok(())
+    });
+    if let Err(e) = r {
+        let _ = ch.send(&Msg::Failed(e.to_string()));
+        std::process::exit(1);
+    }
+    init(&ch, ctx)
+}
+
 /// Stage 1: namespaces, then fork init. Never returns.
 pub fn stage1(ch: Channel, ctx: &InitCtx<'_>) -> ! {
     let code = match stage1_inner(&ch, ctx) {
