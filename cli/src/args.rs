@@ -226,7 +226,8 @@ pub struct ExecArgs {
     /// Pass N extra fds (3 .. 3+N).
     #[arg(long, default_value_t = 0)]
     pub preserve_fds: u32,
-    /// Exec even if the container is paused (not supported: a frozen process cannot run).
+    /// Exec into a paused container: refused, since a process that joins the frozen
+    /// cgroup cannot run.
     #[arg(long)]
     pub ignore_paused: bool,
 }

@@ -115,6 +115,9 @@ fn build(rt: &Runtime, a: &ExecArgs) -> Result<Process> {
 
 /// Runs `exec`; returns the exit code to leave with.
 pub fn run(rt: &Runtime, a: &ExecArgs) -> Result<u8> {
+    if a.ignore_paused {
+        bail!("exec --ignore-paused is not supported: a process that joins a frozen cgroup cannot run");
+    }
     let process = build(rt, a)?;
     let req = ExecRequest {
         process,
