@@ -18,7 +18,7 @@ pub fn open(path: Option<&Path>) {
 /// message still goes to stderr).
 pub fn write(path: Option<&Path>, format: LogFormat, level: &str, msg: &str) {
     let Some(path) = path else { return };
-    let time = hyperjail_runtime_time();
+    let time = hyperjail_runtime::now_rfc3339();
     let line = match format {
         LogFormat::Json => {
             serde_json::json!({"level": level, "msg": msg, "time": time}).to_string()
@@ -32,8 +32,4 @@ pub fn write(path: Option<&Path>, format: LogFormat, level: &str, msg: &str) {
     {
         let _ = writeln!(f, "{line}");
     }
-}
-
-fn hyperjail_runtime_time() -> String {
-    hyperjail_runtime::now_rfc3339()
 }

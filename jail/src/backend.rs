@@ -4,8 +4,8 @@ use crate::create::{create, short_path, START_SOCKET};
 use hyperjail_isolation::cgroups::Cgroup;
 use hyperjail_isolation::{resources, stats};
 use hyperjail_runtime::{
-    proc_stat, Backend, BackendKind, CreateRequest, DomainDir, DomainRecord, Error, ExecRequest,
-    OomWatch, Result,
+    Backend, BackendKind, CreateRequest, DomainDir, DomainRecord, Error, ExecRequest, OomWatch,
+    Result,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -37,7 +37,7 @@ fn cgroup(rec: &DomainRecord) -> Cgroup {
 }
 
 fn same_process(rec: &DomainRecord) -> bool {
-    proc_stat(rec.pid).is_some_and(|s| s.start_time == rec.pid_start)
+    rec.process().is_some()
 }
 
 impl Backend for JailBackend {

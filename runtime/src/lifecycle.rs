@@ -2,8 +2,8 @@
 
 use crate::store::STATE_VERSION;
 use crate::{
-    proc_stat, Backend, BackendKind, CreateOpts, CreateRequest, DomainDir, DomainId, DomainRecord,
-    Error, ExecRequest, OciState, Result, Status, Store,
+    Backend, BackendKind, CreateOpts, CreateRequest, DomainDir, DomainId, DomainRecord, Error,
+    ExecRequest, OciState, Result, Status, Store,
 };
 use hyperjail_oci::{run_hook, Bundle, HookKind};
 use std::collections::BTreeMap;
@@ -61,8 +61,9 @@ impl Runtime {
 
     /// The status of a domain now, from its record and the live process.
     pub fn status_of(&self, rec: &DomainRecord) -> Status {
-        let alive = proc_stat(rec.pid)
-            .is_some_and(|st| st.start_time == rec.pid_start && !matches!(st.state, 'Z' | 'X'));
+        let alive = rec
+            .process()
+            .is_some_and(|st| !matches!(st.state, 'Z' | 'X'));
         if !alive {
             return Status::Stopped;
         }

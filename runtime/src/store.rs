@@ -51,6 +51,14 @@ pub struct DomainRecord {
     pub hooks: Option<oci_spec::runtime::Hooks>,
 }
 
+impl DomainRecord {
+    /// The recorded process's stat, if that pid still names the same process (a pid
+    /// reused by another process after this one died is not trusted).
+    pub fn process(&self) -> Option<crate::ProcStat> {
+        crate::proc_stat(self.pid).filter(|s| s.start_time == self.pid_start)
+    }
+}
+
 /// The state store under `--root`.
 #[derive(Debug, Clone)]
 pub struct Store {
