@@ -136,9 +136,16 @@ impl Cgroup {
     /// As [`Cgroup::create`]; with `best_effort` (rootless), hierarchies this user may
     /// not write to are skipped instead of failing, as runc does without resources.
     pub fn create_in(path: &Path, best_effort: bool) -> Result<Cgroup> {
+        Self::plan(path).make(best_effort)
+    }
+
+    /// The directories `create` would make for `path`: the container's directory in
+    /// every hierarchy, and the parents missing now. Nothing is created, so a caller can
+    /// record them first and a crash in the middle of `make` leaves nothing unknown.
+    pub fn plan(path: &Path) -> Cgroup {
         let proc_cgroup = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-        let mut cg = Cgroup::default();
-        let mut made: Vec<PathBuf> = Vec::new();
+        let mut dirs = Vec::new();
+        let mut parents = Vec::new();
         for h in hierarchies() {
             let inner = if path.is_absolute() {
                 path.to_path_buf()
@@ -148,7 +155,37 @@ impl Cgroup {
             let rel = inner.strip_prefix(&h.root).unwrap_or(&inner);
             let rel = rel.strip_prefix("/").unwrap_or(rel);
             let dir = h.mount_point.join(rel);
-            if let Err(e) = mkdir_p(&h, &dir, &mut made) {
+            let mut cur = dir.parent();
+            while let Some(p) = cur.filter(|p| p.starts_with(&h.mount_point) && *p != h.mount_point)
+            {
+                if p.exists() {
+                    break;
+                }
+                parents.push(p.to_path_buf());
+                cur = p.parent();
+            }
+            dirs.push(dir);
+        }
+        Cgroup {
+            dirs: dedup_keep_order(dirs.into_iter().chain(parents).collect()),
+        }
+    }
+
+    /// Creates the planned directories. With `best_effort` (rootless), hierarchies this
+    /// user may not write to are skipped; the result lists what exists.
+    pub fn make(&self, best_effort: bool) -> Result<Cgroup> {
+        let hier = hierarchies();
+        let mut made: Vec<PathBuf> = Vec::new();
+        let mut kept: Vec<PathBuf> = Vec::new();
+        for dir in self.leaves() {
+            let Some(h) = hier
+                .iter()
+                .filter(|h| dir.starts_with(&h.mount_point))
+                .max_by_key(|h| h.mount_point.components().count())
+            else {
+                continue;
+            };
+            if let Err(e) = mkdir_p(h, dir, &mut made) {
                 let denied = matches!(&e, Error::Io { source, .. }
                     if matches!(source.kind(), ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem));
                 if best_effort && denied {
@@ -159,11 +196,17 @@ impl Cgroup {
                 }
                 return Err(e);
             }
-            cg.dirs.push(dir);
+            kept.push(dir.clone());
         }
-        // Record exactly what was made, deepest last, so delete removes no more.
-        cg.dirs = dedup_keep_order(cg.dirs.into_iter().chain(made).collect());
-        Ok(cg)
+        // Exactly what belongs to this container, so delete removes no more.
+        let parents = self
+            .dirs
+            .iter()
+            .filter(|d| !self.leaves().contains(d) && made.contains(d))
+            .cloned();
+        Ok(Cgroup {
+            dirs: dedup_keep_order(kept.into_iter().chain(parents).collect()),
+        })
     }
 
     /// The directories this container owns: its own and the parents it created.
@@ -372,11 +415,18 @@ impl Cgroup {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
+        let leaves = self.leaves();
         let mut dirs: Vec<&PathBuf> = self.dirs.iter().collect();
         // Deepest first.
         dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
         for d in dirs {
-            rmdir_retry(d, deadline)?;
+            if leaves.contains(&d) {
+                rmdir_retry(d, deadline)?;
+            } else {
+                // A parent we created may hold another container's cgroup by now
+                // (cgroupfs then says EBUSY): it stays.
+                let _ = fs::remove_dir(d);
+            }
         }
         Ok(())
     }
@@ -469,10 +519,19 @@ fn mkdir_p(h: &Hierarchy, dir: &Path, made: &mut Vec<PathBuf>) -> Result<()> {
     for d in missing.into_iter().rev() {
         match fs::create_dir(&d) {
             Ok(()) => made.push(d.clone()),
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
             Err(e) => return Err(Error::io("create cgroup", &d, e)),
         }
-        if !h.v2 && h.options.split(',').any(|o| o == "cpuset") {
+    }
+    if !h.v2 && h.options.split(',').any(|o| o == "cpuset") {
+        // v1 starts a cpuset empty, and no task can join it then. Fill every level, new
+        // or left empty by an earlier runtime killed half-way, from its parent.
+        let mut levels: Vec<&Path> = dir
+            .ancestors()
+            .take_while(|a| *a != h.mount_point && a.starts_with(&h.mount_point))
+            .collect();
+        levels.reverse();
+        for d in levels {
             for f in ["cpuset.cpus", "cpuset.mems"] {
                 let own = fs::read_to_string(d.join(f)).unwrap_or_default();
                 if own.trim().is_empty() {

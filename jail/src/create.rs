@@ -68,11 +68,13 @@ pub fn create(req: &CreateRequest<'_>, rec: &mut DomainRecord) -> Result<(), Err
     // Without root, cgroups are used where this user may write and skipped elsewhere
     // (rootless, as runc); limits that then have no cgroup fail in `apply`.
     let rootless = !nix::unistd::geteuid().is_root();
-    let cg = Cgroup::create_in(&cg_path, rootless)?;
-    rec.cgroups = cg.dirs.clone();
-    // Recorded before anything runs in it: a crash from here on leaves a state from
-    // which `delete --force` finds and removes the cgroups.
+    // Recorded before the first mkdir: a crash from here on leaves a state from which
+    // `delete --force` finds and removes the cgroups.
+    let planned = Cgroup::plan(&cg_path);
+    rec.cgroups = planned.dirs.clone();
     req.dir.save(rec)?;
+    let cg = planned.make(rootless)?;
+    rec.cgroups = cg.dirs.clone();
     cg.apply(&settings)?;
 
     let (dirf, sock_path) = short_path(req.dir.path(), START_SOCKET)?;
@@ -89,6 +91,7 @@ pub fn create(req: &CreateRequest<'_>, rec: &mut DomainRecord) -> Result<(), Err
         opts: req.opts,
         listener: &listener,
         console: console.as_ref(),
+        lock_fd: req.dir.lock_fd(),
     };
     // Without namespaces to join and without user or time namespaces, init is cloned
     // straight into its namespaces; otherwise stage 1 sets them up and forks it.

@@ -12,7 +12,7 @@ use hyperjail_runtime::CreateOpts;
 use nix::sched::CloneFlags;
 use nix::unistd::{fork, ForkResult, Gid, Uid};
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
@@ -33,11 +33,25 @@ pub struct InitCtx<'a> {
     pub listener: &'a UnixListener,
     /// Connected console socket, when process.terminal is set.
     pub console: Option<&'a OwnedFd>,
+    /// The runtime's lock on the state directory: closed at once in the children, or a
+    /// runtime killed during create would leave the lock held by init.
+    pub lock_fd: RawFd,
+}
+
+/// Drops this child's copy of the state-directory lock (the runtime keeps its own).
+fn release_lock(ctx: &InitCtx<'_>) {
+    // SAFETY: `lock_fd` is the fd of the runtime's lock file, inherited by fork; this
+    // child never uses it, and its owner (the runtime's DomainDir) is never dropped here
+    // because the child leaves through process::exit.
+    unsafe {
+        libc::close(ctx.lock_fd);
+    }
 }
 
 /// Init created directly in its namespaces (no joins, no user or time namespace): it
 /// waits for its cgroup, enters a new cgroup namespace if asked, and carries on.
 pub fn direct(ch: Channel, ctx: &InitCtx<'_>) -> ! {
+    release_lock(ctx);
     let r = ch.expect(Msg::Go).and_then(|()| {
         if ctx.plan.new.contains(CloneFlags::CLONE_NEWCGROUP) {
             ns::unshare(CloneFlags::CLONE_NEWCGROUP)?;
@@ -53,6 +67,7 @@ pub fn direct(ch: Channel, ctx: &InitCtx<'_>) -> ! {
 
 /// Stage 1: namespaces, then fork init. Never returns.
 pub fn stage1(ch: Channel, ctx: &InitCtx<'_>) -> ! {
+    release_lock(ctx);
     let code = match stage1_inner(&ch, ctx) {
         Ok(()) => 0,
         Err(e) => {

@@ -73,6 +73,9 @@ pub struct ExecRequest {
     pub preserve_fds: u32,
     /// Return once the process runs instead of waiting for it.
     pub detach: bool,
+    /// Set by the runtime: its lock on the domain, held while the process starts. A
+    /// helper the backend forks must close its copy.
+    pub lock_fd: Option<std::os::fd::RawFd>,
 }
 
 /// Waits for OOM kills in a domain (an eventfd on v1, memory.events on v2).

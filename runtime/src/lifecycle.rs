@@ -377,16 +377,17 @@ impl Runtime {
     /// detached, forwarding signals, and returns its exit status.
     pub fn exec(&self, id: &str, req: &ExecRequest) -> Result<RunOutcome> {
         let config = self.config(id)?;
-        let rec = {
-            let (_d, rec) = self.live(id, "exec in", &[Status::Created, Status::Running])?;
-            rec
-        };
         let guard = if req.detach {
             None
         } else {
             Some(crate::wait::Foreground::enter()?)
         };
-        let pid = self.backend(&rec.backend)?.exec(&rec, &config, req)?;
+        // Locked while the process starts, so a concurrent kill or delete waits for it.
+        let (dir, rec) = self.live(id, "exec in", &[Status::Created, Status::Running])?;
+        let mut req = req.clone();
+        req.lock_fd = Some(dir.lock_fd());
+        let pid = self.backend(&rec.backend)?.exec(&rec, &config, &req)?;
+        drop(dir);
         if let Some(p) = &req.pid_file {
             write_pid_file(p, pid)?;
         }
@@ -434,9 +435,12 @@ impl Runtime {
 
 /// Keeps the config the domain was created with, for `exec` and `update`.
 fn save_config(dir: &DomainDir, spec: &oci_spec::runtime::Spec) -> Result<()> {
+    // Written atomically: `exec` reads it without the lock.
     let path = dir.path().join(CONFIG_COPY);
+    let tmp = dir.path().join("config.json.tmp");
     let data = serde_json::to_vec(spec).map_err(|e| Error::Backend(e.to_string()))?;
-    std::fs::write(&path, data).map_err(|e| Error::io("write", &path, e))
+    std::fs::write(&tmp, data).map_err(|e| Error::io("write", &tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &path, e))
 }
 
 /// Name of the config copy in the domain directory.

@@ -7,6 +7,9 @@ pub struct ProcStat {
     pub state: char,
     /// Start time in clock ticks after boot (field 22).
     pub start_time: u64,
+    /// Whether the process is exiting (PF_EXITING in field 9): a pid 1 tearing down its
+    /// pid namespace stays in state S for a while.
+    pub exiting: bool,
 }
 
 /// Reads /proc/<pid>/stat; `None` if the process does not exist.
@@ -24,9 +27,15 @@ fn parse_stat(s: &str) -> Option<ProcStat> {
     let rest = &s[s.rfind(')')? + 1..];
     let mut it = rest.split_ascii_whitespace();
     let state = it.next()?.chars().next()?;
-    // After the state come fields 4..; start time is field 22, i.e. 19 further on.
-    let start_time = it.nth(18)?.parse().ok()?;
-    Some(ProcStat { state, start_time })
+    // After the state (field 3) come fields 4..: flags is field 9, start time field 22.
+    const PF_EXITING: u64 = 0x4;
+    let flags: u64 = it.nth(5)?.parse().ok()?;
+    let start_time = it.nth(12)?.parse().ok()?;
+    Some(ProcStat {
+        state,
+        start_time,
+        exiting: flags & PF_EXITING != 0,
+    })
 }
 
 #[cfg(test)]
@@ -40,7 +49,8 @@ mod tests {
             parse_stat(s),
             Some(ProcStat {
                 state: 'S',
-                start_time: 123456
+                start_time: 123456,
+                exiting: false,
             })
         );
     }

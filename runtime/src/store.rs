@@ -106,17 +106,20 @@ impl Store {
             }
             Err(e) => return Err(Error::io("create state dir", &path, e)),
         }
-        match lock_dir(&path) {
-            Ok(lock) => Ok(DomainDir {
-                path,
-                id: id.clone(),
-                _lock: lock,
-            }),
-            Err(e) => {
-                let _ = fs::remove_dir_all(&path);
-                Err(e)
-            }
+        let lock = lock_dir(&path)?;
+        // Between mkdir and flock a `delete --force` may have removed the new directory
+        // (it had no state yet); then it is not ours to use or remove.
+        let dir = DomainDir {
+            path,
+            id: id.clone(),
+            _lock: lock,
+        };
+        if !dir.still_linked() {
+            return Err(Error::Backend(format!(
+                "container {id} was deleted while it was being created"
+            )));
         }
+        Ok(dir)
     }
 
     /// Locks the directory of an existing domain, waiting for other verbs on it.
@@ -200,6 +203,13 @@ impl DomainDir {
         &self.path
     }
 
+    /// The fd holding the lock (a child forked while it is held must close its copy,
+    /// or the lock outlives this process).
+    pub fn lock_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self._lock.as_raw_fd()
+    }
+
     /// The domain id.
     pub fn id(&self) -> &DomainId {
         &self.id
@@ -234,8 +244,20 @@ impl DomainDir {
         fs::rename(&tmp, &dst).map_err(|e| Error::io("rename", &dst, e))
     }
 
-    /// Removes the directory and everything in it.
+    /// Whether the path still names the directory this lock is on.
+    fn still_linked(&self) -> bool {
+        match (self._lock.metadata(), fs::metadata(&self.path)) {
+            (Ok(held), Ok(now)) => held.ino() == now.ino() && held.dev() == now.dev(),
+            _ => false,
+        }
+    }
+
+    /// Removes the directory and everything in it (if the path still names it: a
+    /// directory made anew by another create is left alone).
     pub fn remove(self) -> Result<()> {
+        if !self.still_linked() {
+            return Ok(());
+        }
         match fs::remove_dir_all(&self.path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),

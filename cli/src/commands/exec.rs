@@ -129,6 +129,7 @@ pub fn run(rt: &Runtime, a: &ExecArgs) -> Result<u8> {
         pid_file: a.pid_file.as_deref().map(super::absolute).transpose()?,
         preserve_fds: a.preserve_fds,
         detach: a.detach,
+        lock_fd: None,
     };
     Ok(match rt.exec(&a.id, &req)? {
         RunOutcome::Detached => 0,
