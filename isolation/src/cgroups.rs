@@ -33,8 +33,15 @@ pub struct Hierarchy {
 
 /// Every cgroup hierarchy mounted in this mount namespace (first mount of each).
 pub fn hierarchies() -> Vec<Hierarchy> {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    parse_mountinfo(&info)
+    // Read once per process: one CLI call plans, creates, fills and joins the cgroups,
+    // and the mount table does not change meanwhile.
+    static CACHE: std::sync::OnceLock<Vec<Hierarchy>> = std::sync::OnceLock::new();
+    CACHE
+        .get_or_init(|| {
+            let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            parse_mountinfo(&info)
+        })
+        .clone()
 }
 
 fn parse_mountinfo(info: &str) -> Vec<Hierarchy> {
