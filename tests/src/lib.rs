@@ -1199,55 +1199,12 @@ pub fn read_pty(master: fs::File, timeout: Duration, done: impl Fn(&str) -> bool
 // Capabilities
 // ---------------------------------------------------------------------------------------
 
-const CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-];
-
-/// The number of a capability name (`CAP_KILL` → 5).
+/// The number of a capability name (`CAP_KILL` → 5), from the `caps` crate's table.
 pub fn cap_number(name: &str) -> u32 {
-    CAPS.iter()
-        .position(|c| *c == name)
-        .unwrap_or_else(|| panic!("unknown capability {name}")) as u32
+    let c: caps::Capability = name
+        .parse()
+        .unwrap_or_else(|_| panic!("unknown capability {name}"));
+    u32::from(c.index())
 }
 
 /// The bit mask of a set of capability names, as /proc/self/status shows it (hex).
