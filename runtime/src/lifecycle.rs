@@ -98,6 +98,17 @@ impl Runtime {
 
     /// `create`: builds the domain; on any error nothing is left behind.
     pub fn create(&self, id: &str, bundle_dir: &Path, opts: &CreateOpts) -> Result<DomainRecord> {
+        self.create_locked(id, bundle_dir, opts)
+            .map(|(_dir, rec)| rec)
+    }
+
+    /// `create`, returning with the domain still locked (for `run`).
+    fn create_locked(
+        &self,
+        id: &str,
+        bundle_dir: &Path,
+        opts: &CreateOpts,
+    ) -> Result<(DomainDir, DomainRecord)> {
         let id = DomainId::new(id)?;
         let bundle = Bundle::load(bundle_dir)?;
         let annotations: BTreeMap<String, String> = bundle
@@ -154,7 +165,7 @@ impl Runtime {
             let _ = dir.remove();
             return Err(e);
         }
-        Ok(rec)
+        Ok((dir, rec))
     }
 
     fn locked(&self, id: &str) -> Result<(DomainDir, DomainRecord)> {
@@ -172,7 +183,11 @@ impl Runtime {
 
     /// `start`: runs the user program of a created domain.
     pub fn start(&self, id: &str) -> Result<()> {
-        let (dir, mut rec) = self.locked(id)?;
+        let (dir, rec) = self.locked(id)?;
+        self.start_locked(&dir, rec)
+    }
+
+    fn start_locked(&self, dir: &DomainDir, mut rec: DomainRecord) -> Result<()> {
         let status = self.status_of(&rec);
         if status != Status::Created {
             return Err(Error::WrongState {
@@ -181,7 +196,7 @@ impl Runtime {
                 status,
             });
         }
-        self.backend(&rec.backend)?.start(&rec, &dir)?;
+        self.backend(&rec.backend)?.start(&rec, dir)?;
         rec.status = Status::Running;
         dir.save(&rec)?;
         let state = Self::oci_state(&rec, Status::Running);
@@ -417,11 +432,14 @@ impl Runtime {
         } else {
             None
         };
-        let rec = self.create(id, bundle_dir, opts)?;
-        if let Err(e) = created().and_then(|()| self.start(id)) {
-            let _ = self.delete(id, true);
+        // Locked from create through start: no other verb sees the domain in between.
+        let (dir, rec) = self.create_locked(id, bundle_dir, opts)?;
+        if let Err(e) = created().and_then(|()| self.start_locked(&dir, rec.clone())) {
+            let rec = dir.load().ok().flatten().unwrap_or(rec);
+            let _ = self.destroy(dir, &rec);
             return Err(e);
         }
+        drop(dir);
         let Some(guard) = guard else {
             return Ok(RunOutcome::Detached);
         };
