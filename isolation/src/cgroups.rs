@@ -239,21 +239,35 @@ impl Cgroup {
         Ok(())
     }
 
+    /// The container's directory in the v1 hierarchy holding `controller`.
+    fn v1_dir(&self, hier: &[Hierarchy], controller: &str) -> Option<PathBuf> {
+        let leaves = self.leaves();
+        hier.iter()
+            .filter(|h| !h.v2 && h.options.split(',').any(|o| o == controller))
+            .find_map(|h| {
+                leaves
+                    .iter()
+                    .find(|d| d.starts_with(&h.mount_point))
+                    .map(|d| (*d).clone())
+            })
+    }
+
+    /// The v2 hierarchy and the container's directory in it.
+    fn v2_dir<'h>(&self, hier: &'h [Hierarchy]) -> Option<(&'h Hierarchy, PathBuf)> {
+        let h = hier.iter().find(|h| h.v2)?;
+        let dir = self
+            .leaves()
+            .into_iter()
+            .find(|d| d.starts_with(&h.mount_point))?;
+        Some((h, dir.clone()))
+    }
+
     /// Writes resource settings (see [`crate::resources::plan`]) into the container's
     /// cgroup: each where its controller is mounted, v1 first, else v2 (enabling the
     /// controller in the parents' `cgroup.subtree_control`).
     pub fn apply(&self, settings: &[crate::resources::Setting]) -> Result<()> {
         let hier = hierarchies();
-        let leaves = self.leaves();
-        let in_h = |h: &Hierarchy| {
-            leaves
-                .iter()
-                .find(|d| d.starts_with(&h.mount_point))
-                .map(|d| (*d).clone())
-        };
-        let v1_devices = hier
-            .iter()
-            .any(|h| !h.v2 && h.options.split(',').any(|o| o == "devices") && in_h(h).is_some());
+        let v1_devices = self.v1_dir(&hier, "devices").is_some();
         if !v1_devices {
             // cgroup v2 has no devices files: the rules become an eBPF program.
             let lines: Vec<(bool, String)> = settings
@@ -263,7 +277,7 @@ impl Cgroup {
                 .map(|(f, v)| (f == "devices.allow", v.clone()))
                 .collect();
             if !lines.is_empty() {
-                let dir = hier.iter().filter(|h| h.v2).find_map(in_h).ok_or_else(|| {
+                let (_, dir) = self.v2_dir(&hier).ok_or_else(|| {
                     Error::Invalid(
                         "device rules need the v1 devices controller or cgroup v2".into(),
                     )
@@ -276,18 +290,11 @@ impl Cgroup {
             .iter()
             .filter(|s| v1_devices || s.controller != "devices")
         {
-            let v1 = hier
-                .iter()
-                .filter(|h| !h.v2 && h.options.split(',').any(|o| o == s.controller))
-                .find_map(in_h);
-            if let (Some(dir), Some((file, value))) = (&v1, &s.v1) {
-                write_setting(dir, file, value)?;
+            if let (Some(dir), Some((file, value))) = (self.v1_dir(&hier, s.controller), &s.v1) {
+                write_setting(&dir, file, value)?;
                 continue;
             }
-            let v2 = hier
-                .iter()
-                .find(|h| h.v2)
-                .and_then(|h| in_h(h).map(|d| (h, d)));
+            let v2 = self.v2_dir(&hier);
             if let (Some((h, dir)), Some((file, value))) = (&v2, &s.v2) {
                 let ctrl = match s.controller {
                     "blkio" => "io",
@@ -337,15 +344,7 @@ impl Cgroup {
     /// kernel reports the new state (v1 `freezer.state`, v2 `cgroup.freeze`).
     pub fn set_frozen(&self, frozen: bool) -> Result<()> {
         let hier = hierarchies();
-        let v1 = hier
-            .iter()
-            .filter(|h| !h.v2 && h.options.split(',').any(|o| o == "freezer"))
-            .find_map(|h| {
-                self.leaves()
-                    .into_iter()
-                    .find(|d| d.starts_with(&h.mount_point))
-                    .cloned()
-            });
+        let v1 = self.v1_dir(&hier, "freezer");
         let deadline = Instant::now() + Duration::from_secs(5);
         if let Some(dir) = v1 {
             let want = if frozen { "FROZEN" } else { "THAWED" };
@@ -364,15 +363,9 @@ impl Cgroup {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
-        let v2 = hier
-            .iter()
-            .filter(|h| h.v2)
-            .find_map(|h| {
-                self.leaves()
-                    .into_iter()
-                    .find(|d| d.starts_with(&h.mount_point))
-                    .cloned()
-            })
+        let v2 = self
+            .v2_dir(&hier)
+            .map(|(_, d)| d)
             .filter(|d| d.join("cgroup.freeze").exists());
         let Some(dir) = v2 else {
             return Err(Error::Invalid(

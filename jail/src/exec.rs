@@ -129,11 +129,7 @@ struct Ctx<'a> {
 
 fn stage1(ch: Channel, ctx: &Ctx<'_>) -> ! {
     if let Some(fd) = ctx.req.lock_fd {
-        // SAFETY: the runtime's lock fd, inherited by fork and unused here; its owner
-        // is never dropped in this child, which leaves through process::exit.
-        unsafe {
-            libc::close(fd);
-        }
+        crate::sync::close_inherited(fd);
     }
     let r = (|| -> Result<(), Error> {
         ch.expect(Msg::Go)?;

@@ -40,12 +40,7 @@ pub struct InitCtx<'a> {
 
 /// Drops this child's copy of the state-directory lock (the runtime keeps its own).
 fn release_lock(ctx: &InitCtx<'_>) {
-    // SAFETY: `lock_fd` is the fd of the runtime's lock file, inherited by fork; this
-    // child never uses it, and its owner (the runtime's DomainDir) is never dropped here
-    // because the child leaves through process::exit.
-    unsafe {
-        libc::close(ctx.lock_fd);
-    }
+    crate::sync::close_inherited(ctx.lock_fd);
 }
 
 /// Init created directly in its namespaces (no joins, no user or time namespace): it

@@ -86,6 +86,16 @@ impl Channel {
     }
 }
 
+/// Closes a child's copy of an fd the runtime holds (its state-directory lock), so the
+/// lock cannot outlive a runtime killed while the child lives on.
+pub fn close_inherited(fd: std::os::fd::RawFd) {
+    // SAFETY: `fd` was inherited by fork from the runtime, which owns it; this child never
+    // uses it, and never drops the owner either, since it leaves through process::exit.
+    unsafe {
+        libc::close(fd);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

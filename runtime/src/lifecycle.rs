@@ -335,11 +335,7 @@ impl Runtime {
 
     /// `ps`: host pids of the domain's processes.
     pub fn pids(&self, id: &str) -> Result<Vec<i32>> {
-        let id = DomainId::new(id)?;
-        let rec = self
-            .store
-            .read(&id)?
-            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        let (rec, _) = self.record(id)?;
         self.backend(&rec.backend)?.pids(&rec)
     }
 
@@ -355,12 +351,7 @@ impl Runtime {
 
     /// `events --stats` data of a live domain.
     pub fn stats(&self, id: &str) -> Result<serde_json::Value> {
-        let id = DomainId::new(id)?;
-        let rec = self
-            .store
-            .read(&id)?
-            .ok_or_else(|| Error::NotFound(id.to_string()))?;
-        let status = self.status_of(&rec);
+        let (rec, status) = self.record(id)?;
         if status == Status::Stopped {
             return Err(Error::WrongState {
                 verb: "get stats of",

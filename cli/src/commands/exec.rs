@@ -5,20 +5,6 @@ use crate::args::ExecArgs;
 use anyhow::{bail, Context, Result};
 use hyperjail_runtime::{ExecRequest, RunOutcome, Runtime};
 use oci_spec::runtime::{Capability, Process};
-use std::io::Read;
-
-fn read_process(path: &std::path::Path) -> Result<Process> {
-    let mut data = Vec::new();
-    if path.as_os_str() == "-" {
-        std::io::stdin()
-            .read_to_end(&mut data)
-            .context("read process from stdin")?;
-    } else {
-        data = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
-    }
-    serde_json::from_slice(&data)
-        .with_context(|| format!("invalid process JSON in {}", path.display()))
-}
 
 fn parse_user(s: &str) -> Result<(u32, Option<u32>)> {
     let (u, g) = match s.split_once(':') {
@@ -39,7 +25,7 @@ fn parse_user(s: &str) -> Result<(u32, Option<u32>)> {
 
 fn build(rt: &Runtime, a: &ExecArgs) -> Result<Process> {
     if let Some(p) = &a.process {
-        let mut p = read_process(p)?;
+        let mut p: Process = super::read_json(p, "process")?;
         if a.tty {
             p.set_terminal(Some(true));
         }

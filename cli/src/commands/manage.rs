@@ -4,7 +4,7 @@ use crate::args::{ListFormat, UpdateArgs};
 use anyhow::{bail, Context, Result};
 use hyperjail_runtime::{Runtime, Status};
 use oci_spec::runtime::{LinuxCpu, LinuxMemory, LinuxPids, LinuxResources};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::Duration;
 
 /// `ps`: pids as JSON, or ps(1)'s table filtered to the container's processes.
@@ -77,15 +77,7 @@ pub fn parse_bytes(s: &str) -> Result<i64> {
 
 fn resources_from(a: &UpdateArgs) -> Result<LinuxResources> {
     if let Some(path) = &a.resources {
-        let mut data = Vec::new();
-        if path.as_os_str() == "-" {
-            std::io::stdin()
-                .read_to_end(&mut data)
-                .context("read resources from stdin")?;
-        } else {
-            data = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
-        }
-        return serde_json::from_slice(&data).context("invalid linux.resources JSON");
+        return super::read_json(path, "linux.resources");
     }
     let mut r = LinuxResources::default();
     let mut cpu = LinuxCpu::default();

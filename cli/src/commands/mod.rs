@@ -41,6 +41,21 @@ fn create_opts(a: &CreateArgs, foreground: bool) -> Result<CreateOpts> {
     })
 }
 
+/// Reads a JSON document given as a file path, or `-` for stdin.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
+    use std::io::Read;
+    let mut data = Vec::new();
+    if path.as_os_str() == "-" {
+        std::io::stdin()
+            .read_to_end(&mut data)
+            .with_context(|| format!("read {what} from stdin"))?;
+    } else {
+        data = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    }
+    serde_json::from_slice(&data)
+        .with_context(|| format!("invalid {what} JSON in {}", path.display()))
+}
+
 /// Whether the bundle's process asks for a terminal (unreadable configs are left for
 /// `create` to report).
 fn wants_terminal(bundle: &Path) -> bool {
