@@ -402,7 +402,7 @@ p_exec_opts() {
 t "podman exec --user --workdir --env" p_exec_opts
 
 p_exec_tty() {
-    r script -qec "timeout $TMO ${P[*]} exec -t $D tty" /dev/null
+    r script -qec "timeout $TMO ${P[*]} exec -t $D tty" /dev/null </dev/null
     local rc=$?
     expect_rc 0 $rc || return 1
     tr -d '\r' <"$OUT" >"$OUT.x" && mv "$OUT.x" "$OUT"
@@ -478,7 +478,7 @@ p_wait() {
 t "podman run -d; podman wait gives exit status 7" p_wait
 
 p_run_tty() {
-    r script -qec "timeout $TMO ${PN[*]} --rm -t $IMG tty" /dev/null
+    r script -qec "timeout $TMO ${PN[*]} --rm -t $IMG tty" /dev/null </dev/null
     local rc=$?
     expect_rc 0 $rc || return 1
     tr -d '\r' <"$OUT" >"$OUT.x" && mv "$OUT.x" "$OUT"
@@ -621,7 +621,7 @@ c_missing_cmd() {
 t "ctr run of a missing command: the runtime's JSON log error reaches ctr" c_missing_cmd
 
 c_run_tty() {
-    r script -qec "timeout $TMO ${CTR[*]} run --rm -t ${RUNC_OPTS[*]} $IMG t1d tty" /dev/null
+    r script -qec "timeout $TMO ${CTR[*]} run --rm -t ${RUNC_OPTS[*]} $IMG t1d tty" /dev/null </dev/null
     local rc=$?
     expect_rc 0 $rc || return 1
     # the terminal echoes a NUL that ctr writes as ^@
@@ -680,7 +680,7 @@ c_exec_rc() {
 t "ctr task exec: exit status 5 passed through" c_exec_rc
 
 c_exec_tty() {
-    r script -qec "timeout $TMO ${CTR[*]} task exec -t --exec-id e3 t2 tty" /dev/null
+    r script -qec "timeout $TMO ${CTR[*]} task exec -t --exec-id e3 t2 tty" /dev/null </dev/null
     tr -d '\r\0' <"$OUT" | sed 's/^\^@//' >"$OUT.x" && mv "$OUT.x" "$OUT"
     grep -q '^/dev/pts/[0-9]*$' "$OUT" || { diag "tty in the exec is not a pts"; show; return 1; }
 }
