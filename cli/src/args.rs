@@ -135,6 +135,27 @@ pub enum Cmd {
         /// Only ids.
         #[arg(short, long)]
         quiet: bool,
+        /// xl's view: name, domid, backend, pool, VCPUs, state letters, CPU time.
+        #[arg(short, long)]
+        long: bool,
+    },
+    /// Xen-style scheduler parameters of domains (as `xl sched-credit`, `xl sched-rtds`).
+    Sched {
+        /// The scheduler.
+        #[command(subcommand)]
+        cmd: SchedCmd,
+    },
+    /// CPU pools: named CPU sets with one scheduler each (as `xl cpupool-*`).
+    Cpupool {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: PoolCmd,
+    },
+    /// Runs the ARINC 653 partition switcher of a pool (started by the runtime).
+    #[command(name = "arinc653-switcher", hide = true)]
+    Arinc653Switcher {
+        /// The pool.
+        pool: String,
     },
     /// Print the features document.
     Features,
@@ -291,4 +312,107 @@ pub enum ListFormat {
     Table,
     /// A JSON array of states.
     Json,
+}
+
+/// `sched` schedulers.
+#[derive(Debug, Subcommand)]
+pub enum SchedCmd {
+    /// Credit: weight and cap. Without -d, lists every domain of the credit pools.
+    Credit(CreditArgs),
+    /// Credit2: weight and cap, as Credit.
+    Credit2(CreditArgs),
+    /// RTDS: period and budget in microseconds, extratime.
+    Rtds(RtdsArgs),
+    /// ARINC 653: the major frame and slots of a pool (no --major-frame: show it).
+    Arinc653(ArincArgs),
+}
+
+/// `sched credit|credit2` flags.
+#[derive(Debug, clap::Args)]
+#[command(allow_negative_numbers = true)]
+pub struct CreditArgs {
+    /// The domain (container id).
+    #[arg(short, long)]
+    pub domain: Option<String>,
+    /// Weight, 1..65535 (default 256).
+    #[arg(short, long)]
+    pub weight: Option<i64>,
+    /// Cap, percent of one CPU (0 = none).
+    #[arg(short, long)]
+    pub cap: Option<i64>,
+    /// Output format of the listing.
+    #[arg(short, long, value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+}
+
+/// `sched rtds` flags.
+#[derive(Debug, clap::Args)]
+#[command(allow_negative_numbers = true)]
+pub struct RtdsArgs {
+    /// The domain (container id).
+    #[arg(short, long)]
+    pub domain: Option<String>,
+    /// Period in µs.
+    #[arg(short, long)]
+    pub period: Option<i64>,
+    /// Budget in µs per period.
+    #[arg(short, long)]
+    pub budget: Option<i64>,
+    /// Extratime: 1 (may use idle time) or 0 (hard cap).
+    #[arg(short, long)]
+    pub extratime: Option<i64>,
+    /// Output format of the listing.
+    #[arg(short, long, value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+}
+
+/// `sched arinc653` flags.
+#[derive(Debug, clap::Args)]
+pub struct ArincArgs {
+    /// The arinc653 pool.
+    #[arg(long)]
+    pub pool: String,
+    /// Major frame in ms (like 20 or 2.5).
+    #[arg(long)]
+    pub major_frame: Option<String>,
+    /// A slot, DOMAIN:MS, in the order they run; repeat for every slot.
+    #[arg(long)]
+    pub slot: Vec<String>,
+    /// Output format when showing the schedule.
+    #[arg(short, long, value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+}
+
+/// `cpupool` actions.
+#[derive(Debug, Subcommand)]
+pub enum PoolCmd {
+    /// Creates a pool from CPUs of Pool-0.
+    Create {
+        /// Pool name.
+        name: String,
+        /// Its CPUs, like 1 or 2-3.
+        #[arg(long)]
+        cpus: String,
+        /// Its scheduler: credit, credit2, rtds or arinc653.
+        #[arg(long, default_value = "credit")]
+        sched: String,
+    },
+    /// Lists pools: name, CPUs, scheduler, domains.
+    List {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+    },
+    /// Destroys an empty pool; its CPUs return to Pool-0.
+    Destroy {
+        /// Pool name.
+        name: String,
+    },
+    /// Moves a domain to another pool (with that pool's default parameters).
+    Migrate {
+        /// The domain (container id).
+        domain: String,
+        /// The pool.
+        pool: String,
+    },
 }

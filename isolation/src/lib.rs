@@ -9,6 +9,7 @@
 pub mod caps;
 pub mod cgroups;
 pub mod console;
+pub mod cpu_sched;
 pub mod devices_bpf;
 mod error;
 pub mod mounts;

@@ -99,6 +99,16 @@ impl Backend for JailBackend {
             .map_err(|e| Error::Backend(e.to_string()))
     }
 
+    fn set_sched(&self, rec: &DomainRecord, cpu: &hyperjail_sched::LinuxCpu) -> Result<String> {
+        crate::sched::apply(&cgroup(rec), cpu)
+    }
+
+    fn hold(&self, rec: &DomainRecord, frozen: bool) -> Result<()> {
+        cgroup(rec)
+            .request_frozen(frozen)
+            .map_err(|e| Error::Backend(e.to_string()))
+    }
+
     fn pids(&self, rec: &DomainRecord) -> Result<Vec<i32>> {
         Ok(cgroup(rec).pids())
     }

@@ -16,6 +16,7 @@ mod error;
 mod exec;
 mod init;
 mod proc_setup;
+mod sched;
 mod sync;
 
 pub use backend::JailBackend;

@@ -136,6 +136,15 @@ pub trait Backend {
     /// A watcher for the domain's OOM kills.
     fn oom_watcher(&self, rec: &DomainRecord) -> Result<Box<dyn OomWatch>>;
 
+    /// Applies Xen-style scheduling controls to a live domain (cgroup CPU weight,
+    /// bandwidth and cpuset; SCHED_DEADLINE on its tasks). Returns a one-line note on
+    /// what the kernel refused and what enforces the parameters instead ("" if all).
+    fn set_sched(&self, rec: &DomainRecord, cpu: &hyperjail_sched::LinuxCpu) -> Result<String>;
+
+    /// Freezes or thaws the domain without waiting for the kernel to finish (the
+    /// ARINC 653 partition switcher, at every slot boundary).
+    fn hold(&self, rec: &DomainRecord, frozen: bool) -> Result<()>;
+
     /// Kills every process of the domain and releases its resources (cgroups, VM
     /// memory). Idempotent: it is also the crash clean-up.
     fn destroy(&self, rec: &DomainRecord) -> Result<()>;

@@ -12,9 +12,12 @@ mod backend;
 mod error;
 mod id;
 mod lifecycle;
+mod pools;
 mod proc;
+mod sched;
 mod signal;
 mod store;
+mod switcher;
 mod wait;
 
 pub use backend::{
@@ -24,9 +27,12 @@ pub use error::Error;
 pub use hyperjail_oci::{OciState, Status};
 pub use id::DomainId;
 pub use lifecycle::{now_rfc3339, RunOutcome, Runtime};
+pub use pools::{online_cpus, Pools, PoolsLock};
 pub use proc::{proc_stat, ProcStat};
+pub use sched::{DomainSchedInfo, SchedUpdate};
 pub use signal::parse_signal;
-pub use store::{DomainDir, DomainRecord, Store};
+pub use store::{parse_record, DomainDir, DomainRecord, Store};
+pub use switcher::{run_switcher, SWITCHER_VERB};
 
 /// Result type of this crate.
 pub type Result<T> = std::result::Result<T, Error>;

@@ -59,6 +59,16 @@ impl Runtime {
             })
     }
 
+    /// The backend that runs `rec`.
+    pub(crate) fn backend_of(&self, rec: &DomainRecord) -> Result<&dyn Backend> {
+        self.backend(&rec.backend)
+    }
+
+    /// A domain's record, locked.
+    pub(crate) fn locked_record(&self, id: &str) -> Result<(DomainDir, DomainRecord)> {
+        self.locked(id)
+    }
+
     /// The status of a domain now, from its record and the live process.
     pub fn status_of(&self, rec: &DomainRecord) -> Status {
         let alive = rec
@@ -67,9 +77,15 @@ impl Runtime {
         if !alive {
             return Status::Stopped;
         }
-        if rec.status != Status::Creating
-            && self.backend(&rec.backend).is_ok_and(|b| b.is_paused(rec))
-        {
+        // In an ARINC 653 pool the switcher freezes and thaws the domain every frame:
+        // only `pause` makes it paused.
+        let paused = if matches!(rec.sched, Some(hyperjail_sched::DomainSched::Arinc653)) {
+            rec.user_paused
+        } else {
+            rec.status != Status::Creating
+                && self.backend(&rec.backend).is_ok_and(|b| b.is_paused(rec))
+        };
+        if paused {
             return Status::Paused;
         }
         rec.status
@@ -143,6 +159,10 @@ impl Runtime {
             annotations,
             cgroups: Vec::new(),
             hooks: bundle.spec.hooks().clone(),
+            pool: hyperjail_sched::DEFAULT_POOL.to_string(),
+            sched: None,
+            sched_note: String::new(),
+            user_paused: false,
         };
         let req = CreateRequest {
             id: &id,
@@ -151,7 +171,14 @@ impl Runtime {
             opts,
         };
         let result = save_config(&dir, &bundle.spec)
-            .and_then(|()| backend.create(&req, &mut rec))
+            .and_then(|()| self.admit_new(&mut rec))
+            .and_then(|admitted| {
+                backend.create(&req, &mut rec)?;
+                match admitted {
+                    Some(a) => self.apply_new(&mut rec, a),
+                    None => Ok(()),
+                }
+            })
             .and_then(|()| {
                 rec.status = Status::Created;
                 dir.save(&rec)?;
@@ -199,6 +226,10 @@ impl Runtime {
         self.backend(&rec.backend)?.start(&rec, dir)?;
         rec.status = Status::Running;
         dir.save(&rec)?;
+        if matches!(rec.sched, Some(hyperjail_sched::DomainSched::Arinc653)) {
+            // From now on it runs in its slots only: the pool's switcher thaws it there.
+            self.backend(&rec.backend)?.hold(&rec, true)?;
+        }
         let state = Self::oci_state(&rec, Status::Running);
         run_record_hooks(&rec, HookKind::Poststart, &state);
         Ok(())
@@ -323,13 +354,22 @@ impl Runtime {
 
     /// `pause`: freezes a running domain.
     pub fn pause(&self, id: &str) -> Result<()> {
-        let (_d, rec) = self.live(id, "pause", &[Status::Running, Status::Created])?;
+        let (d, mut rec) = self.live(id, "pause", &[Status::Running, Status::Created])?;
+        if matches!(rec.sched, Some(hyperjail_sched::DomainSched::Arinc653)) {
+            rec.user_paused = true;
+            d.save(&rec)?;
+        }
         self.backend(&rec.backend)?.pause(&rec)
     }
 
     /// `resume`: thaws a paused domain.
     pub fn resume(&self, id: &str) -> Result<()> {
-        let (_d, rec) = self.live(id, "resume", &[Status::Paused])?;
+        let (d, mut rec) = self.live(id, "resume", &[Status::Paused])?;
+        if rec.user_paused {
+            // The pool's switcher thaws it in its next slot.
+            rec.user_paused = false;
+            return d.save(&rec);
+        }
         self.backend(&rec.backend)?.resume(&rec)
     }
 

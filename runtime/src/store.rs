@@ -49,6 +49,24 @@ pub struct DomainRecord {
     pub cgroups: Vec<PathBuf>,
     /// config.json hooks, kept for poststart/poststop after the bundle may be gone.
     pub hooks: Option<oci_spec::runtime::Hooks>,
+    /// The CPU pool (Xen's cpupool) the domain is in.
+    #[serde(default = "default_pool")]
+    pub pool: String,
+    /// Xen-style scheduling parameters; `None`: nothing was asked for or applied, the
+    /// domain runs with the kernel's defaults in Pool-0 (Credit, weight 256, no cap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sched: Option<hyperjail_sched::DomainSched>,
+    /// What of the parameters the kernel refused (e.g. SCHED_DEADLINE), if anything.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sched_note: String,
+    /// Paused by `pause` (an ARINC 653 pool's switcher freezes and thaws domains on its
+    /// own, so the freezer alone does not say whether the user paused it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub user_paused: bool,
+}
+
+fn default_pool() -> String {
+    hyperjail_sched::DEFAULT_POOL.to_string()
 }
 
 impl DomainRecord {
@@ -280,12 +298,16 @@ fn read_record(path: &Path) -> Result<Option<DomainRecord>> {
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("read", path, e)),
     };
-    serde_json::from_slice(&data)
-        .map(Some)
-        .map_err(|e| Error::CorruptState {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        })
+    parse_record(&data, path).map(Some)
+}
+
+/// Parses the bytes of a state.json; `path` names the file in the error (a
+/// [`Error::CorruptState`]) only.
+pub fn parse_record(data: &[u8], path: &Path) -> Result<DomainRecord> {
+    serde_json::from_slice(data).map_err(|e| Error::CorruptState {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -308,6 +330,10 @@ mod tests {
             annotations: BTreeMap::new(),
             cgroups: vec![],
             hooks: None,
+            pool: default_pool(),
+            sched: None,
+            sched_note: String::new(),
+            user_paused: false,
         }
     }
 

@@ -38,6 +38,14 @@ impl Backend for VmBackend {
         Err(unavailable())
     }
 
+    fn set_sched(&self, _rec: &DomainRecord, _c: &hyperjail_sched::LinuxCpu) -> Result<String> {
+        Err(unavailable())
+    }
+
+    fn hold(&self, _rec: &DomainRecord, _frozen: bool) -> Result<()> {
+        Err(unavailable())
+    }
+
     fn is_paused(&self, _rec: &DomainRecord) -> bool {
         false
     }

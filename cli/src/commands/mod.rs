@@ -3,6 +3,7 @@
 mod exec;
 mod list;
 mod manage;
+mod sched;
 mod spec;
 mod tty;
 
@@ -126,7 +127,21 @@ pub fn dispatch(cli: &Cli) -> Result<u8> {
             runtime(cli)?.delete(id, *force)?;
             Ok(0)
         }
-        Cmd::List { format, quiet } => list::print(&runtime(cli)?, *format, *quiet).map(|_| 0),
+        Cmd::List {
+            format,
+            quiet,
+            long,
+        } => {
+            let rt = runtime(cli)?;
+            if *long && !*quiet {
+                sched::list_long(&rt, *format).map(|_| 0)
+            } else {
+                list::print(&rt, *format, *quiet).map(|_| 0)
+            }
+        }
+        Cmd::Sched { cmd } => sched::sched(&runtime(cli)?, cmd).map(|_| 0),
+        Cmd::Cpupool { cmd } => sched::cpupool(&runtime(cli)?, cmd).map(|_| 0),
+        Cmd::Arinc653Switcher { pool } => sched::switcher(&runtime(cli)?, pool).map(|_| 0),
         Cmd::Exec(a) => exec::run(&runtime(cli)?, a),
         Cmd::Ps {
             format,

@@ -1,0 +1,43 @@
+//! Xen-style scheduling controls on a jail: the cgroup side, then SCHED_DEADLINE on the
+//! domain's task where the kernel allows it.
+
+use hyperjail_isolation::cgroups::Cgroup;
+use hyperjail_isolation::cpu_sched;
+use hyperjail_runtime::{Error, Result};
+use hyperjail_sched::LinuxCpu;
+use nix::errno::Errno;
+
+/// Applies `cpu` to the domain in `cg`; returns what the kernel refused ("" if nothing).
+pub fn apply(cg: &Cgroup, cpu: &LinuxCpu) -> Result<String> {
+    cpu_sched::apply_cgroup(cg, cpu).map_err(|e| Error::Backend(e.to_string()))?;
+    let tasks = cpu_sched::tasks_of(&cg.pids());
+    let Some(dl) = cpu.deadline else {
+        // Not (or no longer) RTDS: every task back to the default policy.
+        for t in &tasks {
+            if cpu_sched::get_attr(*t).is_ok_and(|a| a.sched_policy == 6) {
+                let _ = cpu_sched::set_deadline(*t, None);
+            }
+        }
+        return Ok(String::new());
+    };
+    if tasks.len() != 1 {
+        return Ok(format!(
+            "SCHED_DEADLINE not applied: it holds for single-task domains and this one has {} tasks; CFS bandwidth enforces the budget",
+            tasks.len()
+        ));
+    }
+    match cpu_sched::set_deadline(tasks[0], Some(dl)) {
+        Ok(()) => Ok(String::new()),
+        Err(hyperjail_isolation::Error::Sys { source, .. }) => {
+            let why = match source {
+                Errno::EPERM => "the pool's cpuset does not span the kernel's root domain",
+                Errno::EBUSY => "the kernel's deadline admission control refused the bandwidth",
+                _ => "the kernel refused it",
+            };
+            Ok(format!(
+                "SCHED_DEADLINE not applied ({source}): {why}; CFS bandwidth enforces the budget"
+            ))
+        }
+        Err(e) => Err(Error::Backend(e.to_string())),
+    }
+}

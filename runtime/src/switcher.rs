@@ -1,0 +1,246 @@
+//! The ARINC 653 partition switcher: one long-lived process per arinc653 pool, started
+//! by the first domain that joins and gone once the pool has no domain left. At every
+//! slot boundary it freezes every domain of the pool but the slot's and thaws that
+//! one; after the last slot, until the frame ends, all are frozen.
+//!
+//! Its clock is CLOCK_MONOTONIC with absolute sleeps, so boundaries do not drift. It
+//! writes `<root>/@cpupools/<pool>.frame` (the epoch and the slots) so that a
+//! benchmark can compare when guests ran with when their slots began. The CLI verb
+//! [`SWITCHER_VERB`] runs it, after giving itself a real-time priority on the pool's
+//! CPUs.
+
+use crate::pools::Pools;
+use crate::{DomainRecord, Error, Result, Runtime, Status};
+use hyperjail_sched::{Arinc653, DomainSched};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::time::TimeSpec;
+use nix::time::{clock_gettime, clock_nanosleep, ClockId, ClockNanosleepFlags};
+use std::collections::HashMap;
+use std::fs::{self, OpenOptions};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The hidden CLI verb that runs a pool's switcher: `hyperjail --root R
+/// arinc653-switcher POOL`.
+pub const SWITCHER_VERB: &str = "arinc653-switcher";
+
+fn lock_path(root: &Path, pool: &str) -> PathBuf {
+    Pools::new(root).dir().join(format!("{pool}.switcher"))
+}
+
+/// Whether a switcher holds the pool's switcher lock.
+pub fn running(root: &Path, pool: &str) -> bool {
+    let Ok(f) = OpenOptions::new().read(true).open(lock_path(root, pool)) else {
+        return false;
+    };
+    matches!(
+        Flock::lock(f, FlockArg::LockSharedNonblock),
+        Err((_, Errno::EWOULDBLOCK))
+    )
+}
+
+/// Starts the pool's switcher unless one runs, and waits until it does.
+pub(crate) fn ensure(root: &Path, pool: &str) -> Result<()> {
+    if running(root, pool) {
+        return Ok(());
+    }
+    let exe = std::env::current_exe().map_err(|e| Error::io("find", "/proc/self/exe", e))?;
+    let log = Pools::new(root).dir().join(format!("{pool}.switcher.log"));
+    let err = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .map_err(|e| Error::io("open", &log, e))?;
+    // Its own process group, no stdio and no environment of ours: an engine that waits
+    // for our stdout/stderr to close must not wait for the switcher, and it serves the
+    // pool, not the caller.
+    Command::new(exe)
+        .env_clear()
+        .arg("--root")
+        .arg(root)
+        .arg(SWITCHER_VERB)
+        .arg(pool)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| Error::Backend(format!("start the arinc653 switcher of {pool}: {e}")))?;
+    let until = Instant::now() + Duration::from_secs(2);
+    while !running(root, pool) {
+        if Instant::now() > until {
+            return Err(Error::Backend(format!(
+                "the arinc653 switcher of pool {pool} did not start (see {})",
+                log.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(())
+}
+
+fn now_ns() -> u64 {
+    clock_gettime(ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
+fn sleep_until(ns: u64) {
+    let ts = TimeSpec::new((ns / 1_000_000_000) as i64, (ns % 1_000_000_000) as i64);
+    while let Err(Errno::EINTR) = clock_nanosleep(
+        ClockId::CLOCK_MONOTONIC,
+        ClockNanosleepFlags::TIMER_ABSTIME,
+        &ts,
+    ) {}
+}
+
+struct Switcher<'a> {
+    rt: &'a Runtime,
+    pool: String,
+    /// Running domains of the pool (the switcher leaves created ones alone: they wait
+    /// for `start` and must be able to answer it).
+    members: Vec<DomainRecord>,
+    /// Domains of the pool that are not stopped (running or waiting for start).
+    alive: usize,
+    frozen: HashMap<String, bool>,
+}
+
+impl Switcher<'_> {
+    fn refresh(&mut self) {
+        let Ok(all) = self.rt.list() else {
+            return;
+        };
+        let mine: Vec<(DomainRecord, Status)> = all
+            .into_iter()
+            .filter(|(r, st)| r.pool == self.pool && *st != Status::Stopped)
+            .filter(|(r, _)| matches!(r.sched, Some(DomainSched::Arinc653)))
+            .collect();
+        self.alive = mine.len();
+        self.members = mine
+            .into_iter()
+            .filter(|(r, _)| r.status == Status::Running)
+            .map(|(r, _)| r)
+            .collect();
+        self.frozen
+            .retain(|id, _| self.members.iter().any(|r| &r.id == id));
+    }
+
+    /// Freezes every member but `slot` (and a user-paused one), then thaws `slot`.
+    fn switch_to(&mut self, slot: Option<&str>) {
+        for thaw in [false, true] {
+            for r in &self.members {
+                let frozen = Some(r.id.as_str()) != slot || r.user_paused;
+                if frozen == thaw || self.frozen.get(&r.id) == Some(&frozen) {
+                    continue;
+                }
+                if let Ok(b) = self.rt.backend_of(r) {
+                    if b.hold(r, frozen).is_ok() {
+                        self.frozen.insert(r.id.clone(), frozen);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn write_frame(root: &Path, pool: &str, t0: u64, s: &Arinc653) {
+    let slots: Vec<serde_json::Value> = s
+        .offsets()
+        .iter()
+        .map(|(o, sl)| {
+            serde_json::json!({"domain": sl.domain, "offset_us": o, "runtime_us": sl.runtime_us})
+        })
+        .collect();
+    let doc = serde_json::json!({"t0_ns": t0, "major_frame_us": s.major_frame_us, "slots": slots});
+    let dir = Pools::new(root).dir().to_path_buf();
+    let tmp = dir.join(format!(".{pool}.frame.tmp"));
+    if fs::write(&tmp, doc.to_string()).is_ok() {
+        let _ = fs::rename(&tmp, dir.join(format!("{pool}.frame")));
+    }
+}
+
+/// Runs the switcher of `pool` until the pool has no live domain. Returns at once if
+/// another switcher runs for it.
+pub fn run_switcher(rt: &Runtime, pool: &str) -> Result<()> {
+    let root = rt.store().root().to_path_buf();
+    let pools = Pools::new(&root);
+    // Not the pools lock: the `create` that starts us holds it while it waits.
+    fs::create_dir_all(pools.dir()).map_err(|e| Error::io("create", pools.dir(), e))?;
+    let lp = lock_path(&root, pool);
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lp)
+        .map_err(|e| Error::io("open", &lp, e))?;
+    let _lock = match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => l,
+        Err((_, Errno::EWOULDBLOCK)) => return Ok(()),
+        Err((_, e)) => {
+            return Err(Error::Sys {
+                op: "flock switcher",
+                source: e,
+            })
+        }
+    };
+    let mut sw = Switcher {
+        rt,
+        pool: pool.to_string(),
+        members: Vec::new(),
+        alive: 0,
+        frozen: HashMap::new(),
+    };
+    let mut idle_frames = 0;
+    let mut sched: Option<Arinc653> = None;
+    let mut t = now_ns() + 1_000_000;
+    loop {
+        // The schedule as it is now; a change starts a new epoch at a frame boundary.
+        let cur = pools.get(pool)?.arinc653.filter(|s| s.major_frame_us > 0);
+        if cur != sched {
+            sched = cur;
+            if let Some(s) = &sched {
+                write_frame(&root, pool, t, s);
+            }
+        }
+        let frame_ns = sched
+            .as_ref()
+            .map_or(20_000_000, |s| s.major_frame_us * 1000);
+        let mut first = true;
+        if let Some(s) = &sched {
+            for (off, slot) in s.offsets() {
+                sleep_until(t + off * 1000);
+                sw.switch_to(Some(&slot.domain));
+                if first {
+                    sw.refresh();
+                    sw.switch_to(Some(&slot.domain));
+                    first = false;
+                }
+            }
+            let used: u64 = s.slots.iter().map(|s| s.runtime_us).sum::<u64>() * 1000;
+            if used < frame_ns {
+                sleep_until(t + used);
+                sw.switch_to(None);
+            }
+        }
+        if first {
+            // No slots: every domain of the pool stays frozen.
+            sleep_until(t);
+            sw.refresh();
+            sw.switch_to(None);
+        }
+        idle_frames = if sw.alive == 0 { idle_frames + 1 } else { 0 };
+        if idle_frames >= 2 {
+            let _ = fs::remove_file(pools.dir().join(format!("{pool}.frame")));
+            return Ok(());
+        }
+        t += frame_ns;
+        // Fell behind (suspended, overloaded): skip to the next frame from now.
+        let now = now_ns();
+        if now > t + frame_ns {
+            t += (now - t) / frame_ns * frame_ns;
+        }
+    }
+}

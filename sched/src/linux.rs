@@ -1,0 +1,137 @@
+//! What a domain's scheduling parameters mean for Linux.
+
+use crate::{DomainSched, Pool, CAP_PERIOD_US};
+
+/// sched_attr flag: children of the task start with the default policy.
+pub const SCHED_FLAG_RESET_ON_FORK: u64 = 0x01;
+/// sched_attr flag: a deadline task may reclaim bandwidth others leave unused (GRUB).
+pub const SCHED_FLAG_RECLAIM: u64 = 0x02;
+
+/// SCHED_DEADLINE attributes, in nanoseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deadline {
+    /// Runtime per period (the RTDS budget).
+    pub runtime_ns: u64,
+    /// Relative deadline (the RTDS period).
+    pub deadline_ns: u64,
+    /// Period.
+    pub period_ns: u64,
+    /// `SCHED_FLAG_*` bits.
+    pub flags: u64,
+}
+
+/// The Linux CPU controls that realise a domain's parameters in its pool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinuxCpu {
+    /// cgroup v1 `cpu.shares` (v2 `cpu.weight` via [`crate::shares_to_weight_v2`]).
+    pub shares: u64,
+    /// CFS bandwidth (quota µs, period µs); quota None = unlimited.
+    pub cfs: (Option<u64>, u64),
+    /// The cpuset (`cpuset.cpus`) in kernel list format.
+    pub cpus: String,
+    /// SCHED_DEADLINE for the domain's tasks (RTDS only).
+    pub deadline: Option<Deadline>,
+}
+
+/// cpu.shares of an RTDS domain: the budget must win against best-effort tasks
+/// (1024 each) when they compete, so the share is the utilisation of the whole scale.
+fn rtds_shares(util: f64) -> u64 {
+    ((util * 262_144.0) as u64).clamp(2, 262_144)
+}
+
+impl LinuxCpu {
+    /// The controls for `sched` in `pool`.
+    pub fn of(sched: &DomainSched, pool: &Pool) -> LinuxCpu {
+        let cpus = crate::format_cpus(&pool.cpus);
+        match sched {
+            DomainSched::Credit(c) | DomainSched::Credit2(c) => LinuxCpu {
+                shares: c.cpu_shares(),
+                cfs: match c.cfs_bandwidth() {
+                    Some((q, p)) => (Some(q), p),
+                    None => (None, CAP_PERIOD_US),
+                },
+                cpus,
+                deadline: None,
+            },
+            DomainSched::Rtds(r) => {
+                // CFS accepts quotas from 1 ms: scale short budgets and their period.
+                let k = 1000u64.div_ceil(r.budget_us).max(1);
+                let cfs = if r.extratime {
+                    (None, r.period_us * k)
+                } else {
+                    (Some(r.budget_us * k), r.period_us * k)
+                };
+                let mut flags = SCHED_FLAG_RESET_ON_FORK;
+                if r.extratime {
+                    flags |= SCHED_FLAG_RECLAIM;
+                }
+                LinuxCpu {
+                    shares: rtds_shares(r.utilisation()),
+                    cfs,
+                    cpus,
+                    deadline: Some(Deadline {
+                        runtime_ns: r.budget_us * 1000,
+                        deadline_ns: r.period_us * 1000,
+                        period_ns: r.period_us * 1000,
+                        flags,
+                    }),
+                }
+            }
+            DomainSched::Arinc653 => LinuxCpu {
+                shares: 1024,
+                cfs: (None, CAP_PERIOD_US),
+                cpus,
+                deadline: None,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Credit, Rtds, Scheduler};
+
+    fn pool(cpus: &[u32]) -> Pool {
+        Pool {
+            name: "p".into(),
+            cpus: cpus.to_vec(),
+            scheduler: Scheduler::Credit,
+            arinc653: None,
+        }
+    }
+
+    #[test]
+    fn credit() {
+        let l = LinuxCpu::of(
+            &DomainSched::Credit(Credit::new(512, 20, 2).expect("c")),
+            &pool(&[0, 1]),
+        );
+        assert_eq!(l.shares, 2048);
+        assert_eq!(l.cfs, (Some(20_000), 100_000));
+        assert_eq!(l.cpus, "0-1");
+        assert_eq!(l.deadline, None);
+    }
+
+    #[test]
+    fn rtds() {
+        let r = Rtds::new(10_000, 2_000, false).expect("r");
+        let l = LinuxCpu::of(&DomainSched::Rtds(r), &pool(&[1]));
+        assert_eq!(l.cfs, (Some(2_000), 10_000));
+        assert_eq!(l.shares, 52_428);
+        let d = l.deadline.expect("deadline");
+        assert_eq!((d.runtime_ns, d.period_ns), (2_000_000, 10_000_000));
+        assert_eq!(d.flags, SCHED_FLAG_RESET_ON_FORK);
+        // Short budget: CFS quota scaled to 1 ms, same ratio.
+        let r = Rtds::new(1_000, 250, false).expect("short");
+        assert_eq!(
+            LinuxCpu::of(&DomainSched::Rtds(r), &pool(&[1])).cfs,
+            (Some(1_000), 4_000)
+        );
+        // Extratime: no hard cap, reclaim flag.
+        let r = Rtds::new(10_000, 4_000, true).expect("extra");
+        let l = LinuxCpu::of(&DomainSched::Rtds(r), &pool(&[1]));
+        assert_eq!(l.cfs.0, None);
+        assert_ne!(l.deadline.expect("dl").flags & SCHED_FLAG_RECLAIM, 0);
+    }
+}
