@@ -251,6 +251,11 @@ impl Cgroup {
         Ok(())
     }
 
+    /// The container's directory in the v1 hierarchy holding `controller`, if mounted.
+    pub fn controller_dir(&self, controller: &str) -> Option<PathBuf> {
+        self.v1_dir(&hierarchies(), controller)
+    }
+
     /// The container's directory in the v1 hierarchy holding `controller`.
     fn v1_dir(&self, hier: &[Hierarchy], controller: &str) -> Option<PathBuf> {
         let leaves = self.leaves();
@@ -614,5 +619,29 @@ mod tests {
         assert_eq!(own_path(&h[0], pc), PathBuf::from("/user.slice"));
         assert_eq!(own_path(&h[1], pc), PathBuf::from("/sd"));
         assert_eq!(own_path(&h[3], pc), PathBuf::from("/mem/x"));
+    }
+
+    #[test]
+    fn leaves_exclude_the_parents_made_for_them() {
+        let cg = Cgroup::from_dirs(
+            [
+                "/sys/fs/cgroup/memory/hj/a",
+                "/sys/fs/cgroup/cpu/hj/a",
+                "/sys/fs/cgroup/memory/hj",
+                "/sys/fs/cgroup/cpu/hj/",
+                "/sys/fs/cgroup/memory/hj/a/",
+            ]
+            .map(PathBuf::from)
+            .to_vec(),
+        );
+        let leaves: Vec<&str> = cg.leaves().iter().filter_map(|p| p.to_str()).collect();
+        assert_eq!(
+            leaves,
+            [
+                "/sys/fs/cgroup/memory/hj/a",
+                "/sys/fs/cgroup/cpu/hj/a",
+                "/sys/fs/cgroup/memory/hj/a/"
+            ]
+        );
     }
 }

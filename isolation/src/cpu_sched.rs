@@ -4,7 +4,9 @@
 use crate::cgroups::Cgroup;
 use crate::resources::Setting;
 use crate::{Error, Result};
-use hyperjail_sched::{shares_to_weight_v2, Deadline, LinuxCpu};
+use hyperjail_sched::{shares_to_weight_v2, Deadline, LinuxCpu, RtGroup};
+use std::fs;
+use std::path::Path;
 
 /// The cgroup settings of `l`: weight, CFS bandwidth and cpuset, on v1 or v2.
 pub fn settings(l: &LinuxCpu) -> Vec<Setting> {
@@ -116,9 +118,16 @@ pub fn set_deadline(tid: i32, d: Option<Deadline>) -> Result<()> {
 
 /// Gives task `tid` (0: the caller) SCHED_FIFO at `priority` (1..99).
 pub fn set_fifo(tid: i32, priority: u32) -> Result<()> {
+    set_rt(tid, SCHED_FIFO, priority)
+}
+
+const SCHED_FIFO: u32 = 1;
+const SCHED_RR: u32 = 2;
+
+fn set_rt(tid: i32, policy: u32, priority: u32) -> Result<()> {
     let attr = SchedAttr {
         size: std::mem::size_of::<SchedAttr>() as u32,
-        sched_policy: 1, // SCHED_FIFO
+        sched_policy: policy,
         sched_priority: priority,
         ..Default::default()
     };
@@ -163,6 +172,75 @@ pub fn get_attr(tid: i32) -> Result<SchedAttr> {
         ));
     }
     Ok(attr)
+}
+
+fn read_u64(p: &Path) -> Option<u64> {
+    fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+fn write_file(p: &Path, v: &str) -> Result<()> {
+    fs::write(p, v).map_err(|e| Error::io("write", p, e))
+}
+
+/// Gives the domain in `cg` a hard real-time budget: RT group bandwidth on its v1
+/// `cpu` cgroup (ancestors that have none get their parent's), then SCHED_RR at the
+/// group's priority for every task (children inherit it and stay inside the budget).
+/// On error, [`clear_rt_group`] undoes what was done.
+pub fn apply_rt_group(cg: &Cgroup, g: &RtGroup) -> Result<()> {
+    let Some(dir) = cg.controller_dir("cpu") else {
+        return Err(Error::Invalid("no v1 cpu controller".into()));
+    };
+    if !dir.join("cpu.rt_runtime_us").exists() {
+        return Err(Error::Invalid(
+            "the kernel has no RT group scheduling (cpu.rt_runtime_us)".into(),
+        ));
+    }
+    // Ancestors top-down, below the hierarchy's root: each needs RT bandwidth to give.
+    let mut chain: Vec<&Path> = dir.ancestors().skip(1).collect();
+    chain.reverse();
+    for a in chain.windows(2) {
+        let (parent, child) = (a[0], a[1]);
+        let f = child.join("cpu.rt_runtime_us");
+        if !f.exists() || !parent.join("cpu.rt_runtime_us").exists() {
+            continue;
+        }
+        if read_u64(&f) == Some(0) {
+            let pr = read_u64(&parent.join("cpu.rt_runtime_us")).unwrap_or(0);
+            let pp = read_u64(&parent.join("cpu.rt_period_us")).unwrap_or(1_000_000);
+            write_file(&child.join("cpu.rt_period_us"), &pp.to_string())?;
+            write_file(&f, &pr.to_string())?;
+        }
+    }
+    let done = (|| {
+        // The runtime first to 0 so that any period is accepted, then the budget: the
+        // kernel refuses (EBUSY) a budget the ancestors cannot give.
+        write_file(&dir.join("cpu.rt_runtime_us"), "0")?;
+        write_file(&dir.join("cpu.rt_period_us"), &g.period_us.to_string())?;
+        write_file(&dir.join("cpu.rt_runtime_us"), &g.runtime_us.to_string())?;
+        for t in tasks_of(&cg.pids()) {
+            set_rt(t, SCHED_RR, g.priority)?;
+        }
+        Ok(())
+    })();
+    if done.is_err() {
+        clear_rt_group(cg);
+    }
+    done
+}
+
+/// Returns the domain's real-time tasks to SCHED_OTHER and its RT group budget to 0.
+pub fn clear_rt_group(cg: &Cgroup) {
+    for t in tasks_of(&cg.pids()) {
+        if get_attr(t).is_ok_and(|a| matches!(a.sched_policy, SCHED_FIFO | SCHED_RR)) {
+            let _ = set_deadline(t, None);
+        }
+    }
+    if let Some(dir) = cg.controller_dir("cpu") {
+        let f = dir.join("cpu.rt_runtime_us");
+        if read_u64(&f).is_some_and(|v| v > 0) {
+            let _ = fs::write(f, "0");
+        }
+    }
 }
 
 /// Every task (thread) of the given processes.

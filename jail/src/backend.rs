@@ -1,16 +1,17 @@
 //! [`Backend`] for the jail.
 
-use crate::create::{create, short_path, START_SOCKET};
+use crate::create::{cgroup_path, create, short_path, START_SOCKET};
 use hyperjail_isolation::cgroups::Cgroup;
 use hyperjail_isolation::{resources, stats};
 use hyperjail_runtime::{
-    Backend, BackendKind, CreateRequest, DomainDir, DomainRecord, Error, ExecRequest, OomWatch,
-    Result,
+    Backend, BackendKind, CreateRequest, DomainDir, DomainId, DomainRecord, Error, ExecRequest,
+    OomWatch, Result,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 
 /// The jail backend (stateless: everything lives in the domain record).
 #[derive(Debug, Default)]
@@ -142,6 +143,16 @@ impl Backend for JailBackend {
     fn oom_watcher(&self, rec: &DomainRecord) -> Result<Box<dyn OomWatch>> {
         let w = stats::OomWatcher::new(&cgroup(rec)).map_err(|e| Error::Backend(e.to_string()))?;
         Ok(Box::new(Oom(w)))
+    }
+
+    fn cgroups_of(&self, id: &DomainId, config: &oci_spec::runtime::Spec) -> Vec<PathBuf> {
+        // Where `create` put them; the parents it may have made are not known.
+        Cgroup::plan(&cgroup_path(config, id.as_str()))
+            .leaves()
+            .into_iter()
+            .filter(|d| d.is_dir())
+            .cloned()
+            .collect()
     }
 
     fn destroy(&self, rec: &DomainRecord) -> Result<()> {

@@ -29,6 +29,14 @@ pub fn short_path(dir: &Path, name: &str) -> Result<(File, PathBuf), Error> {
     Ok((f, p))
 }
 
+/// The cgroup path of a container: `linux.cgroupsPath`, or `/hyperjail/<id>`.
+pub fn cgroup_path(spec: &oci_spec::runtime::Spec, id: &str) -> PathBuf {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().clone())
+        .unwrap_or_else(|| PathBuf::from(format!("/hyperjail/{id}")))
+}
+
 /// Builds the jail. See the crate docs for the process structure.
 pub fn create(req: &CreateRequest<'_>, rec: &mut DomainRecord) -> Result<(), Error> {
     let spec = &req.bundle.spec;
@@ -53,9 +61,7 @@ pub fn create(req: &CreateRequest<'_>, rec: &mut DomainRecord) -> Result<(), Err
         _ => None,
     };
 
-    let cg_path = linux
-        .and_then(|l| l.cgroups_path().clone())
-        .unwrap_or_else(|| PathBuf::from(format!("/hyperjail/{}", req.id)));
+    let cg_path = cgroup_path(spec, req.id.as_str());
     let settings = match linux.and_then(|l| l.resources().as_ref()) {
         Some(r) => resources::check_host(r, true).and_then(|()| {
             resources::plan(r, linux.and_then(|l| l.devices().as_deref()).unwrap_or(&[]))

@@ -148,4 +148,11 @@ pub trait Backend {
     /// Kills every process of the domain and releases its resources (cgroups, VM
     /// memory). Idempotent: it is also the crash clean-up.
     fn destroy(&self, rec: &DomainRecord) -> Result<()>;
+
+    /// The existing cgroup directories of domain `id` created from `config`, worked out
+    /// without its record: `delete --force` of a domain whose state.json is unreadable
+    /// uses them to kill its processes and remove them. By default none.
+    fn cgroups_of(&self, _id: &DomainId, _config: &oci_spec::runtime::Spec) -> Vec<PathBuf> {
+        Vec::new()
+    }
 }

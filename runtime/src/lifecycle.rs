@@ -289,8 +289,17 @@ impl Runtime {
         };
         let rec = match dir.load() {
             Ok(Some(rec)) => rec,
-            // No record or an unreadable one: nothing we can trust but the directory.
-            Ok(None) | Err(Error::CorruptState { .. }) if force => return dir.remove(),
+            // No record: `create` stopped before its first save, which comes before any
+            // cgroup or process of the domain exists. Only the directory is left.
+            Ok(None) if force => return dir.remove(),
+            // An unreadable record (a full disk, a hand edit): the config copy still
+            // tells where the domain's cgroups are, and so every process in them.
+            Err(Error::CorruptState { .. }) if force => {
+                return match self.record_from_config(&did) {
+                    Some(rec) => self.destroy(dir, &rec),
+                    None => dir.remove(),
+                };
+            }
             Ok(None) => {
                 return Err(Error::WrongState {
                     verb: "delete",
@@ -311,6 +320,48 @@ impl Runtime {
             });
         }
         self.destroy(dir, &rec)
+    }
+
+    /// A stand-in for the unreadable record of domain `id`, made from its config copy:
+    /// backend, annotations, hooks and the cgroups that exist; no pid (the processes
+    /// are found in the cgroups). `None` when the config copy is unreadable too.
+    fn record_from_config(&self, id: &DomainId) -> Option<DomainRecord> {
+        let spec = self.config(id.as_str()).ok()?;
+        let annotations: BTreeMap<String, String> = spec
+            .annotations()
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let (kind, reason) = route(&annotations).ok()?;
+        let backend = self.backend(kind.name()).ok()?;
+        // A relative root.path needs the bundle, which only the record knew.
+        let rootfs = spec
+            .root()
+            .as_ref()
+            .map(|r| r.path().clone())
+            .filter(|p| p.is_absolute())
+            .unwrap_or_default();
+        Some(DomainRecord {
+            version: STATE_VERSION,
+            id: id.to_string(),
+            domid: 0,
+            backend: kind.name().to_string(),
+            backend_reason: reason,
+            bundle: Default::default(),
+            rootfs,
+            pid: 0,
+            pid_start: 0,
+            status: Status::Stopped,
+            created: String::new(),
+            annotations,
+            cgroups: backend.cgroups_of(id, &spec),
+            hooks: spec.hooks().clone(),
+            pool: hyperjail_sched::DEFAULT_POOL.to_string(),
+            sched: None,
+            sched_note: String::new(),
+            user_paused: false,
+        })
     }
 
     fn destroy(&self, dir: DomainDir, rec: &DomainRecord) -> Result<()> {

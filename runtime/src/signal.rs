@@ -29,18 +29,24 @@ pub fn parse_signal(s: &str) -> Result<i32> {
     Signal::from_str(&name).map(|s| s as i32).map_err(|_| bad())
 }
 
+/// `base` moved by `off` (`""`, or `+N` for RTMIN and `-N` for RTMAX, as `dir` says).
+/// Any other text, or an offset that leaves the real-time range, is `None`.
 fn rt_offset(base: i32, off: &str, dir: i32) -> Option<i32> {
     let n = if off.is_empty() {
         0
     } else {
-        let (sign, num) = off.split_at(1);
-        let v: i32 = num.parse().ok()?;
-        match (sign, dir) {
-            ("+", 1) | ("-", -1) => v * dir,
-            _ => return None,
+        // strip_prefix, not split_at(1): `off` may start with a multi-byte character.
+        let num = match dir {
+            1 => off.strip_prefix('+')?,
+            _ => off.strip_prefix('-')?,
+        };
+        // Digits only: a second sign ("+-1", "--1") is not an offset.
+        if !num.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
         }
+        num.parse::<i32>().ok()?.checked_mul(dir)?
     };
-    let sig = base + n;
+    let sig = base.checked_add(n)?;
     (libc::SIGRTMIN()..=libc::SIGRTMAX())
         .contains(&sig)
         .then_some(sig)
@@ -64,5 +70,26 @@ mod tests {
         for s in ["", "0", "-1", "65", "NOPE", "SIGFOO", "RTMIN-1", "1x"] {
             assert!(parse_signal(s).is_err(), "{s}");
         }
+    }
+
+    /// Found by the `signal` fuzz target: a multi-byte character after RTMIN/RTMAX
+    /// panicked (split at a byte that is not a char boundary), and huge offsets
+    /// overflowed.
+    #[test]
+    fn odd_rt_offsets_are_errors_not_panics() {
+        for s in [
+            "RTMIN\u{e8}",
+            "SIGRTMAX\u{e8}1",
+            "RTMIN+2147483647",
+            "RTMAX--2147483648",
+            "RTMAX-2147483648",
+            "RTMIN+-1",
+            "RTMIN++1",
+            "RTMAX+1",
+        ] {
+            assert!(parse_signal(s).is_err(), "{s:?}");
+        }
+        assert_eq!(parse_signal("RTMAX-1").ok(), Some(libc::SIGRTMAX() - 1));
+        assert_eq!(parse_signal("rtmax").ok(), Some(libc::SIGRTMAX()));
     }
 }

@@ -364,6 +364,16 @@ mod tests {
     }
 
     #[test]
+    fn parse_record_round_trips_and_reports_corruption() {
+        let path = Path::new("/r/c3/state.json");
+        let data = serde_json::to_vec(&rec("c3")).expect("serialize");
+        assert_eq!(parse_record(&data, path).expect("parse").id, "c3");
+        let e = parse_record(b"[]", path).unwrap_err();
+        assert!(matches!(e, Error::CorruptState { .. }), "{e}");
+        assert!(e.to_string().contains("/r/c3/state.json"), "{e}");
+    }
+
+    #[test]
     fn domids_count_up() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let store = Store::open(tmp.path()).expect("store");

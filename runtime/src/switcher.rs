@@ -10,7 +10,7 @@
 //! CPUs.
 
 use crate::pools::Pools;
-use crate::{DomainRecord, Error, Result, Runtime, Status};
+use crate::{DomainRecord, Error, Result, Runtime, Status, Store};
 use hyperjail_sched::{Arinc653, DomainSched};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -21,6 +21,8 @@ use std::fs::{self, OpenOptions};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The hidden CLI verb that runs a pool's switcher: `hyperjail --root R
@@ -97,41 +99,65 @@ fn sleep_until(ns: u64) {
     ) {}
 }
 
-struct Switcher<'a> {
-    rt: &'a Runtime,
-    pool: String,
+/// What the switcher acts on, refreshed by a helper thread off the pool's CPUs so
+/// that reading state files never delays a slot boundary.
+#[derive(Default)]
+struct Snapshot {
     /// Running domains of the pool (the switcher leaves created ones alone: they wait
     /// for `start` and must be able to answer it).
     members: Vec<DomainRecord>,
     /// Domains of the pool that are not stopped (running or waiting for start).
     alive: usize,
+    /// The pool's schedule.
+    sched: Option<Arinc653>,
+}
+
+fn snapshot(store: &Store, pools: &Pools, pool: &str) -> Result<Snapshot> {
+    let sched = pools.get(pool)?.arinc653.filter(|s| s.major_frame_us > 0);
+    let mut members = Vec::new();
+    let mut alive = 0;
+    for id in store.ids()? {
+        let Ok(Some(r)) = store.read(&id) else {
+            continue;
+        };
+        if r.pool != pool || !matches!(r.sched, Some(DomainSched::Arinc653)) {
+            continue;
+        }
+        if !r.process().is_some_and(|p| !matches!(p.state, 'Z' | 'X')) {
+            continue;
+        }
+        alive += 1;
+        if r.status == Status::Running {
+            members.push(r);
+        }
+    }
+    Ok(Snapshot {
+        members,
+        alive,
+        sched,
+    })
+}
+
+struct Switcher<'a> {
+    rt: &'a Runtime,
+    snap: Arc<Snapshot>,
     frozen: HashMap<String, bool>,
 }
 
 impl Switcher<'_> {
-    fn refresh(&mut self) {
-        let Ok(all) = self.rt.list() else {
-            return;
-        };
-        let mine: Vec<(DomainRecord, Status)> = all
-            .into_iter()
-            .filter(|(r, st)| r.pool == self.pool && *st != Status::Stopped)
-            .filter(|(r, _)| matches!(r.sched, Some(DomainSched::Arinc653)))
-            .collect();
-        self.alive = mine.len();
-        self.members = mine
-            .into_iter()
-            .filter(|(r, _)| r.status == Status::Running)
-            .map(|(r, _)| r)
-            .collect();
+    fn take(&mut self, shared: &Mutex<Arc<Snapshot>>) {
+        if let Ok(s) = shared.lock() {
+            self.snap = Arc::clone(&s);
+        }
+        let snap = Arc::clone(&self.snap);
         self.frozen
-            .retain(|id, _| self.members.iter().any(|r| &r.id == id));
+            .retain(|id, _| snap.members.iter().any(|r| &r.id == id));
     }
 
     /// Freezes every member but `slot` (and a user-paused one), then thaws `slot`.
     fn switch_to(&mut self, slot: Option<&str>) {
         for thaw in [false, true] {
-            for r in &self.members {
+            for r in &self.snap.members {
                 let frozen = Some(r.id.as_str()) != slot || r.user_paused;
                 if frozen == thaw || self.frozen.get(&r.id) == Some(&frozen) {
                     continue;
@@ -164,7 +190,10 @@ fn write_frame(root: &Path, pool: &str, t0: u64, s: &Arinc653) {
 
 /// Runs the switcher of `pool` until the pool has no live domain. Returns at once if
 /// another switcher runs for it.
-pub fn run_switcher(rt: &Runtime, pool: &str) -> Result<()> {
+///
+/// `realtime` is called on the switching thread once its helper thread runs: the CLI
+/// gives it SCHED_FIFO on the pool's CPUs there.
+pub fn run_switcher(rt: &Runtime, pool: &str, realtime: &dyn Fn()) -> Result<()> {
     let root = rt.store().root().to_path_buf();
     let pools = Pools::new(&root);
     // Not the pools lock: the `create` that starts us holds it while it waits.
@@ -186,21 +215,39 @@ pub fn run_switcher(rt: &Runtime, pool: &str) -> Result<()> {
             })
         }
     };
+    // The refresher: a normal-priority thread, started before the caller makes this
+    // thread real-time (so it does not inherit that), wherever the host schedules it.
+    let shared = Arc::new(Mutex::new(Arc::new(snapshot(rt.store(), &pools, pool)?)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let refresher = {
+        let (shared, stop) = (Arc::clone(&shared), Arc::clone(&stop));
+        let (store, pools, pool) = (rt.store().clone(), pools.clone(), pool.to_string());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(s) = snapshot(&store, &pools, &pool) {
+                    if let Ok(mut g) = shared.lock() {
+                        *g = Arc::new(s);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    realtime();
     let mut sw = Switcher {
         rt,
-        pool: pool.to_string(),
-        members: Vec::new(),
-        alive: 0,
+        snap: Arc::new(Snapshot::default()),
         frozen: HashMap::new(),
     };
     let mut idle_frames = 0;
     let mut sched: Option<Arinc653> = None;
     let mut t = now_ns() + 1_000_000;
     loop {
-        // The schedule as it is now; a change starts a new epoch at a frame boundary.
-        let cur = pools.get(pool)?.arinc653.filter(|s| s.major_frame_us > 0);
-        if cur != sched {
-            sched = cur;
+        // The snapshot and schedule as they are now; a new schedule starts a new epoch
+        // at a frame boundary.
+        sw.take(&shared);
+        if sw.snap.sched != sched {
+            sched = sw.snap.sched.clone();
             if let Some(s) = &sched {
                 write_frame(&root, pool, t, s);
             }
@@ -208,31 +255,32 @@ pub fn run_switcher(rt: &Runtime, pool: &str) -> Result<()> {
         let frame_ns = sched
             .as_ref()
             .map_or(20_000_000, |s| s.major_frame_us * 1000);
-        let mut first = true;
-        if let Some(s) = &sched {
-            for (off, slot) in s.offsets() {
-                sleep_until(t + off * 1000);
-                sw.switch_to(Some(&slot.domain));
-                if first {
-                    sw.refresh();
+        match &sched {
+            Some(s) if !s.slots.is_empty() => {
+                for (off, slot) in s.offsets() {
+                    sleep_until(t + off * 1000);
                     sw.switch_to(Some(&slot.domain));
-                    first = false;
+                }
+                let used: u64 = s.slots.iter().map(|s| s.runtime_us).sum::<u64>() * 1000;
+                if used < frame_ns {
+                    sleep_until(t + used);
+                    sw.switch_to(None);
                 }
             }
-            let used: u64 = s.slots.iter().map(|s| s.runtime_us).sum::<u64>() * 1000;
-            if used < frame_ns {
-                sleep_until(t + used);
+            _ => {
+                // No slots: every domain of the pool stays frozen.
+                sleep_until(t);
                 sw.switch_to(None);
             }
         }
-        if first {
-            // No slots: every domain of the pool stays frozen.
-            sleep_until(t);
-            sw.refresh();
-            sw.switch_to(None);
-        }
-        idle_frames = if sw.alive == 0 { idle_frames + 1 } else { 0 };
-        if idle_frames >= 2 {
+        idle_frames = if sw.snap.alive == 0 {
+            idle_frames + 1
+        } else {
+            0
+        };
+        if idle_frames >= 3 {
+            stop.store(true, Ordering::Relaxed);
+            let _ = refresher.join();
             let _ = fs::remove_file(pools.dir().join(format!("{pool}.frame")));
             return Ok(());
         }

@@ -21,7 +21,10 @@ pub use annotations::{parse_annotations, SchedRequest, ANNOTATION_PREFIX, POOL_A
 pub use arinc::{parse_ms_us, Arinc653, Slot};
 pub use cpulist::{format_cpus, parse_cpus};
 pub use credit::{shares_to_weight_v2, Credit, CAP_PERIOD_US};
-pub use linux::{Deadline, LinuxCpu, SCHED_FLAG_RECLAIM, SCHED_FLAG_RESET_ON_FORK};
+pub use linux::{
+    rate_monotonic_priority, Deadline, LinuxCpu, RtGroup, SCHED_FLAG_RECLAIM,
+    SCHED_FLAG_RESET_ON_FORK,
+};
 pub use pool::{validate_pool_name, DomainSched, Pool, Scheduler, DEFAULT_POOL};
 pub use rtds::{admit, Rtds};
 

@@ -31,6 +31,28 @@ pub struct LinuxCpu {
     pub cpus: String,
     /// SCHED_DEADLINE for the domain's tasks (RTDS only).
     pub deadline: Option<Deadline>,
+    /// Real-time group bandwidth for the whole domain (RTDS without extratime).
+    pub rt_group: Option<RtGroup>,
+}
+
+/// A hard budget for a whole domain with RT group scheduling (cgroup v1
+/// `cpu.rt_period_us` / `cpu.rt_runtime_us`): its tasks run SCHED_RR at `priority`,
+/// ahead of every best-effort task, and the group is throttled once it has used
+/// `runtime_us` in a `period_us`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RtGroup {
+    /// Period in µs.
+    pub period_us: u64,
+    /// Runtime per period in µs (the RTDS budget).
+    pub runtime_us: u64,
+    /// SCHED_RR priority: rate-monotonic, a shorter period gets a higher priority.
+    pub priority: u32,
+}
+
+/// Rate-monotonic SCHED_RR priority for a period: 100 µs ↦ 72, 10 ms ↦ 45, 1 s ↦ 19.
+pub fn rate_monotonic_priority(period_us: u64) -> u32 {
+    let l = (period_us.max(1) as f64).log2() * 4.0;
+    (98.0 - l.floor()).clamp(1.0, 98.0) as u32
 }
 
 /// cpu.shares of an RTDS domain: the budget must win against best-effort tasks
@@ -52,6 +74,7 @@ impl LinuxCpu {
                 },
                 cpus,
                 deadline: None,
+                rt_group: None,
             },
             DomainSched::Rtds(r) => {
                 // CFS accepts quotas from 1 ms: scale short budgets and their period.
@@ -75,6 +98,11 @@ impl LinuxCpu {
                         period_ns: r.period_us * 1000,
                         flags,
                     }),
+                    rt_group: (!r.extratime).then(|| RtGroup {
+                        period_us: r.period_us,
+                        runtime_us: r.budget_us,
+                        priority: rate_monotonic_priority(r.period_us),
+                    }),
                 }
             }
             DomainSched::Arinc653 => LinuxCpu {
@@ -82,6 +110,7 @@ impl LinuxCpu {
                 cfs: (None, CAP_PERIOD_US),
                 cpus,
                 deadline: None,
+                rt_group: None,
             },
         }
     }
@@ -122,6 +151,11 @@ mod tests {
         let d = l.deadline.expect("deadline");
         assert_eq!((d.runtime_ns, d.period_ns), (2_000_000, 10_000_000));
         assert_eq!(d.flags, SCHED_FLAG_RESET_ON_FORK);
+        let g = l.rt_group.expect("hard budget: an RT group");
+        assert_eq!((g.runtime_us, g.period_us, g.priority), (2_000, 10_000, 45));
+        assert!(rate_monotonic_priority(20_000) < 45);
+        assert_eq!(rate_monotonic_priority(100), 72);
+        assert_eq!(rate_monotonic_priority(1_000_000), 19);
         // Short budget: CFS quota scaled to 1 ms, same ratio.
         let r = Rtds::new(1_000, 250, false).expect("short");
         assert_eq!(
@@ -133,5 +167,6 @@ mod tests {
         let l = LinuxCpu::of(&DomainSched::Rtds(r), &pool(&[1]));
         assert_eq!(l.cfs.0, None);
         assert_ne!(l.deadline.expect("dl").flags & SCHED_FLAG_RECLAIM, 0);
+        assert_eq!(l.rt_group, None);
     }
 }

@@ -234,25 +234,43 @@ fn rtds_admission_control_and_bandwidth() {
     hj.run(["sched", "rtds", "-d", &cs[0].id, "-e", "1"])
         .assert_ok();
     assert_eq!(cg("cpu", &cs[0].id, "cpu.cfs_quota_us"), "-1");
-    // The listing reports what enforces the budget: a one-CPU cpuset is narrower than
-    // the kernel's root domain, so SCHED_DEADLINE is refused and the guest's task keeps
-    // SCHED_OTHER (policy 0 in /proc/<pid>/stat field 41).
+    // With extratime off the budget is hard: RT group bandwidth on the domain's cpu
+    // cgroup and SCHED_RR (policy 2, /proc/<pid>/stat field 41) at a rate-monotonic
+    // priority, shorter periods higher. Where the kernel has no RT group scheduling the
+    // listing says what enforces the budget instead.
     let v = json_out(&hj, &["sched", "rtds", "--format", "json"]);
     assert_eq!(v.as_array().map(Vec::len), Some(3), "{v}");
     assert_eq!(v[1]["budget_us"], json!(5000));
-    let note = v[1]["note"].as_str().unwrap_or("");
-    let policy = fs::read_to_string(format!("/proc/{}/stat", cs[1].pid()))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, r)| r.split(' ').nth(39).unwrap_or("").to_string())
-        })
-        .unwrap_or_default();
-    if note.is_empty() {
-        assert_eq!(policy, "6", "SCHED_DEADLINE applied: policy 6");
+    let field = |pid: i32, n: usize| {
+        fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, r)| r.split(' ').nth(n - 2).unwrap_or("").to_string())
+            })
+            .unwrap_or_default()
+    };
+    let rt_group = has_v1("cpu")
+        && cgroup_dir_v1("cpu", "/").is_some_and(|d| d.join("cpu.rt_runtime_us").exists());
+    if rt_group {
+        assert_eq!(v[1]["note"], Value::Null, "{v}");
+        assert_eq!(cg("cpu", &cs[1].id, "cpu.rt_runtime_us"), "5000");
+        assert_eq!(cg("cpu", &cs[1].id, "cpu.rt_period_us"), "20000");
+        assert_eq!(field(cs[1].pid(), 41), "2", "SCHED_RR");
+        let prio = |c: &hyperjail_tests::Container| field(c.pid(), 40).parse::<i32>().unwrap_or(0);
+        // /proc's prio field is -1 - rt_priority for RT tasks: a higher priority is lower.
+        assert!(
+            prio(&cs[0]) < prio(&cs[1]),
+            "10 ms period ranks above 20 ms"
+        );
+        // extratime on: the hard budget goes, the task is best-effort again.
+        hj.run(["sched", "rtds", "-d", &cs[1].id, "-e", "1"])
+            .assert_ok();
+        assert_eq!(cg("cpu", &cs[1].id, "cpu.rt_runtime_us"), "0");
+        assert_ne!(field(cs[1].pid(), 41), "2");
     } else {
-        assert!(note.contains("SCHED_DEADLINE not applied"), "{note}");
-        assert_eq!(policy, "0");
+        let note = v[1]["note"].as_str().unwrap_or("");
+        assert!(note.contains("CFS bandwidth enforces the budget"), "{note}");
     }
 }
 

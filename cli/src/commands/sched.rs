@@ -2,7 +2,7 @@
 //! and the hidden `arinc653-switcher` that the runtime starts per ARINC 653 pool.
 
 use crate::args::{ListFormat, PoolCmd, SchedCmd};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use hyperjail_runtime::{DomainSchedInfo, Runtime, SchedUpdate, Status};
 use hyperjail_sched::{parse_cpus, Arinc653, DomainSched, Pool, Scheduler, Slot};
 use serde_json::json;
@@ -347,18 +347,19 @@ pub fn switcher(rt: &Runtime, pool: &str) -> Result<()> {
         bail!("cpupool {pool} runs {}, not arinc653", p.scheduler);
     }
     hyperjail_isolation::cpu_sched::enter_root_cgroups();
-    let mut set = nix::sched::CpuSet::new();
-    for c in &p.cpus {
-        set.set(*c as usize).context("CPU set")?;
-    }
-    if let Err(e) = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set) {
-        eprintln!(
-            "arinc653-switcher {pool}: cannot run on CPUs {:?}: {e}",
-            p.cpus
-        );
-    }
-    if let Err(e) = hyperjail_isolation::cpu_sched::set_fifo(0, 50) {
-        eprintln!("arinc653-switcher {pool}: running without real-time priority: {e}");
-    }
-    Ok(hyperjail_runtime::run_switcher(rt, pool)?)
+    let cpus = p.cpus.clone();
+    let pool_name = pool.to_string();
+    let realtime = move || {
+        let mut set = nix::sched::CpuSet::new();
+        for c in &cpus {
+            let _ = set.set(*c as usize);
+        }
+        if let Err(e) = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set) {
+            eprintln!("arinc653-switcher {pool_name}: cannot run on CPUs {cpus:?}: {e}");
+        }
+        if let Err(e) = hyperjail_isolation::cpu_sched::set_fifo(0, 50) {
+            eprintln!("arinc653-switcher {pool_name}: running without real-time priority: {e}");
+        }
+    };
+    Ok(hyperjail_runtime::run_switcher(rt, pool, &realtime)?)
 }
