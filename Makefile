@@ -14,7 +14,7 @@ CARGO ?= cargo
 export HYPERJAIL_BIN := $(CURDIR)/target/release/hyperjail
 export HYPERJAIL := $(HYPERJAIL_BIN)
 
-.PHONY: all deps build demo test require-root bench-lifecycle fmt clippy clean
+.PHONY: all deps build demo test require-root bench-lifecycle bench-scale bench-sched fmt clippy clean fuzz
 
 all: build
 
@@ -45,11 +45,39 @@ test: require-root deps build
 bench-lifecycle: require-root build
 	scripts/bench-lifecycle.sh
 
+# N (default 200) live containers per runtime: list/state/ps/events, create+start growth.
+bench-scale: require-root build
+	scripts/bench-scale.sh
+
+# Scheduler fidelity (Credit, RTDS, ARINC 653 on a one-CPU pool); DURATION=s per measurement.
+bench-sched: require-root build
+	scripts/bench-sched.sh
+
 fmt:
 	$(CARGO) fmt --all
 
 clippy: deps
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# cargo-fuzz targets (fuzz/, not a workspace member), one after the other, each for
+# FUZZ_SECONDS. cargo-fuzz needs nightly flags: RUSTC_BOOTSTRAP=1 lets stable take them.
+# Seeds are in fuzz/corpus-seeds/TARGET; the corpus grows in fuzz/corpus/TARGET and
+# crashing inputs land in fuzz/artifacts/TARGET (both gitignored). The JSON targets
+# use fuzz/oci.dict (JSON syntax, runtime-spec keys and values).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= config state cli_args seccomp signal resources process mount_options
+
+fuzz: deps
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz build -O
+	fail=0; for t in $(FUZZ_TARGETS); do \
+		echo "== fuzz $$t for $(FUZZ_SECONDS)s"; \
+		mkdir -p fuzz/corpus/$$t; \
+		case $$t in cli_args|signal) dict= ;; *) dict=-dict=oci.dict ;; esac; \
+		(cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O $$t corpus/$$t corpus-seeds/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1 $$dict) || fail=1; \
+	done; \
+	if [ $$fail -ne 0 ]; then echo "make: a fuzz target failed; crashing inputs are in fuzz/artifacts/" >&2; exit 1; fi
 
 clean:
 	$(CARGO) clean

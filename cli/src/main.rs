@@ -32,6 +32,15 @@ fn main() -> ExitCode {
     }
     match commands::dispatch(&cli) {
         Ok(code) => ExitCode::from(code),
+        // The reader of our output went away (`events | head`): nothing to report.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::from(0)
+        }
         Err(e) => {
             let msg = one_line(&e);
             log::write(cli.log.as_deref(), cli.log_format, "error", &msg);

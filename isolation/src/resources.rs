@@ -337,6 +337,9 @@ pub fn plan(
 
 /// Parses a CPU/node list like `0-2,4` into its members.
 pub fn parse_list(list: &str) -> Option<Vec<u32>> {
+    // No machine has more CPUs or memory nodes than this (the kernel's NR_CPUS is at
+    // most 8192); a longer list is an error, not gigabytes of numbers.
+    const MAX_ENTRIES: usize = 65_536;
     let mut out = Vec::new();
     for part in list.trim().split(',').filter(|p| !p.is_empty()) {
         let (a, b) = match part.split_once('-') {
@@ -346,11 +349,13 @@ pub fn parse_list(list: &str) -> Option<Vec<u32>> {
                 (v, v)
             }
         };
-        if b < a || b - a > 65_536 {
+        if b < a || b - a > 65_536 || out.len() + (b - a) as usize >= MAX_ENTRIES {
             return None;
         }
         out.extend(a..=b);
     }
+    out.sort_unstable();
+    out.dedup();
     Some(out)
 }
 
@@ -535,6 +540,9 @@ mod tests {
         assert_eq!(parse_list("3\n"), Some(vec![3]));
         assert_eq!(parse_list("2-1"), None);
         assert_eq!(parse_list("x"), None);
+        // Found by the resources fuzz target: repeated ranges grew without bound.
+        assert_eq!(parse_list(&"0-65536,".repeat(3)), None);
+        assert_eq!(parse_list("1,0-1"), Some(vec![0, 1]));
     }
 
     #[test]

@@ -95,6 +95,31 @@ pub fn validate(seccomp: &LinuxSeccomp) -> Result<()> {
 /// then only sends on the connected socket.
 pub fn build(seccomp: &LinuxSeccomp) -> Result<Filter> {
     let plan = plan(seccomp)?;
+    let ctx = context(&plan)?;
+    let listener = match plan.listener {
+        Some((path, metadata)) => {
+            let sock = connect_listener(&path)?;
+            Some(Listener {
+                path,
+                metadata,
+                sock,
+            })
+        }
+        None => None,
+    };
+    Ok(Filter { ctx, listener })
+}
+
+/// Translates the profile and builds the libseccomp filter in memory, then drops it:
+/// every check of [`build`] but the connection to `listenerPath`. Nothing is loaded
+/// into the kernel and no socket is opened, so this is safe on any input (the fuzz
+/// target uses it).
+pub fn check_build(seccomp: &LinuxSeccomp) -> Result<()> {
+    context(&plan(seccomp)?).map(drop)
+}
+
+/// Replays a plan into a new libseccomp filter context (not loaded).
+fn context(plan: &Plan) -> Result<ScmpFilterContext> {
     let mut ctx =
         ScmpFilterContext::new(plan.default).map_err(|e| lib_err("creating the filter", &e))?;
     for arch in &plan.arches {
@@ -125,18 +150,7 @@ pub fn build(seccomp: &LinuxSeccomp) -> Result<Filter> {
                 ))
             })?;
     }
-    let listener = match plan.listener {
-        Some((path, metadata)) => {
-            let sock = connect_listener(&path)?;
-            Some(Listener {
-                path,
-                metadata,
-                sock,
-            })
-        }
-        None => None,
-    };
-    Ok(Filter { ctx, listener })
+    Ok(ctx)
 }
 
 impl Filter {
@@ -617,6 +631,19 @@ mod tests {
         );
         p.set_listener_path(Some("/run/agent.sock".into()));
         assert!(invalid(super::plan(&p)).contains("write"));
+    }
+
+    #[test]
+    fn seccomp_check_build_opens_no_listener() {
+        let mut p = profile(
+            LinuxSeccompAction::ScmpActAllow,
+            vec![syscall(&["mkdir"], LinuxSeccompAction::ScmpActNotify)],
+        );
+        p.set_listener_path(Some("/nonexistent-hj/agent.sock".into()));
+        check_build(&p).expect("check_build");
+        assert!(build(&p).is_err(), "build connects to listenerPath");
+        p.set_listener_path(None);
+        assert!(check_build(&p).is_err());
     }
 
     #[test]

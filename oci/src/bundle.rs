@@ -32,23 +32,9 @@ impl Bundle {
             path: path.clone(),
             source,
         })?;
-        let de = &mut serde_json::Deserializer::from_slice(&data);
-        let spec: Spec = serde_path_to_error::deserialize(de).map_err(|e| Error::Parse {
-            path: path.clone(),
-            msg: if e.path().to_string() == "." {
-                e.inner().to_string()
-            } else {
-                format!("{}: {}", e.path(), e.inner())
-            },
-        })?;
-        let root = spec
-            .root()
-            .as_ref()
-            .ok_or_else(|| Error::Invalid("root is required on Linux".into()))?;
-        if root.path().as_os_str().is_empty() {
-            return Err(Error::Invalid("root.path is empty".into()));
-        }
-        let rootfs = dir.join(root.path());
+        let spec = parse_spec(&data, &path)?;
+        let root = require_root(&spec)?;
+        let rootfs = dir.join(root);
         let meta = std::fs::metadata(&rootfs).map_err(|source| Error::Read {
             path: rootfs.clone(),
             source,
@@ -66,6 +52,42 @@ impl Bundle {
         validate(&spec)?;
         Ok(Bundle { dir, rootfs, spec })
     }
+}
+
+/// Parses config.json bytes and checks them as [`Bundle::load`] does, without touching
+/// the filesystem: root.path must be present and non-empty (that it names a directory
+/// is checked only by [`Bundle::load`]), then [`validate`]. `path` names the file in
+/// error messages only.
+pub fn parse_config(data: &[u8], path: &Path) -> Result<Spec> {
+    let spec = parse_spec(data, path)?;
+    require_root(&spec)?;
+    validate(&spec)?;
+    Ok(spec)
+}
+
+/// config.json bytes to a [`Spec`]; errors name the JSON path of the bad field.
+fn parse_spec(data: &[u8], path: &Path) -> Result<Spec> {
+    let de = &mut serde_json::Deserializer::from_slice(data);
+    serde_path_to_error::deserialize(de).map_err(|e| Error::Parse {
+        path: path.to_path_buf(),
+        msg: if e.path().to_string() == "." {
+            e.inner().to_string()
+        } else {
+            format!("{}: {}", e.path(), e.inner())
+        },
+    })
+}
+
+/// The configured root.path, which Linux requires and which must not be empty.
+fn require_root(spec: &Spec) -> Result<&Path> {
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| Error::Invalid("root is required on Linux".into()))?;
+    if root.path().as_os_str().is_empty() {
+        return Err(Error::Invalid("root.path is empty".into()));
+    }
+    Ok(root.path())
 }
 
 /// Checks the rules of the runtime spec (config.md, config-linux.md) that parsing alone
@@ -319,6 +341,23 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("net namespace"));
+    }
+
+    #[test]
+    fn parse_config_parses_and_validates() {
+        let path = Path::new("/b/config.json");
+        let ok = br#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"cwd":"/","user":{"uid":0,"gid":0},"args":["sh"]}}"#;
+        assert!(parse_config(ok, path).is_ok());
+        let e = parse_config(br#"{"ociVersion":"1.0.2"}"#, path).unwrap_err();
+        assert!(e.to_string().contains("root is required"), "{e}");
+        let e = parse_config(br#"{"ociVersion":"1.0.2","root":{"path":""}}"#, path).unwrap_err();
+        assert!(e.to_string().contains("root.path is empty"), "{e}");
+        let e = parse_config(br#"{"ociVersion":"1.0.2","hostname":5}"#, path).unwrap_err();
+        assert!(matches!(e, Error::Parse { .. }), "{e}");
+        assert!(e.to_string().contains("hostname"), "{e}");
+        let e = parse_config(br#"{"ociVersion":"","root":{"path":"rootfs"}}"#, path).unwrap_err();
+        assert!(e.to_string().contains("ociVersion"), "{e}");
+        assert!(parse_config(b"\xff{", path).is_err());
     }
 
     #[test]

@@ -12,7 +12,7 @@ mod features;
 mod hooks;
 mod state;
 
-pub use bundle::{Bundle, CONFIG_FILE};
+pub use bundle::{parse_config, validate, Bundle, CONFIG_FILE};
 pub use error::Error;
 pub use features::features;
 pub use hooks::{run_hook, run_hooks, HookKind};

@@ -11,7 +11,7 @@ use std::time::Duration;
 pub fn ps(rt: &Runtime, id: &str, format: ListFormat, ps_args: &[String]) -> Result<()> {
     let pids = rt.pids(id)?;
     if format == ListFormat::Json {
-        println!("{}", serde_json::to_string(&pids)?);
+        super::out(serde_json::to_string(&pids)?)?;
         return Ok(());
     }
     let args: Vec<String> = if ps_args.is_empty() {
@@ -184,7 +184,7 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
     if !(secs > 0.0 && secs.is_finite()) {
         return Err(bad());
     }
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).map_err(|_| bad())
 }
 
 /// `events`: stats every interval (or once with --stats) and oom events, as JSON
@@ -195,7 +195,7 @@ pub fn events(rt: &Runtime, id: &str, once: bool, interval: &str) -> Result<()> 
         serde_json::json!({"type": kind, "id": id, "data": data}).to_string()
     };
     if once {
-        println!("{}", line("stats", rt.stats(id)?));
+        super::out(line("stats", rt.stats(id)?))?;
         return Ok(());
     }
     let mut watcher = rt.oom_watcher(id)?;
@@ -244,5 +244,8 @@ mod tests {
         assert_eq!(parse_duration("2").ok(), Some(Duration::from_secs(2)));
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("5x").is_err());
+        // Too large for a Duration: an error, not a panic (found by fuzzing).
+        assert!(parse_duration("99999999999999999999999").is_err());
+        assert!(parse_duration("99999999999999999999h").is_err());
     }
 }

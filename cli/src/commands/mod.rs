@@ -42,6 +42,16 @@ fn create_opts(a: &CreateArgs, foreground: bool) -> Result<CreateOpts> {
     })
 }
 
+/// Writes `text` and a newline to stdout (an error, not a panic, when the reader has
+/// gone: `main` ends quietly on a broken pipe).
+pub(crate) fn out(text: impl std::fmt::Display) -> Result<()> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    writeln!(o, "{text}")?;
+    o.flush()?;
+    Ok(())
+}
+
 /// Reads a JSON document given as a file path, or `-` for stdin.
 pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
     use std::io::Read;
@@ -74,7 +84,7 @@ pub fn dispatch(cli: &Cli) -> Result<u8> {
     match &cli.cmd {
         Cmd::Spec { bundle, rootless } => spec::write(bundle, *rootless).map(|_| 0),
         Cmd::Features => {
-            println!("{:#}", hyperjail_oci::features());
+            out(format!("{:#}", hyperjail_oci::features()))?;
             Ok(0)
         }
         Cmd::Create(a) => {
@@ -115,7 +125,7 @@ pub fn dispatch(cli: &Cli) -> Result<u8> {
         }
         Cmd::State { id } => {
             let st = runtime(cli)?.state(id)?;
-            println!("{}", serde_json::to_string_pretty(&st)?);
+            out(serde_json::to_string_pretty(&st)?)?;
             Ok(0)
         }
         Cmd::Kill { id, signal, all } => {
