@@ -64,7 +64,18 @@ section "hyperjail delete --force $detached_id"
 hj delete --force "$detached_id"
 hj list
 
-section "VM backend"
-echo "The KVM microVM backend (org.hyperjail.backend=vm) is not implemented yet; this demo uses the jail backend."
+section "VM backend: uname -a in a KVM microVM (org.hyperjail.backend=vm) next to the jail"
+if [ -c /dev/kvm ]; then
+    "$repo/scripts/mkbundle.sh" "$work/vm" uname -a >/dev/null
+    jq '.annotations["org.hyperjail.backend"] = "vm"' "$work/vm/config.json" >"$work/vm/config.json.new"
+    mv "$work/vm/config.json.new" "$work/vm/config.json"
+    printf 'jail: '
+    "$repo/scripts/mkbundle.sh" "$work/jail" uname -a >/dev/null
+    hj run --bundle "$work/jail" "demo-jail-$$"
+    printf 'vm:   '
+    hj run --bundle "$work/vm" "demo-vm-$$" || echo "(the VM backend failed on this machine; see the error above)"
+else
+    echo "No /dev/kvm on this machine: the VM backend is not available here."
+fi
 
 section "Done"

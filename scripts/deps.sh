@@ -6,7 +6,7 @@ set -euo pipefail
 
 PACKAGES=(
     # build
-    gcc pkg-config libseccomp-dev
+    gcc binutils libc6-dev pkg-config libseccomp-dev
     # test bundles, tests and scripts
     busybox-static bats jq python3 procps util-linux iproute2
     # benchmarks: the other runtimes, timers, max-RSS

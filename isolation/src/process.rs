@@ -257,8 +257,23 @@ pub fn keep_fd(fd: i32) -> Result<()> {
 
 /// Unblocks every signal and resets all handlers to their defaults, so the user
 /// process starts with a clean signal state whatever the runtime blocked.
+///
+/// Ignored signals matter most: SIG_IGN survives execve, so a runtime started under
+/// `nohup` (SIGHUP ignored) or by a shell that ignores SIGINT would hand that on, and a
+/// shell in the container could not even trap it.
 pub fn reset_signals() {
     use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL registers no handler code, so nothing can run in
+        // an async-signal context; called in the single-threaded process about to exec.
+        // Invalid numbers (reserved by libc) fail with EINVAL and are skipped.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
     let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
 

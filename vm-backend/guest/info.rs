@@ -1,0 +1,97 @@
+//! Identity and naming: uname, getcwd, readlink of /proc/self/exe, prctl names.
+
+use crate::abi::*;
+use crate::mem::{put, user_ok};
+use crate::sys::{unsupported, State, EFAULT, EINVAL};
+
+pub fn uname(buf: u64) -> i64 {
+    let mut u = [0u8; 65 * 6];
+    let fields: [&[u8]; 6] = [
+        b"hyperjail",
+        b"",
+        b"0.1.0-hyperjail",
+        b"#1 hyperjail paravirtual guest",
+        b"x86_64",
+        b"(none)",
+    ];
+    for (i, f) in fields.iter().enumerate() {
+        u[65 * i..65 * i + f.len()].copy_from_slice(f);
+    }
+    for i in 0..64 {
+        u[65 + i] = boot_byte(BI_HOSTNAME + i as u64);
+    }
+    if put(buf, &u) {
+        0
+    } else {
+        -EFAULT
+    }
+}
+
+fn boot_byte(off: u64) -> u8 {
+    // SAFETY: the boot-info page is mapped guest RAM; off stays within it.
+    unsafe { ((BOOT_INFO_GPA + off) as *const u8).read_volatile() }
+}
+
+/// Length of the NUL-terminated boot-info string at `off` (at most `max` - 1).
+fn boot_strlen(off: u64, max: u64) -> u64 {
+    let mut n = 0;
+    while n < max - 1 && boot_byte(off + n) != 0 {
+        n += 1;
+    }
+    n
+}
+
+/// Copies `n` bytes of the boot-info string at `off` to user memory.
+fn put_boot_str(off: u64, n: u64, buf: u64) -> bool {
+    if !user_ok(buf, n) {
+        return false;
+    }
+    for i in 0..n {
+        put(buf + i, &[boot_byte(off + i)]);
+    }
+    true
+}
+
+pub fn getcwd(buf: u64, size: u64) -> i64 {
+    let n = boot_strlen(BI_CWD, BI_CWD_LEN);
+    if size < n + 1 {
+        return -34; // ERANGE
+    }
+    if !put_boot_str(BI_CWD, n, buf) || !put(buf + n, &[0]) {
+        return -EFAULT;
+    }
+    (n + 1) as i64
+}
+
+/// readlink: only /proc/self/exe is known (glibc's static start-up asks for it).
+pub fn readlink(s: &mut State, path: u64, buf: u64, size: u64) -> i64 {
+    const EXE: &[u8] = b"/proc/self/exe\0";
+    if !user_ok(path, EXE.len() as u64) {
+        return unsupported(s, 89);
+    }
+    // SAFETY: the range was checked to be guest RAM.
+    let p = unsafe { core::slice::from_raw_parts(path as *const u8, EXE.len()) };
+    if p != EXE {
+        return unsupported(s, 89);
+    }
+    let n = boot_strlen(BI_EXE, BI_EXE_LEN).min(size);
+    if !put_boot_str(BI_EXE, n, buf) {
+        return -EFAULT;
+    }
+    n as i64
+}
+
+pub fn prctl(option: u64, arg: u64) -> i64 {
+    match option {
+        15 => 0, // PR_SET_NAME
+        16 => {
+            // PR_GET_NAME
+            if put(arg, b"main\0") {
+                0
+            } else {
+                -EFAULT
+            }
+        }
+        _ => -EINVAL,
+    }
+}

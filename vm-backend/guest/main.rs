@@ -1,0 +1,42 @@
+//! hyperjail's built-in guest kernel (first milestone).
+//!
+//! A freestanding blob that the VMM loads at `KERNEL_GPA`; `LSTAR` points at its
+//! system-call entry. The VMM loads the program, builds its stack and starts the vCPU
+//! at the program's entry at CPL3: this kernel only ever runs on a `syscall`. It
+//! implements the process-local system calls itself (memory, identity, time, TLS) and
+//! forwards I/O to the VMM through the request block and an MMIO doorbell.
+//!
+//! Built by `vm-backend/build.rs` with rustc for x86_64-unknown-linux-gnu, no_std,
+//! panic=abort, static relocation, linked with `link.ld` and turned into a flat binary.
+
+#![no_std]
+#![no_main]
+
+#[path = "../src/abi.rs"]
+mod abi;
+mod entry;
+mod info;
+mod mem;
+mod sys;
+mod time;
+
+use abi::*;
+
+/// Stops the guest: tells the VMM the kernel panicked (it reports it and exits).
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    let line = info.location().map(|l| l.line()).unwrap_or(0);
+    loop {
+        mem::mmio(MMIO_PANIC, u64::from(line));
+    }
+}
+
+/// Called by the entry with the saved registers; returns the value for rax.
+#[no_mangle]
+extern "C" fn hj_syscall(frame: *mut entry::Frame) -> u64 {
+    // SAFETY: the entry passes a pointer to the frame it just pushed on the kernel
+    // stack; nothing else refers to it until this function returns.
+    let f = unsafe { &mut *frame };
+    let a = [f.rdi, f.rsi, f.rdx, f.r10, f.r8, f.r9];
+    sys::dispatch(f.rax, a) as u64
+}

@@ -1,0 +1,290 @@
+//! System calls: the ones this kernel implements, and forwarding to the VMM.
+
+use crate::abi::*;
+use crate::mem::{boot, mmio, put, put_u64s, user_ok, zero};
+use crate::{info, time};
+use core::cell::UnsafeCell;
+
+pub const EBADF: i64 = 9;
+const ENOMEM: i64 = 12;
+pub const EFAULT: i64 = 14;
+const ENODEV: i64 = 19;
+pub const EINVAL: i64 = 22;
+const ENOTTY: i64 = 25;
+const ENOSYS: i64 = 38;
+
+/// Gap kept free between the heap (brk) and the lowest anonymous mapping.
+const GAP: u64 = 0x10_000;
+
+/// Process-wide kernel state (one vCPU, never re-entered: no locking).
+pub struct State {
+    init: bool,
+    brk_start: u64,
+    brk_cur: u64,
+    brk_max: u64,
+    mmap_low: u64,
+    rng: [u64; 2],
+    reported: [u64; 8],
+}
+
+struct Global(UnsafeCell<State>);
+// SAFETY: the guest has one vCPU and the syscall entry is not re-entrant, so there is
+// never more than one reference to the state at a time.
+unsafe impl Sync for Global {}
+
+static STATE: Global = Global(UnsafeCell::new(State {
+    init: false,
+    brk_start: 0,
+    brk_cur: 0,
+    brk_max: 0,
+    mmap_low: 0,
+    rng: [0; 2],
+    reported: [0; 8],
+}));
+
+fn st() -> &'static mut State {
+    // SAFETY: see `Global`: only one system call runs at a time and `dispatch` takes
+    // this reference once per call.
+    let s = unsafe { &mut *STATE.0.get() };
+    if !s.init {
+        s.init = true;
+        s.brk_start = boot(BI_BRK_START);
+        s.brk_cur = s.brk_start;
+        s.brk_max = s.brk_start;
+        s.mmap_low = boot(BI_MMAP_TOP);
+        s.rng = [boot(BI_SEED) | 1, boot(BI_SEED + 8) | 1];
+    }
+    s
+}
+
+/// Runs system call `nr`; returns the Linux return value.
+pub fn dispatch(nr: u64, a: [u64; 6]) -> i64 {
+    let s = st();
+    match nr {
+        // read, write, readv, writev, fstat, nanosleep, clock_nanosleep: the VMM.
+        0 | 1 | 5 | 19 | 20 | 35 | 230 => forward(nr, a),
+        262 => newfstatat(s, a),
+        3 => close(a[0]),
+        9 => mmap(s, a),
+        10 | 11 | 26 | 28 => 0, // mprotect, munmap, msync, madvise: accepted
+        12 => brk(s, a[0]),
+        13 => sigaction(a),
+        14 => sigprocmask(a),
+        16 => ioctl(a[0]),
+        24 => 0,       // sched_yield
+        39 | 186 => 1, // getpid, gettid
+        60 | 231 => exit(a[0]),
+        63 => info::uname(a[0]),
+        72 => fcntl(a[0], a[1]),
+        89 => info::readlink(s, a[0], a[1], a[2]),
+        267 => info::readlink(s, a[1], a[2], a[3]),
+        157 => info::prctl(a[0], a[1]),
+        79 => info::getcwd(a[0], a[1]),
+        95 => 0o022, // umask
+        96 => time::gettimeofday(a[0]),
+        97 => rlimit(a[0], 0, a[1]),
+        102 | 107 => boot(BI_UID) as i64, // getuid, geteuid
+        104 | 108 => boot(BI_GID) as i64, // getgid, getegid
+        110 => 0,                   // getppid
+        111 | 121 | 124 => 1,       // getpgrp, getpgid, getsid
+        115 => 0,                   // getgroups: none
+        131 => 0,                   // sigaltstack
+        158 => arch_prctl(a[0], a[1]),
+        201 => time::time(a[0]),
+        218 => 1, // set_tid_address
+        228 => time::clock_gettime(a[0], a[1]),
+        229 => time::clock_getres(a[1]),
+        273 => 0, // set_robust_list
+        302 => rlimit(a[1], a[2], a[3]),
+        318 => getrandom(s, a[0], a[1]),
+        334 => -ENOSYS, // rseq: glibc copes; not worth a log line
+        _ => unsupported(s, nr),
+    }
+}
+
+/// -ENOSYS, reported to the VMM the first time `nr` is seen.
+pub fn unsupported(s: &mut State, nr: u64) -> i64 {
+    if nr < 512 {
+        let (w, b) = ((nr / 64) as usize, nr % 64);
+        if s.reported[w] & (1 << b) == 0 {
+            s.reported[w] |= 1 << b;
+            mmio(MMIO_UNSUPPORTED, nr);
+        }
+    } else {
+        mmio(MMIO_UNSUPPORTED, nr);
+    }
+    -ENOSYS
+}
+
+/// Hands a system call to the VMM through the request block.
+fn forward(nr: u64, a: [u64; 6]) -> i64 {
+    let blk = REQ_GPA as *mut u64;
+    // SAFETY: the request block is a kernel page of guest RAM mapped by the VMM.
+    unsafe {
+        blk.add((RQ_NR / 8) as usize).write_volatile(nr);
+        for (i, v) in a.iter().enumerate() {
+            blk.add((RQ_ARGS / 8) as usize + i).write_volatile(*v);
+        }
+        blk.add((RQ_RET / 8) as usize)
+            .write_volatile((-ENOSYS) as u64);
+    }
+    mmio(MMIO_CALL, REQ_GPA);
+    // SAFETY: as above; the VMM wrote the result before the doorbell write completed.
+    unsafe { blk.add((RQ_RET / 8) as usize).read_volatile() as i64 }
+}
+
+fn exit(code: u64) -> i64 {
+    loop {
+        mmio(MMIO_EXIT, code & 0xff);
+    }
+}
+
+fn newfstatat(s: &mut State, a: [u64; 6]) -> i64 {
+    const AT_EMPTY_PATH: u64 = 0x1000;
+    let empty = a[3] & AT_EMPTY_PATH != 0 && user_ok(a[1], 1) && {
+        // SAFETY: checked to be guest RAM just above.
+        unsafe { (a[1] as *const u8).read_volatile() == 0 }
+    };
+    if empty {
+        return forward(5, [a[0], a[2], 0, 0, 0, 0]);
+    }
+    unsupported(s, 262)
+}
+
+fn close(fd: u64) -> i64 {
+    if fd <= 2 {
+        0
+    } else {
+        -EBADF
+    }
+}
+
+fn ioctl(fd: u64) -> i64 {
+    if fd <= 2 {
+        -ENOTTY
+    } else {
+        -EBADF
+    }
+}
+
+fn fcntl(fd: u64, cmd: u64) -> i64 {
+    if fd > 2 {
+        return -EBADF;
+    }
+    match cmd {
+        1 | 2 => 0, // F_GETFD, F_SETFD
+        3 => 2,     // F_GETFL: O_RDWR
+        4 => 0,     // F_SETFL
+        _ => -EINVAL,
+    }
+}
+
+fn mmap(s: &mut State, a: [u64; 6]) -> i64 {
+    const MAP_FIXED: u64 = 0x10;
+    const MAP_ANONYMOUS: u64 = 0x20;
+    let (addr, len, flags) = (a[0], a[1], a[3]);
+    if flags & MAP_ANONYMOUS == 0 {
+        return -ENODEV;
+    }
+    if len == 0 || len > boot(BI_RAM_END) {
+        return -EINVAL;
+    }
+    let len = (len + PAGE - 1) & !(PAGE - 1);
+    if flags & MAP_FIXED != 0 {
+        if addr % PAGE != 0 || !zero(addr, len) {
+            return -ENOMEM;
+        }
+        return addr as i64;
+    }
+    match s.mmap_low.checked_sub(len) {
+        Some(low) if low >= s.brk_max + GAP => {
+            s.mmap_low = low;
+            low as i64
+        }
+        _ => -ENOMEM,
+    }
+}
+
+fn brk(s: &mut State, addr: u64) -> i64 {
+    if addr < s.brk_start || addr.saturating_add(GAP) > s.mmap_low {
+        return s.brk_cur as i64;
+    }
+    if addr > s.brk_cur {
+        // Memory freed by an earlier shrink must read as zero again.
+        let end = addr.min(s.brk_max);
+        if end > s.brk_cur {
+            zero(s.brk_cur, end - s.brk_cur);
+        }
+    }
+    s.brk_cur = addr;
+    s.brk_max = s.brk_max.max(addr);
+    addr as i64
+}
+
+fn sigaction(a: [u64; 6]) -> i64 {
+    // Signals are never delivered in this milestone: accept, report SIG_DFL.
+    if a[2] != 0 && !put(a[2], &[0; 32]) {
+        return -EFAULT;
+    }
+    0
+}
+
+fn sigprocmask(a: [u64; 6]) -> i64 {
+    if a[2] != 0 && !put(a[2], &[0; 8]) {
+        return -EFAULT;
+    }
+    0
+}
+
+fn arch_prctl(code: u64, addr: u64) -> i64 {
+    match code {
+        0x1002 => {
+            // SAFETY: wrfsbase runs natively at CPL3 here and only sets FS.base.
+            unsafe { core::arch::asm!("wrfsbase {}", in(reg) addr, options(nostack)) };
+            0
+        }
+        0x1003 => {
+            let v: u64;
+            // SAFETY: rdfsbase reads FS.base.
+            unsafe { core::arch::asm!("rdfsbase {}", out(reg) v, options(nostack)) };
+            if put_u64s(addr, &[v]) {
+                0
+            } else {
+                -EFAULT
+            }
+        }
+        _ => -EINVAL,
+    }
+}
+
+fn rlimit(resource: u64, new: u64, old: u64) -> i64 {
+    let _ = new; // limits are not enforced in the guest yet
+    let v = match resource {
+        3 => [8 << 20, u64::MAX], // RLIMIT_STACK
+        7 => [1024, 1024],        // RLIMIT_NOFILE
+        _ => [u64::MAX, u64::MAX],
+    };
+    if old != 0 && !put_u64s(old, &v) {
+        return -EFAULT;
+    }
+    0
+}
+
+fn getrandom(s: &mut State, buf: u64, len: u64) -> i64 {
+    if !user_ok(buf, len) {
+        return -EFAULT;
+    }
+    let mut off = 0;
+    while off < len {
+        // xorshift128+ seeded by the VMM from the host's getrandom.
+        let (mut x, y) = (s.rng[0], s.rng[1]);
+        s.rng[0] = y;
+        x ^= x << 23;
+        s.rng[1] = x ^ y ^ (x >> 17) ^ (y >> 26);
+        let v = s.rng[1].wrapping_add(y).to_le_bytes();
+        let n = (len - off).min(8);
+        put(buf + off, &v[..n as usize]);
+        off += n;
+    }
+    len as i64
+}

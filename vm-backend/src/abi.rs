@@ -1,0 +1,106 @@
+//! The contract between the VMM and the built-in guest kernel: the guest-physical
+//! memory layout, the boot-info page, the request block and the MMIO doorbells.
+//!
+//! This file is compiled twice: into the VMM (this crate) and into the guest kernel
+//! (`guest/main.rs` includes it with `#[path]`), so it holds only constants.
+//! Guest virtual addresses equal guest-physical ones (identity paging).
+
+#![allow(dead_code)]
+
+/// Size of a page.
+pub const PAGE: u64 = 0x1000;
+/// Size of a large page.
+pub const HUGE: u64 = 0x20_0000;
+
+/// PML4 page.
+pub const PML4_GPA: u64 = 0x1000;
+/// PDPT page (covers the low 512 GiB).
+pub const PDPT_GPA: u64 = 0x2000;
+/// Page table of the first 2 MiB (4 KiB pages, page 0 not present).
+pub const PT0_GPA: u64 = 0x3000;
+/// First of four page directories (one per GiB below 4 GiB).
+pub const PD_GPA: u64 = 0x4000;
+/// GDT.
+pub const GDT_GPA: u64 = 0x8000;
+/// 64-bit TSS (RSP0 for IDT events).
+pub const TSS_GPA: u64 = 0x8100;
+/// IDT (256 gates).
+pub const IDT_GPA: u64 = 0x9000;
+/// CPL0 stubs the IDT gates point to, [`STUB_SIZE`] bytes each.
+pub const STUBS_GPA: u64 = 0xa000;
+/// Size of one IDT stub.
+pub const STUB_SIZE: u64 = 32;
+/// Boot-info page written by the VMM, read by the guest kernel.
+pub const BOOT_INFO_GPA: u64 = 0xe000;
+/// Request block for forwarded system calls.
+pub const REQ_GPA: u64 = 0xf000;
+/// Top of the CPL0 stack used by IDT events (TSS.RSP0).
+pub const FAULT_STACK_TOP: u64 = 0x2_0000;
+/// Where the guest kernel blob is loaded (and linked).
+pub const KERNEL_GPA: u64 = 0x10_0000;
+/// Room for the kernel image, data and bss.
+pub const KERNEL_MAX: u64 = 0x10_0000;
+/// Lowest address a user ELF segment may use.
+pub const USER_MIN: u64 = 0x40_0000;
+/// Largest guest memory (everything above is MMIO space).
+pub const RAM_MAX: u64 = 0xc000_0000;
+
+/// Base of the MMIO doorbells (a GPA outside guest RAM: writes exit to the VMM).
+pub const MMIO_BASE: u64 = 0xd000_0000;
+/// Doorbell: value = GPA of a request block; the VMM performs it and writes `ret`.
+pub const MMIO_CALL: u64 = MMIO_BASE;
+/// Doorbell: value = exit status of the guest program (exit_group).
+pub const MMIO_EXIT: u64 = MMIO_BASE + 0x08;
+/// Doorbell: value = number of a system call the guest does not implement.
+pub const MMIO_UNSUPPORTED: u64 = MMIO_BASE + 0x10;
+/// Doorbell written by the CPL0 IDT stubs: value = vector.
+pub const MMIO_FAULT: u64 = MMIO_BASE + 0x18;
+/// Doorbell: the guest kernel panicked; value = line number.
+pub const MMIO_PANIC: u64 = MMIO_BASE + 0x20;
+
+/// Magic at offset 0 of the kernel blob; the syscall entry address follows it.
+pub const KERNEL_MAGIC: u64 = u64::from_le_bytes(*b"HJGUEST1");
+/// Magic of the boot-info page.
+pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"HJBOOT01");
+
+/// Boot-info offsets (all u64 unless said otherwise).
+pub const BI_MAGIC: u64 = 0;
+/// End of guest RAM.
+pub const BI_RAM_END: u64 = 8;
+/// First byte after the program's bss: where brk starts.
+pub const BI_BRK_START: u64 = 16;
+/// Bottom of the stack region: anonymous mmap grows down from here.
+pub const BI_MMAP_TOP: u64 = 24;
+/// ns = (tsc - boot_tsc) * mult >> 32.
+pub const BI_TSC_MULT: u64 = 32;
+/// TSC when the clock bases were read.
+pub const BI_BOOT_TSC: u64 = 40;
+/// CLOCK_REALTIME in ns at `boot_tsc`.
+pub const BI_REALTIME_NS: u64 = 48;
+/// CLOCK_MONOTONIC in ns at `boot_tsc`.
+pub const BI_MONOTONIC_NS: u64 = 56;
+/// Two u64 of seed for getrandom.
+pub const BI_SEED: u64 = 64;
+/// process.user.uid (u64).
+pub const BI_UID: u64 = 80;
+/// process.user.gid (u64).
+pub const BI_GID: u64 = 88;
+/// Host name, NUL-terminated, 65 bytes.
+pub const BI_HOSTNAME: u64 = 0x100;
+/// Working directory, NUL-terminated, [`BI_CWD_LEN`] bytes.
+pub const BI_CWD: u64 = 0x200;
+/// Room for the working directory (with its NUL).
+pub const BI_CWD_LEN: u64 = 0x400;
+/// Path of the program (readlink of /proc/self/exe), NUL-terminated.
+pub const BI_EXE: u64 = 0x600;
+/// Room for the program path (with its NUL).
+pub const BI_EXE_LEN: u64 = 0x400;
+
+/// Request block offsets: system call number.
+pub const RQ_NR: u64 = 0;
+/// Six arguments.
+pub const RQ_ARGS: u64 = 8;
+/// Result (a Linux return value: negative errno on failure).
+pub const RQ_RET: u64 = 56;
+/// Size of the request block.
+pub const RQ_SIZE: u64 = 64;

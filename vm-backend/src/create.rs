@@ -1,0 +1,167 @@
+//! `create` for the VM: plans the VM in the runtime process (so bad input fails before
+//! anything exists), makes the domain's cgroup, and forks the VMM, which is the
+//! container process. The VMM builds the VM inside the cgroup, reports ready (or the
+//! error) over a socket pair, then waits on `start.sock` in the state directory.
+
+use crate::vmm::{self, End, Plan};
+use crate::{confine, program};
+use hyperjail_isolation::cgroups::Cgroup;
+use hyperjail_isolation::resources;
+use hyperjail_oci::{run_hooks, HookKind, Status};
+use hyperjail_runtime::{proc_stat, CreateRequest, DomainRecord, Error, Result, Runtime};
+use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, ForkResult, Pid};
+use oci_spec::runtime::LinuxSeccomp;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+/// Name of the socket the VMM waits on until `start`.
+pub const START_SOCKET: &str = "start.sock";
+
+fn backend(e: impl std::fmt::Display) -> Error {
+    Error::Backend(e.to_string())
+}
+
+/// A sun_path-safe path to `name` in `dir`, through an fd that must stay open.
+pub fn short_path(dir: &Path, name: &str) -> Result<(std::fs::File, PathBuf)> {
+    let f =
+        std::fs::File::open(dir).map_err(|e| backend(format!("open {}: {e}", dir.display())))?;
+    let p = PathBuf::from(format!("/proc/self/fd/{}/{name}", f.as_raw_fd()));
+    Ok((f, p))
+}
+
+/// Builds the domain: see the module docs.
+pub fn create(req: &CreateRequest<'_>, rec: &mut DomainRecord) -> Result<()> {
+    if !Path::new("/dev/kvm").exists() {
+        return Err(backend(
+            "the VM backend needs /dev/kvm, which this machine lacks; the jail backend is available",
+        ));
+    }
+    let plan = program::plan(req.bundle).map_err(backend)?;
+    let kvm = vmm::open_kvm().map_err(backend)?;
+    let profile = confine::profile().map_err(backend)?;
+    let spec = &req.bundle.spec;
+    let linux = spec.linux().as_ref();
+    let cg_path = linux
+        .and_then(|l| l.cgroups_path().clone())
+        .unwrap_or_else(|| PathBuf::from(format!("/hyperjail/{}", req.id)));
+    let settings = match linux.and_then(|l| l.resources().as_ref()) {
+        Some(r) => resources::check_host(r, true)
+            .and_then(|()| resources::plan(r, &[]))
+            .map_err(backend)?,
+        None => Vec::new(),
+    };
+    let rootless = !nix::unistd::geteuid().is_root();
+    let planned = Cgroup::plan(&cg_path);
+    rec.cgroups = planned.dirs.clone();
+    req.dir.save(rec)?;
+    let cg = planned.make(rootless).map_err(backend)?;
+    rec.cgroups = cg.dirs.clone();
+    cg.apply(&settings).map_err(backend)?;
+
+    let (dirf, sock) = short_path(req.dir.path(), START_SOCKET)?;
+    let listener =
+        UnixListener::bind(&sock).map_err(|e| backend(format!("bind start socket: {e}")))?;
+    drop(dirf);
+    let (mut ours, theirs) = UnixStream::pair().map_err(|e| backend(format!("socketpair: {e}")))?;
+    // SAFETY: the CLI is single-threaded, so the child may run arbitrary code after
+    // fork; it never returns: it leaves through std::process::exit in `vmm_main`.
+    let child = match unsafe { fork() }.map_err(|e| backend(format!("fork: {e}")))? {
+        ForkResult::Child => {
+            drop(ours);
+            vmm_main(theirs, listener, kvm, (&plan, &profile), req.dir.lock_fd())
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(theirs);
+    drop(listener);
+    drop(kvm);
+    let r = drive(&mut ours, req, rec, &cg, child);
+    if r.is_err() {
+        let _ = kill(child, Signal::SIGKILL);
+        let _ = waitpid(child, None);
+    }
+    r
+}
+
+/// The runtime's half: move the VMM into the cgroup, let it build, wait for ready.
+fn drive(
+    ch: &mut UnixStream,
+    req: &CreateRequest<'_>,
+    rec: &mut DomainRecord,
+    cg: &Cgroup,
+    child: Pid,
+) -> Result<()> {
+    cg.add(child.as_raw()).map_err(backend)?;
+    rec.pid = child.as_raw();
+    rec.pid_start = proc_stat(rec.pid).map(|s| s.start_time).unwrap_or(0);
+    req.dir.save(rec)?;
+    ch.write_all(b"g")
+        .map_err(|e| backend(format!("VMM channel: {e}")))?;
+    let mut msg = String::new();
+    ch.read_to_string(&mut msg)
+        .map_err(|e| backend(format!("VMM channel: {e}")))?;
+    match msg.strip_prefix("ok") {
+        Some(_) => {}
+        None if msg.is_empty() => return Err(backend("the VMM died while building the VM")),
+        None => return Err(backend(msg)),
+    }
+    let state = Runtime::oci_state(rec, Status::Created);
+    let json = serde_json::to_string(&state).map_err(backend)?;
+    run_hooks(&req.bundle.spec, HookKind::Prestart, json.as_bytes())?;
+    run_hooks(&req.bundle.spec, HookKind::CreateRuntime, json.as_bytes())?;
+    Ok(())
+}
+
+/// The VMM process: never returns.
+fn vmm_main(
+    mut ch: UnixStream,
+    listener: UnixListener,
+    kvm: kvm_ioctls::Kvm,
+    (plan, profile): (&Plan, &LinuxSeccomp),
+    lock: RawFd,
+) -> ! {
+    // The runtime blocks every signal while it waits in `run`; the container
+    // process must die from SIGTERM/SIGKILL as any other.
+    let _ =
+        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    let _ = nix::sys::prctl::set_name(c"hyperjail-vmm");
+    // The runtime's lock on the domain must not live as long as the VM.
+    let _ = nix::unistd::close(lock);
+    let mut go = [0u8; 1];
+    if ch.read_exact(&mut go).is_err() {
+        std::process::exit(1);
+    }
+    let mut vm = match vmm::build(kvm, plan).and_then(|vm| confine::apply(profile).map(|()| vm)) {
+        Ok(vm) => vm,
+        Err(e) => {
+            let _ = ch.write_all(e.as_bytes());
+            std::process::exit(1);
+        }
+    };
+    if ch.write_all(b"ok").is_err() {
+        std::process::exit(1);
+    }
+    drop(ch);
+    // `start`: one connection and one byte; closing it tells `start` all is well.
+    match listener.accept() {
+        Ok((mut s, _)) => {
+            let mut b = [0u8; 1];
+            if s.read_exact(&mut b).is_err() {
+                std::process::exit(1);
+            }
+        }
+        Err(_) => std::process::exit(1),
+    }
+    drop(listener);
+    match vm.run() {
+        End::Exit(code) => std::process::exit(i32::from(code)),
+        End::Crash(sig, what) => {
+            eprintln!("hyperjail: vm: the guest crashed: {what}");
+            std::process::exit(128 + sig)
+        }
+    }
+}

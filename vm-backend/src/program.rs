@@ -1,0 +1,141 @@
+//! From the bundle to a [`Plan`]: finds `process.args[0]` inside the rootfs (PATH
+//! lookup as runc does, symlinks resolved inside the rootfs with openat2
+//! RESOLVE_IN_ROOT), reads and checks the ELF, and sizes guest memory.
+
+use crate::abi::{HUGE, RAM_MAX};
+use crate::elf;
+use crate::vmm::Plan;
+use hyperjail_oci::Bundle;
+use nix::errno::Errno;
+use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::Mode;
+use std::io::Read;
+
+/// Guest memory without `linux.resources.memory.limit`.
+pub const DEFAULT_RAM: u64 = 64 << 20;
+/// Smallest guest memory.
+const MIN_RAM: u64 = 8 << 20;
+/// Heap room the program needs at least, above its image.
+const MIN_HEAP: u64 = 1 << 20;
+/// Largest program file read.
+const MAX_FILE: u64 = 256 << 20;
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Opens `path` inside the rootfs; Ok(None) when it does not exist there.
+fn open_in_root(root: &std::fs::File, path: &str) -> Result<Option<std::fs::File>, String> {
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT);
+    match openat2(root, path, how) {
+        Ok(fd) => Ok(Some(std::fs::File::from(fd))),
+        Err(Errno::ENOENT | Errno::ENOTDIR) => Ok(None),
+        Err(e) => Err(format!("open {path} in the rootfs: {e}")),
+    }
+}
+
+/// Finds and reads the program; returns (path in the rootfs, contents).
+pub fn find(
+    bundle: &Bundle,
+    arg0: &str,
+    env: &[String],
+    cwd: &str,
+) -> Result<(String, Vec<u8>), String> {
+    let root = std::fs::File::open(&bundle.rootfs)
+        .map_err(|e| format!("open rootfs {}: {e}", bundle.rootfs.display()))?;
+    let candidates: Vec<String> = if arg0.starts_with('/') {
+        vec![arg0.to_string()]
+    } else if arg0.contains('/') {
+        vec![format!("{}/{arg0}", cwd.trim_end_matches('/'))]
+    } else {
+        let path = env
+            .iter()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or(DEFAULT_PATH);
+        path.split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| format!("{}/{arg0}", d.trim_end_matches('/')))
+            .collect()
+    };
+    for c in &candidates {
+        let Some(f) = open_in_root(&root, c)? else {
+            continue;
+        };
+        let meta = f.metadata().map_err(|e| format!("stat {c}: {e}"))?;
+        if !meta.is_file() {
+            continue;
+        }
+        if nix::sys::stat::Mode::from_bits_truncate(std::os::unix::fs::PermissionsExt::mode(
+            &meta.permissions(),
+        ))
+        .intersection(Mode::S_IXUSR | Mode::S_IXGRP | Mode::S_IXOTH)
+        .is_empty()
+        {
+            return Err(format!(
+                "{c} in the rootfs is not executable (permission denied)"
+            ));
+        }
+        if meta.len() > MAX_FILE {
+            return Err(format!("{c} is too large for the VM backend"));
+        }
+        let mut data = Vec::with_capacity(meta.len() as usize);
+        (&f).read_to_end(&mut data)
+            .map_err(|e| format!("read {c}: {e}"))?;
+        return Ok((c.clone(), data));
+    }
+    Err(format!(
+        "executable file {arg0:?} not found in the rootfs (no such file in {})",
+        if candidates.len() == 1 {
+            "the given path"
+        } else {
+            "$PATH"
+        }
+    ))
+}
+
+/// Builds the VM plan for the bundle.
+pub fn plan(bundle: &Bundle) -> Result<Plan, String> {
+    let spec = &bundle.spec;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or("config.json has no process to run")?;
+    if process.terminal().unwrap_or(false) {
+        return Err("process.terminal=true is not supported by the VM backend yet".into());
+    }
+    let argv: Vec<String> = process.args().clone().unwrap_or_default();
+    let arg0 = argv.first().ok_or("process.args is empty")?;
+    let envp: Vec<String> = process.env().clone().unwrap_or_default();
+    let cwd = process.cwd().to_string_lossy().into_owned();
+    let (execfn, file) = find(bundle, arg0, &envp, &cwd)?;
+    let image = elf::parse(&execfn, &file)?;
+    let limit = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.memory().as_ref())
+        .and_then(|m| m.limit())
+        .filter(|&l| l > 0)
+        .map_or(DEFAULT_RAM, |l| l as u64);
+    let ram = (limit & !(HUGE - 1)).min(RAM_MAX);
+    let stack = (ram / 8).clamp(256 << 10, 8 << 20);
+    let need = image.end.saturating_add(MIN_HEAP).saturating_add(stack);
+    if ram < MIN_RAM || need > ram {
+        return Err(format!(
+            "memory limit {} MiB is too small for {execfn} in the VM (needs at least {} MiB)",
+            limit >> 20,
+            need.max(MIN_RAM).div_ceil(1 << 20)
+        ));
+    }
+    Ok(Plan {
+        ram,
+        file,
+        image,
+        argv,
+        envp,
+        execfn,
+        hostname: spec.hostname().clone().unwrap_or_default(),
+        cwd,
+        stack,
+        user: (process.user().uid(), process.user().gid()),
+    })
+}

@@ -1,0 +1,176 @@
+//! Fills guest memory before the first instruction: identity page tables (U=1 at
+//! every level, as this host's KVM needs), GDT/TSS/IDT with CPL0 fault stubs, the
+//! guest kernel, the program's segments and the boot-info page.
+
+use crate::abi::*;
+use crate::elf::Image;
+use crate::mem::GuestMem;
+
+const P_RW_U: u64 = 0x7;
+const HUGE_PAGE: u64 = 0x80;
+
+/// The embedded guest kernel (built by build.rs from `guest/`).
+pub static KERNEL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hj-guest.bin"));
+
+/// Copies the guest kernel to `KERNEL_GPA`; returns its system-call entry (LSTAR).
+pub fn load_kernel(mem: &mut GuestMem) -> Result<u64, String> {
+    let ok = KERNEL.len() >= 16
+        && KERNEL.len() as u64 <= KERNEL_MAX
+        && KERNEL[..8] == KERNEL_MAGIC.to_le_bytes();
+    if !ok || !mem.write(KERNEL_GPA, KERNEL) {
+        return Err("the embedded guest kernel is malformed".into());
+    }
+    mem.read_u64(KERNEL_GPA + 8)
+        .ok_or_else(|| "the embedded guest kernel is malformed".into())
+}
+
+/// Identity-maps guest RAM (page 0 left out, 4 KiB pages below 2 MiB, 2 MiB pages
+/// above) and the MMIO doorbell page.
+pub fn page_tables(mem: &mut GuestMem) -> bool {
+    let mut ok = mem.write_u64(PML4_GPA, PDPT_GPA | P_RW_U);
+    for gib in 0..4 {
+        ok &= mem.write_u64(PDPT_GPA + 8 * gib, (PD_GPA + PAGE * gib) | P_RW_U);
+    }
+    ok &= mem.write_u64(PD_GPA, PT0_GPA | P_RW_U);
+    for i in 1..512 {
+        ok &= mem.write_u64(PT0_GPA + 8 * i, (i * PAGE) | P_RW_U);
+    }
+    let mut pa = HUGE;
+    while pa + HUGE <= mem.size() {
+        ok &= mem.write_u64(PD_GPA + 8 * (pa / HUGE), pa | P_RW_U | HUGE_PAGE);
+        pa += HUGE;
+    }
+    ok && mem.write_u64(
+        PD_GPA + 8 * (MMIO_BASE / HUGE),
+        MMIO_BASE | P_RW_U | HUGE_PAGE,
+    )
+}
+
+/// GDT with the host's selectors, a TSS whose RSP0 is the fault stack, and an IDT
+/// whose every gate (DPL3) leads to a CPL0 stub that reports its vector to the VMM.
+pub fn descriptors(mem: &mut GuestMem) -> bool {
+    let gdt: [u64; 8] = [
+        0,
+        0,
+        0x00af_9b00_0000_ffff, // 0x10 kernel CS
+        0x00cf_9300_0000_ffff, // 0x18 kernel DS
+        0x00cf_fb00_0000_ffff, // 0x23 user32 CS
+        0x00cf_f300_0000_ffff, // 0x2b user DS
+        0x00af_fb00_0000_ffff, // 0x33 user CS64
+        0,
+    ];
+    let mut ok = true;
+    for (i, d) in gdt.iter().enumerate() {
+        ok &= mem.write_u64(GDT_GPA + 8 * i as u64, *d);
+    }
+    let t = TSS_GPA;
+    let tss_lo = 0x67 | ((t & 0xff_ffff) << 16) | (0x89 << 40) | (((t >> 24) & 0xff) << 56);
+    ok &= mem.write_u64(GDT_GPA + 0x40, tss_lo) && mem.write_u64(GDT_GPA + 0x48, t >> 32);
+    ok &= mem.write(TSS_GPA + 4, &FAULT_STACK_TOP.to_le_bytes());
+    ok &= mem.write(TSS_GPA + 0x66, &0x68u16.to_le_bytes());
+    for v in 0..256u64 {
+        let h = STUBS_GPA + v * STUB_SIZE;
+        let lo = (h & 0xffff) | (0x10 << 16) | (0xee << 40) | (((h >> 16) & 0xffff) << 48);
+        ok &= mem.write_u64(IDT_GPA + 16 * v, lo) && mem.write_u64(IDT_GPA + 16 * v + 8, h >> 32);
+        // mov $v, %eax; movabs %rax, MMIO_FAULT; 1: hlt; jmp 1b
+        let mut stub = vec![0xb8];
+        stub.extend_from_slice(&(v as u32).to_le_bytes());
+        stub.extend_from_slice(&[0x48, 0xa3]);
+        stub.extend_from_slice(&MMIO_FAULT.to_le_bytes());
+        stub.extend_from_slice(&[0xf4, 0xeb, 0xfd]);
+        ok &= mem.write(h, &stub);
+    }
+    ok
+}
+
+/// Copies the program's segments into guest memory (fresh memory is zero, so bss
+/// needs nothing).
+pub fn load_program(mem: &mut GuestMem, img: &Image, file: &[u8]) -> bool {
+    img.segments.iter().all(|s| {
+        let data = file.get(s.offset as usize..(s.offset + s.filesz) as usize);
+        data.is_some_and(|d| mem.write(s.vaddr, d))
+    })
+}
+
+/// What the boot-info page carries besides the clocks.
+#[derive(Debug)]
+pub struct BootInfo<'a> {
+    /// First byte of the heap.
+    pub brk_start: u64,
+    /// Bottom of the stack region.
+    pub mmap_top: u64,
+    /// getrandom seed.
+    pub seed: [u64; 2],
+    /// process.user (uid, gid).
+    pub user: (u32, u32),
+    /// uname nodename.
+    pub hostname: &'a str,
+    /// getcwd.
+    pub cwd: &'a str,
+    /// readlink("/proc/self/exe").
+    pub exe: &'a str,
+}
+
+/// Writes the boot-info page (clocks are set at `start` by [`set_clocks`]).
+pub fn boot_info(mem: &mut GuestMem, b: &BootInfo<'_>) -> bool {
+    let g = BOOT_INFO_GPA;
+    let host: Vec<u8> = b.hostname.bytes().take(64).collect();
+    let cwd: Vec<u8> = b.cwd.bytes().take(BI_CWD_LEN as usize - 1).collect();
+    let exe: Vec<u8> = b.exe.bytes().take(BI_EXE_LEN as usize - 1).collect();
+    mem.write_u64(g + BI_MAGIC, BOOT_MAGIC)
+        && mem.write_u64(g + BI_RAM_END, mem.size())
+        && mem.write_u64(g + BI_BRK_START, b.brk_start)
+        && mem.write_u64(g + BI_MMAP_TOP, b.mmap_top)
+        && mem.write_u64(g + BI_SEED, b.seed[0])
+        && mem.write_u64(g + BI_SEED + 8, b.seed[1])
+        && mem.write_u64(g + BI_UID, u64::from(b.user.0))
+        && mem.write_u64(g + BI_GID, u64::from(b.user.1))
+        && mem.write(g + BI_HOSTNAME, &host)
+        && mem.write(g + BI_CWD, &cwd)
+        && mem.write(g + BI_EXE, &exe)
+}
+
+/// Sets the guest's clock bases: the TSC now and the host clocks now, and the
+/// TSC-to-ns multiplier from the TSC frequency in kHz.
+pub fn set_clocks(mem: &mut GuestMem, tsc_khz: u32) -> bool {
+    let mult = (1_000_000u64 << 32) / u64::from(tsc_khz.max(1));
+    let ns = |c| {
+        nix::time::clock_gettime(c)
+            .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+            .unwrap_or(0)
+    };
+    let real = ns(nix::time::ClockId::CLOCK_REALTIME);
+    let mono = ns(nix::time::ClockId::CLOCK_MONOTONIC);
+    // SAFETY: rdtsc only reads the time-stamp counter.
+    let tsc = unsafe { core::arch::x86_64::_rdtsc() };
+    let g = BOOT_INFO_GPA;
+    mem.write_u64(g + BI_TSC_MULT, mult)
+        && mem.write_u64(g + BI_BOOT_TSC, tsc)
+        && mem.write_u64(g + BI_REALTIME_NS, real)
+        && mem.write_u64(g + BI_MONOTONIC_NS, mono)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_tables_and_descriptors() {
+        let mut m = GuestMem::new(4 << 20).expect("mmap");
+        assert!(page_tables(&mut m) && descriptors(&mut m));
+        assert_eq!(m.read_u64(PML4_GPA), Some(PDPT_GPA | 7));
+        // Page 0 stays unmapped; page 1 is identity-mapped, user, writable.
+        assert_eq!(m.read_u64(PT0_GPA), Some(0));
+        assert_eq!(m.read_u64(PT0_GPA + 8), Some(PAGE | 7));
+        // 2 MiB..4 MiB is one large page; nothing above guest RAM but the doorbells.
+        assert_eq!(m.read_u64(PD_GPA + 8), Some(HUGE | 0x87));
+        assert_eq!(m.read_u64(PD_GPA + 16), Some(0));
+        let mmio_pde = PD_GPA + 8 * (MMIO_BASE / HUGE);
+        assert_eq!(m.read_u64(mmio_pde), Some(MMIO_BASE | 0x87));
+        // Every IDT gate is a DPL3 interrupt gate to its stub.
+        let gate = m.read_u64(IDT_GPA + 16 * 14).expect("gate 14");
+        assert_eq!((gate >> 40) & 0xff, 0xee);
+        assert_eq!(m.read_u64(TSS_GPA + 4), Some(FAULT_STACK_TOP));
+        assert!(load_kernel(&mut m).is_ok_and(|e| e > KERNEL_GPA));
+    }
+}

@@ -1,0 +1,290 @@
+//! The VMM proper: builds the VM (memory, vCPU at the program's entry, CPL3) and runs
+//! it, serving the guest's doorbells until the program exits.
+
+use crate::abi::*;
+use crate::elf::Image;
+use crate::mem::GuestMem;
+use crate::{hcall, names, setup, stack};
+use kvm_bindings::{kvm_msr_entry, kvm_regs, kvm_segment, kvm_userspace_memory_region, Msrs};
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use std::collections::BTreeSet;
+
+/// Everything needed to build the VM.
+#[derive(Debug)]
+pub struct Plan {
+    /// Guest RAM in bytes (a multiple of 2 MiB).
+    pub ram: u64,
+    /// The program file and what was parsed from it.
+    pub file: Vec<u8>,
+    /// Parsed program.
+    pub image: Image,
+    /// process.args.
+    pub argv: Vec<String>,
+    /// process.env.
+    pub envp: Vec<String>,
+    /// Path of the program inside the rootfs (AT_EXECFN).
+    pub execfn: String,
+    /// uname nodename.
+    pub hostname: String,
+    /// process.cwd.
+    pub cwd: String,
+    /// Size of the stack region at the top of RAM.
+    pub stack: u64,
+    /// process.user (uid, gid) the guest reports.
+    pub user: (u32, u32),
+}
+
+/// A built VM, stopped before the program's first instruction.
+#[derive(Debug)]
+pub struct Vm {
+    _kvm: Kvm,
+    _vm: VmFd,
+    vcpu: VcpuFd,
+    mem: GuestMem,
+    tsc_khz: u32,
+}
+
+fn kvm_err(what: &str) -> impl Fn(kvm_ioctls::Error) -> String + '_ {
+    move |e| format!("KVM: {what}: {e}")
+}
+
+fn random_u64s() -> [u64; 4] {
+    let mut b = [0u8; 32];
+    // The seed only feeds the guest's getrandom; a failure leaves a fixed seed.
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| {
+        use std::io::Read;
+        f.read_exact(&mut b)
+    });
+    let w = |i: usize| {
+        let mut x = [0u8; 8];
+        x.copy_from_slice(&b[8 * i..8 * i + 8]);
+        u64::from_le_bytes(x)
+    };
+    [w(0), w(1), w(2), w(3)]
+}
+
+/// Opens /dev/kvm (in the runtime, before the VMM joins the domain's cgroup, whose
+/// device rules need not allow it).
+pub fn open_kvm() -> Result<Kvm, String> {
+    Kvm::new().map_err(|e| {
+        format!(
+            "cannot open /dev/kvm ({e}); the VM backend needs KVM, the jail backend is available"
+        )
+    })
+}
+
+/// Builds the VM described by `p`.
+pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
+    let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+    let mut mem = GuestMem::new(p.ram as usize).map_err(|e| format!("guest memory: {e}"))?;
+    let region = kvm_userspace_memory_region {
+        slot: 0,
+        guest_phys_addr: 0,
+        memory_size: mem.size(),
+        userspace_addr: mem.host_addr(),
+        flags: 0,
+    };
+    // SAFETY: the region is the whole of `mem`, which lives in the returned Vm as long
+    // as the VmFd does (fields drop in order: the VM before its memory).
+    unsafe { vm.set_user_memory_region(region) }.map_err(kvm_err("memory slot"))?;
+
+    let lstar = setup::load_kernel(&mut mem)?;
+    let top = mem.size();
+    let rnd = random_u64s();
+    let mut random = [0u8; 16];
+    random[..8].copy_from_slice(&rnd[2].to_le_bytes());
+    random[8..].copy_from_slice(&rnd[3].to_le_bytes());
+    let ok = setup::page_tables(&mut mem)
+        && setup::descriptors(&mut mem)
+        && setup::load_program(&mut mem, &p.image, &p.file)
+        && setup::boot_info(
+            &mut mem,
+            &setup::BootInfo {
+                brk_start: (p.image.end + PAGE - 1) & !(PAGE - 1),
+                mmap_top: top - p.stack,
+                seed: [rnd[0], rnd[1]],
+                user: p.user,
+                hostname: &p.hostname,
+                cwd: &p.cwd,
+                exe: &p.execfn,
+            },
+        );
+    if !ok {
+        return Err("guest memory is too small for the program".into());
+    }
+    let process = stack::Process {
+        argv: &p.argv,
+        envp: &p.envp,
+        execfn: &p.execfn,
+        user: p.user,
+        random,
+    };
+    let rsp = stack::build(&mut mem, (top - p.stack, top), &p.image, &process)?;
+
+    let vcpu = vm.create_vcpu(0).map_err(kvm_err("create vCPU"))?;
+    let cpuid = kvm
+        .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .map_err(kvm_err("CPUID"))?;
+    vcpu.set_cpuid2(&cpuid).map_err(kvm_err("set CPUID"))?;
+    let msr = |index, data| kvm_msr_entry {
+        index,
+        data,
+        ..Default::default()
+    };
+    let msrs = Msrs::from_entries(&[
+        msr(0xc000_0081, 0x0023_0010_0000_0000), // STAR
+        msr(0xc000_0082, lstar),                 // LSTAR
+        msr(0xc000_0084, 0),                     // FMASK
+    ])
+    .map_err(|e| format!("MSRs: {e:?}"))?;
+    vcpu.set_msrs(&msrs).map_err(kvm_err("set MSRs"))?;
+    set_sregs(&vcpu)?;
+    let regs = kvm_regs {
+        rip: p.image.entry,
+        rsp,
+        rflags: 0x202,
+        ..Default::default()
+    };
+    vcpu.set_regs(&regs).map_err(kvm_err("set registers"))?;
+    let tsc_khz = vcpu.get_tsc_khz().unwrap_or(0);
+    Ok(Vm {
+        _kvm: kvm,
+        _vm: vm,
+        vcpu,
+        mem,
+        tsc_khz,
+    })
+}
+
+/// Long mode, paging on, CPL3 code and data segments, GDT/IDT/TR in guest memory.
+fn set_sregs(vcpu: &VcpuFd) -> Result<(), String> {
+    let mut s = vcpu.get_sregs().map_err(kvm_err("get sregs"))?;
+    let seg = |selector, type_, l, db| kvm_segment {
+        base: 0,
+        limit: 0xfffff,
+        selector,
+        type_,
+        present: 1,
+        dpl: 3,
+        db,
+        s: 1,
+        l,
+        g: 1,
+        ..Default::default()
+    };
+    s.cr0 = 0x8005_0033;
+    s.cr3 = PML4_GPA;
+    s.cr4 = 0x620; // PAE, OSFXSR, OSXMMEXCPT
+    s.efer = 0xd01;
+    s.cs = seg(0x33, 0xb, 1, 0);
+    let ds = seg(0x2b, 0x3, 0, 1);
+    (s.ss, s.ds, s.es, s.fs, s.gs) = (ds, ds, ds, ds, ds);
+    s.gdt.base = GDT_GPA;
+    s.gdt.limit = 0x4f;
+    s.idt.base = IDT_GPA;
+    s.idt.limit = 0xfff;
+    s.tr = kvm_segment {
+        base: TSS_GPA,
+        limit: 0x67,
+        selector: 0x40,
+        type_: 11,
+        present: 1,
+        ..Default::default()
+    };
+    if vcpu.set_sregs(&s).is_err() {
+        s.cr4 = 0x20; // the recipe measured on this host
+        vcpu.set_sregs(&s).map_err(kvm_err("set sregs"))?;
+    }
+    Ok(())
+}
+
+/// How the guest ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum End {
+    /// exit_group(code).
+    Exit(u8),
+    /// A fatal fault or guest error, reported as killed by this signal.
+    Crash(i32, String),
+}
+
+enum Event {
+    Write(u64, u64),
+    Read,
+    Continue,
+    Fatal(String),
+}
+
+impl Vm {
+    /// Runs the guest until it exits or crashes.
+    pub fn run(&mut self) -> End {
+        setup::set_clocks(&mut self.mem, self.tsc_khz);
+        let mut reported = BTreeSet::new();
+        loop {
+            let ev = match self.vcpu.run() {
+                Ok(VcpuExit::MmioWrite(addr, data)) => {
+                    let mut b = [0u8; 8];
+                    let n = data.len().min(8);
+                    b[..n].copy_from_slice(&data[..n]);
+                    Event::Write(addr, u64::from_le_bytes(b))
+                }
+                Ok(VcpuExit::MmioRead(_, data)) => {
+                    data.fill(0);
+                    Event::Read
+                }
+                Ok(VcpuExit::Intr) => Event::Continue,
+                Ok(VcpuExit::Shutdown) => Event::Fatal("triple fault".into()),
+                Ok(other) => Event::Fatal(format!("unexpected VM exit {other:?}")),
+                Err(e) if matches!(e.errno(), libc::EINTR | libc::EAGAIN) => Event::Continue,
+                Err(e) => Event::Fatal(format!("KVM_RUN: {e}")),
+            };
+            match ev {
+                Event::Write(MMIO_CALL, blk) => hcall::handle(&mut self.mem, blk),
+                Event::Write(MMIO_EXIT, code) => return End::Exit(code as u8),
+                Event::Write(MMIO_UNSUPPORTED, nr) => {
+                    if reported.insert(nr) {
+                        eprintln!(
+                            "hyperjail: vm: unsupported system call {nr} ({}); returning ENOSYS",
+                            names::name(nr)
+                        );
+                    }
+                }
+                Event::Write(MMIO_FAULT, vector) => return self.fault(vector),
+                Event::Write(MMIO_PANIC, line) => {
+                    return End::Crash(libc::SIGABRT, format!("guest kernel panic (line {line})"))
+                }
+                Event::Write(..) | Event::Read | Event::Continue => {}
+                Event::Fatal(m) => return End::Crash(libc::SIGSEGV, m),
+            }
+        }
+    }
+
+    /// Describes the exception `vector` the IDT stub reported.
+    fn fault(&self, vector: u64) -> End {
+        let regs = self.vcpu.get_regs().unwrap_or_default();
+        let cr2 = self.vcpu.get_sregs().map(|s| s.cr2).unwrap_or(0);
+        let has_code = matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30);
+        let frame = regs.rsp + if has_code { 8 } else { 0 };
+        let code = if has_code {
+            self.mem.read_u64(regs.rsp).unwrap_or(0)
+        } else {
+            0
+        };
+        let rip = self.mem.read_u64(frame).unwrap_or(0);
+        let (sig, what) = match vector {
+            0 => (libc::SIGFPE, "divide error".to_string()),
+            1 | 3 => (libc::SIGTRAP, "breakpoint".to_string()),
+            6 => (libc::SIGILL, "invalid opcode".to_string()),
+            13 => (
+                libc::SIGSEGV,
+                format!("general protection fault (error {code:#x})"),
+            ),
+            14 => (
+                libc::SIGSEGV,
+                format!("page fault at address {cr2:#x} (error {code:#x})"),
+            ),
+            16 | 19 => (libc::SIGFPE, "floating-point exception".to_string()),
+            v => (libc::SIGSEGV, format!("exception {v}")),
+        };
+        End::Crash(sig, format!("{what} at rip {rip:#x}"))
+    }
+}
