@@ -65,7 +65,7 @@ clippy: deps
 # crashing inputs land in fuzz/artifacts/TARGET (both gitignored). The JSON targets
 # use fuzz/oci.dict (JSON syntax, runtime-spec keys and values).
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= config state cli_args seccomp signal resources process mount_options
+FUZZ_TARGETS ?= config state cli_args seccomp signal resources process mount_options vm_hcall
 
 fuzz: deps
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked

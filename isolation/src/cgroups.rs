@@ -463,6 +463,12 @@ impl Cgroup {
         // Deepest first.
         dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
         for d in dirs {
+            // The kernel frees a removed cgroup later (RCU): a real-time budget would
+            // count against its siblings' until then, so it goes first.
+            let rt = d.join("cpu.rt_runtime_us");
+            if fs::read_to_string(&rt).is_ok_and(|v| v.trim() != "0") {
+                let _ = fs::write(&rt, "0");
+            }
             if leaves.contains(&d) {
                 rmdir_retry(d, deadline)?;
             } else {

@@ -212,10 +212,14 @@ pub fn apply_rt_group(cg: &Cgroup, g: &RtGroup) -> Result<()> {
         }
     }
     let done = (|| {
-        // The runtime first to 0 so that any period is accepted, then the budget: the
-        // kernel refuses (EBUSY) a budget the ancestors cannot give.
-        write_file(&dir.join("cpu.rt_runtime_us"), "0")?;
-        write_file(&dir.join("cpu.rt_period_us"), &g.period_us.to_string())?;
+        // Same period: the budget changes in place (the kernel refuses, EBUSY, one
+        // that the ancestors cannot give). A new period: the tasks leave real time and
+        // the budget goes to 0 first (a group with RT tasks cannot have none), so that
+        // any period is accepted.
+        if read_u64(&dir.join("cpu.rt_period_us")) != Some(g.period_us) {
+            clear_rt_group(cg);
+            write_file(&dir.join("cpu.rt_period_us"), &g.period_us.to_string())?;
+        }
         write_file(&dir.join("cpu.rt_runtime_us"), &g.runtime_us.to_string())?;
         for t in tasks_of(&cg.pids()) {
             set_rt(t, SCHED_RR, g.priority)?;
@@ -277,7 +281,7 @@ mod tests {
             arinc653: None,
         };
         let r = Rtds::new(10_000, 2_000, false).expect("rtds");
-        let s = settings(&LinuxCpu::of(&DomainSched::Rtds(r), &pool));
+        let s = settings(&LinuxCpu::of(&DomainSched::Rtds(r), &pool, "d"));
         let v1: Vec<String> = s
             .iter()
             .filter_map(|s| s.v1.as_ref().map(|(f, v)| format!("{f}={v}")))

@@ -22,13 +22,16 @@ pub fn apply(cg: &Cgroup, cpu: &LinuxCpu) -> Result<String> {
     }
     let tasks = cpu_sched::tasks_of(&cg.pids());
     let Some(dl) = cpu.deadline else {
-        // Not (or no longer) RTDS: every task back to the default policy.
+        // Not (or no longer) RTDS: no task keeps SCHED_DEADLINE.
         for t in &tasks {
             if cpu_sched::get_attr(*t).is_ok_and(|a| a.sched_policy == 6) {
                 let _ = cpu_sched::set_deadline(*t, None);
             }
         }
-        return Ok(String::new());
+        if !notes.is_empty() {
+            notes.push("the domain runs best-effort (CFS)".into());
+        }
+        return Ok(notes.join("; "));
     };
     if tasks.len() != 1 {
         notes.push(format!(

@@ -123,16 +123,20 @@ impl Runtime {
     /// its slot into the pool's schedule and make sure the pool's switcher runs.
     pub(crate) fn apply_new(&self, rec: &mut DomainRecord, a: Admitted) -> Result<()> {
         let b = self.backend_of(rec)?;
-        rec.sched_note = b.set_sched(rec, &LinuxCpu::of(&a.sched, &a.pool))?;
-        if a.pool.scheduler == Scheduler::Arinc653 {
+        let mut pool = a.pool.clone();
+        if let Some(us) = a.slot_us {
+            pool.arinc653 = Some(with_slot(&a.pool, &rec.id, us)?);
+        }
+        if pool.scheduler == Scheduler::Arinc653 {
             // The switcher first: if it cannot run, the schedule stays as it was.
-            crate::switcher::ensure(self.store().root(), &a.pool.name)?;
-            if let Some(us) = a.slot_us {
-                let mut pool = a.pool.clone();
-                pool.arinc653 = Some(with_slot(&a.pool, &rec.id, us)?);
+            crate::switcher::ensure(self.store().root(), &pool.name)?;
+            if a.slot_us.is_some() {
                 self.pools().save(&a._lock, &pool)?;
+                // The frame may have grown: the others' real-time periods follow.
+                self.reapply_pool(&pool.name)?;
             }
         }
+        rec.sched_note = b.set_sched(rec, &LinuxCpu::of(&a.sched, &pool, &rec.id))?;
         Ok(())
     }
 
@@ -226,7 +230,7 @@ impl Runtime {
         };
         rec.sched_note = self
             .backend_of(&rec)?
-            .set_sched(&rec, &LinuxCpu::of(&new, &pool))?;
+            .set_sched(&rec, &LinuxCpu::of(&new, &pool, &rec.id))?;
         rec.sched = Some(new);
         dir.save(&rec)?;
         drop(lock);
@@ -289,7 +293,7 @@ impl Runtime {
         }
         let was_arinc = matches!(rec.sched, Some(DomainSched::Arinc653));
         let b = self.backend_of(&rec)?;
-        rec.sched_note = b.set_sched(&rec, &LinuxCpu::of(&sched, &pool))?;
+        rec.sched_note = b.set_sched(&rec, &LinuxCpu::of(&sched, &pool, &rec.id))?;
         rec.pool = pool.name.clone();
         rec.sched = Some(sched);
         dir.save(&rec)?;
@@ -329,31 +333,45 @@ impl Runtime {
         pool.arinc653 = Some(schedule);
         pools.save(&lock, &pool)?;
         if !members.is_empty() {
+            self.reapply_pool(name)?;
             crate::switcher::ensure(self.store().root(), name)?;
         }
         Ok(())
     }
 
-    /// Re-applies the pool's controls to its domains (after its CPUs changed).
+    /// Re-applies the pool's controls to its live domains (after its CPUs or its
+    /// ARINC 653 schedule changed). Called with the pools lock held, so it takes no
+    /// domain lock (verbs take a domain's lock first, then the pools lock) and writes
+    /// no record: only the kernel's controls change. Real-time budgets are cleared
+    /// first and set again after, so that no domain's new budget is refused for
+    /// another's old one. Every domain is tried; the first error is returned.
     fn reapply_pool(&self, name: &str) -> Result<()> {
         let pool = self.pools().get(name)?;
-        for rec in self.members(name)? {
-            let Ok(dir) = self.store().lock(&DomainId::new(&rec.id)?) else {
-                continue;
-            };
-            let Ok(Some(mut rec)) = dir.load() else {
-                continue;
-            };
-            let sched = rec
-                .sched
+        let members = self.members(name)?;
+        let sched_of = |rec: &DomainRecord| {
+            rec.sched
                 .clone()
-                .unwrap_or_else(|| DomainSched::default_for(pool.scheduler));
-            rec.sched_note = self
-                .backend_of(&rec)?
-                .set_sched(&rec, &LinuxCpu::of(&sched, &pool))?;
-            rec.sched = Some(sched);
-            dir.save(&rec)?;
+                .unwrap_or_else(|| DomainSched::default_for(pool.scheduler))
+        };
+        let mut first = None;
+        for pass in [false, true] {
+            for rec in &members {
+                let Ok(b) = self.backend_of(rec) else {
+                    continue;
+                };
+                let mut cpu = LinuxCpu::of(&sched_of(rec), &pool, &rec.id);
+                if !pass {
+                    if cpu.rt_group.is_none() {
+                        continue;
+                    }
+                    cpu.rt_group = None;
+                    cpu.deadline = None;
+                }
+                if let Err(e) = b.set_sched(rec, &cpu) {
+                    first.get_or_insert(e);
+                }
+            }
         }
-        Ok(())
+        first.map_or(Ok(()), Err)
     }
 }

@@ -420,3 +420,323 @@ fn memory_too_small() {
     b.config_mut()["linux"]["resources"] = json!({"memory": {"limit": 4 << 20}});
     expect_bad_program("vmsmall", &mut b, &["echo", "hi"], &["too small"]);
 }
+
+#[test]
+fn busybox_cat_and_ls() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    b.args(&["cat", "/etc/passwd"]);
+    let c = hj.container("vmcat");
+    let out = c.run(&b, &[]);
+    assert_eq!(out.code, Some(0), "{out}");
+    let passwd = fs::read_to_string(b.rootfs().join("etc/passwd")).expect("passwd");
+    assert_eq!(out.stdout, passwd, "{out}");
+    assert!(out.stderr.is_empty(), "{out}");
+    c.assert_nothing_left(&b);
+
+    b.args(&["ls", "/"]);
+    let c = hj.container("vmls");
+    let out = c.run(&b, &[]);
+    assert_eq!(out.code, Some(0), "{out}");
+    let lines = out.lines();
+    for want in ["bin", "etc", "tmp", "usr"] {
+        assert!(lines.contains(&want), "missing {want:?}: {out}");
+    }
+    assert!(out.stderr.is_empty(), "{out}");
+}
+
+const FILES: &str = r#"
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+/* Each call is made before its result and errno are printed. */
+#define SHOW(name, expr) do { errno = 0; long r_ = (long)(expr); \
+    printf("%s=%ld errno=%d\n", name, r_, errno); } while (0)
+int main(void) {
+    char buf[128] = {0};
+    struct stat st;
+    int fd = open("/in.txt", O_RDONLY);
+    long n = read(fd, buf, sizeof buf - 1);
+    printf("in=%ld:%s", n, buf);
+    SHOW("fstat", fstat(fd, &st));
+    printf("size=%ld\n", (long)st.st_size);
+    SHOW("pread", pread(fd, buf, 4, 5));
+    printf("pread-data=[%.4s]\n", buf);
+    close(fd);
+    SHOW("mkdir", mkdir("/out", 0755));
+    SHOW("chdir", chdir("/out"));
+    printf("cwd=%s\n", getcwd(buf, sizeof buf));
+    fd = open("guest.txt", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    SHOW("write", write(fd, "written by the guest\n", 21));
+    int fd2 = dup(fd);
+    printf("dup=%d\n", fd2);
+    SHOW("cloexec", fcntl(fd2, F_GETFD));
+    close(fd);
+    close(fd2);
+    close(open("tmp.txt", O_WRONLY | O_CREAT | O_EXCL, 0600));
+    SHOW("excl", open("tmp.txt", O_WRONLY | O_CREAT | O_EXCL, 0600));
+    SHOW("rename", rename("tmp.txt", "renamed.txt"));
+    SHOW("access", access("/out/renamed.txt", F_OK));
+    SHOW("unlink", unlink("renamed.txt"));
+    SHOW("gone", access("renamed.txt", F_OK));
+    SHOW("mkdir2", mkdir("sub", 0700));
+    SHOW("rmdir", rmdir("sub"));
+    SHOW("stat", stat("/out/guest.txt", &st));
+    printf("size=%ld\n", (long)st.st_size);
+    fd = open("guest.txt", O_RDWR | O_APPEND);
+    SHOW("getfl", fcntl(fd, F_GETFL) & (O_ACCMODE | O_APPEND | O_NONBLOCK));
+    SHOW("lseek", lseek(fd, 0, SEEK_END));
+    SHOW("pwrite", pwrite(fd, "W", 1, 0));
+    SHOW("readable", access("guest.txt", R_OK | W_OK));
+    SHOW("symlink", symlink("/out/guest.txt", "link"));
+    memset(buf, 0, sizeof buf);
+    SHOW("readlink", readlink("link", buf, sizeof buf));
+    printf("target=%s\n", buf);
+    struct statx sx;
+    SHOW("statx", statx(AT_FDCWD, "link", 0, STATX_BASIC_STATS, &sx));
+    printf("statx-size=%ld\n", (long)sx.stx_size);
+    SHOW("unlink-link", unlink("link"));
+    close(fd);
+    DIR *d = opendir("/out");
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        if (e->d_name[0] != '.') printf("entry=%s\n", e->d_name);
+    return 0;
+}
+"#;
+
+/// The guest reads a file the host wrote and writes one the host reads; mkdir,
+/// chdir, rename, unlink, rmdir and readdir act on the rootfs.
+#[test]
+fn guest_and_host_share_files() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    skip_unless!(
+        compile_static(&b, "files", FILES, &["-static"]),
+        "gcc -static does not work here (apt-get install gcc libc6-dev)"
+    );
+    b.write_rootfs_file("/in.txt", "from the host\n");
+    b.args(&["/files"]);
+    let c = hj.container("vmfiles");
+    let out = c.run(&b, &[]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_eq!(
+        out.lines(),
+        [
+            "in=14:from the host",
+            "fstat=0 errno=0",
+            "size=14",
+            "pread=4 errno=0",
+            "pread-data=[the ]",
+            "mkdir=0 errno=0",
+            "chdir=0 errno=0",
+            "cwd=/out",
+            "write=21 errno=0",
+            "dup=4",
+            "cloexec=0 errno=0",
+            "excl=-1 errno=17",
+            "rename=0 errno=0",
+            "access=0 errno=0",
+            "unlink=0 errno=0",
+            "gone=-1 errno=2",
+            "mkdir2=0 errno=0",
+            "rmdir=0 errno=0",
+            "stat=0 errno=0",
+            "size=21",
+            "getfl=1026 errno=0",
+            "lseek=21 errno=0",
+            "pwrite=1 errno=0",
+            "readable=0 errno=0",
+            "symlink=0 errno=0",
+            "readlink=14 errno=0",
+            "target=/out/guest.txt",
+            "statx=0 errno=0",
+            "statx-size=22",
+            "unlink-link=0 errno=0",
+            "entry=guest.txt",
+        ],
+        "{out}"
+    );
+    let written = fs::read_to_string(b.rootfs().join("out/guest.txt")).expect("guest file");
+    // pwrite on an O_APPEND fd appends, as on Linux.
+    assert_eq!(written, "written by the guest\nW");
+    c.assert_nothing_left(&b);
+}
+
+const ESCAPE: &str = r#"
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#define SHOW(name, expr) do { errno = 0; long r_ = (long)(expr); \
+    printf("%s=%ld errno=%d\n", name, r_, errno); } while (0)
+static void show(const char *what, const char *path) {
+    char buf[256] = {0};
+    errno = 0;
+    int fd = openat(AT_FDCWD, path, O_RDONLY);
+    long n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
+    if (n > 0 && buf[n - 1] == '\n') buf[n - 1] = 0;
+    printf("%s=%s errno=%d\n", what, n > 0 ? buf : "-", errno);
+    if (fd >= 0) close(fd);
+}
+int main(void) {
+    static char longp[5000];
+    show("shadow", "../../../../etc/shadow");
+    show("hostname", "/hostlink");
+    show("dotdot", "/etc/../../../../etc/hostname");
+    show("relative", "/rellink");
+    show("device", "/zero");
+    SHOW("efault", openat(AT_FDCWD, (char *)0x7fff00000000L, O_RDONLY));
+    memset(longp, 'a', sizeof longp - 1);
+    SHOW("toolong", open(longp, O_RDONLY));
+    SHOW("badfd", close(77));
+    SHOW("baddirfd", openat(55, "x", O_RDONLY));
+    SHOW("badbuf", read(0, (void *)0x7fff00000000L, 10));
+    int last = 0;
+    for (int i = 0; i < 2000; i++) {
+        int fd = open("/etc/passwd", O_RDONLY);
+        if (fd < 0) { printf("emfile errno=%d at %d\n", errno, last); break; }
+        last = fd;
+    }
+    return 0;
+}
+"#;
+
+/// Paths that try to leave the rootfs (`..`, absolute symlinks) resolve inside it;
+/// device nodes are refused; bad pointers, lengths and fds get errnos, and the VMM
+/// survives all of it.
+#[test]
+fn hostile_paths_stay_in_rootfs() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    skip_unless!(
+        compile_static(&b, "escape", ESCAPE, &["-static"]),
+        "gcc -static does not work here (apt-get install gcc libc6-dev)"
+    );
+    b.write_rootfs_file("/etc/hostname", "rootfs-own-hostname\n");
+    std::os::unix::fs::symlink("/etc/hostname", b.rootfs().join("hostlink")).expect("symlink");
+    std::os::unix::fs::symlink("../../../../../../etc/hostname", b.rootfs().join("rellink"))
+        .expect("symlink");
+    // A device node in the rootfs (/dev/zero's numbers) is refused as on nodev.
+    nix::sys::stat::mknod(
+        &b.rootfs().join("zero"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 5),
+    )
+    .expect("mknod");
+    b.args(&["/escape"]);
+    let c = hj.container("vmescape");
+    let out = c.run(&b, &[]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_eq!(
+        out.lines(),
+        [
+            "shadow=- errno=2",
+            "hostname=rootfs-own-hostname errno=0",
+            "dotdot=rootfs-own-hostname errno=0",
+            "relative=rootfs-own-hostname errno=0",
+            "device=- errno=13",
+            "efault=-1 errno=14",
+            "toolong=-1 errno=36",
+            "badfd=-1 errno=9",
+            "baddirfd=-1 errno=9",
+            "badbuf=-1 errno=14",
+            "emfile errno=24 at 1023",
+        ],
+        "{out}"
+    );
+    c.assert_nothing_left(&b);
+}
+
+/// busybox applets that change the rootfs, one VM each (no fork in the guest yet).
+#[test]
+fn busybox_mkdir_mv_rm() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    b.write_rootfs_file("/work/note", "note\n");
+    for (args, check) in [
+        (&["mkdir", "-p", "/work/a/b"][..], "work/a/b"),
+        (
+            &["mv", "/work/note", "/work/a/b/note2"][..],
+            "work/a/b/note2",
+        ),
+        (&["ln", "-s", "/etc/passwd", "/work/link"][..], "work/link"),
+    ] {
+        b.args(args);
+        let c = hj.container("vmfsapplet");
+        let out = c.run(&b, &[]);
+        assert_eq!(out.code, Some(0), "{args:?}: {out}");
+        assert!(
+            b.rootfs().join(check).symlink_metadata().is_ok(),
+            "{args:?}: {check} missing: {out}"
+        );
+    }
+    b.args(&["rm", "-r", "/work/a"]);
+    let c = hj.container("vmrm");
+    let out = c.run(&b, &[]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(!b.rootfs().join("work/a").exists(), "{out}");
+}
+
+/// root.readonly: the guest can read the rootfs but not change it.
+#[test]
+fn readonly_rootfs_refuses_writes() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    b.config_mut()["root"]["readonly"] = json!(true);
+    b.args(&["mkdir", "/nope"]);
+    let c = hj.container("vmro");
+    let out = c.run(&b, &[]);
+    assert_ne!(out.code, Some(0), "{out}");
+    assert!(out.stderr.contains("Read-only file system"), "{out}");
+    assert!(!b.rootfs().join("nope").exists());
+    b.args(&["cat", "/etc/group"]);
+    let c = hj.container("vmro2");
+    let out = c.run(&b, &[]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(out.stdout.starts_with("root:x:0:"), "{out}");
+}
+
+/// The VMM reaches the rootfs as process.user: its permissions apply to the guest,
+/// and what the guest creates is owned by it.
+#[test]
+fn process_user_owns_guest_files() {
+    require_kvm!();
+    use std::os::unix::fs::MetadataExt;
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    b.config_mut()["process"]["user"] = json!({"uid": 1000, "gid": 100});
+    b.write_rootfs_file("/secret", "root only\n");
+    fs::set_permissions(b.rootfs().join("secret"), fs::Permissions::from_mode(0o600))
+        .expect("chmod");
+    let home = b.rootfs().join("home/u");
+    fs::create_dir_all(&home).expect("mkdir home");
+    std::os::unix::fs::chown(&home, Some(1000), Some(100)).expect("chown");
+
+    b.args(&["cat", "/secret"]);
+    let c = hj.container("vmuserro");
+    let out = c.run(&b, &[]);
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stderr.contains("Permission denied"), "{out}");
+
+    b.args(&["mkdir", "/home/u/made", "/not-mine"]);
+    let c = hj.container("vmusermk");
+    let out = c.run(&b, &[]);
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stderr.contains("Permission denied"), "{out}");
+    let meta = fs::metadata(home.join("made")).expect("the guest's directory");
+    assert_eq!((meta.uid(), meta.gid()), (1000, 100));
+    assert!(!b.rootfs().join("not-mine").exists());
+}

@@ -1,8 +1,8 @@
-//! Identity and naming: uname, getcwd, readlink of /proc/self/exe, prctl names.
+//! Identity and naming: uname, readlink of /proc/self/exe, prctl names.
 
 use crate::abi::*;
 use crate::mem::{put, user_ok};
-use crate::sys::{unsupported, State, EFAULT, EINVAL};
+use crate::sys::{EFAULT, EINVAL};
 
 pub fn uname(buf: u64) -> i64 {
     let mut u = [0u8; 65 * 6];
@@ -52,33 +52,23 @@ fn put_boot_str(off: u64, n: u64, buf: u64) -> bool {
     true
 }
 
-pub fn getcwd(buf: u64, size: u64) -> i64 {
-    let n = boot_strlen(BI_CWD, BI_CWD_LEN);
-    if size < n + 1 {
-        return -34; // ERANGE
-    }
-    if !put_boot_str(BI_CWD, n, buf) || !put(buf + n, &[0]) {
-        return -EFAULT;
-    }
-    (n + 1) as i64
-}
-
-/// readlink: only /proc/self/exe is known (glibc's static start-up asks for it).
-pub fn readlink(s: &mut State, path: u64, buf: u64, size: u64) -> i64 {
+/// readlink of /proc/self/exe (glibc's static start-up asks for it): None for any
+/// other path, which the VMM resolves in the rootfs.
+pub fn readlink(path: u64, buf: u64, size: u64) -> Option<i64> {
     const EXE: &[u8] = b"/proc/self/exe\0";
     if !user_ok(path, EXE.len() as u64) {
-        return unsupported(s, 89);
+        return None;
     }
     // SAFETY: the range was checked to be guest RAM.
     let p = unsafe { core::slice::from_raw_parts(path as *const u8, EXE.len()) };
     if p != EXE {
-        return unsupported(s, 89);
+        return None;
     }
     let n = boot_strlen(BI_EXE, BI_EXE_LEN).min(size);
     if !put_boot_str(BI_EXE, n, buf) {
-        return -EFAULT;
+        return Some(-EFAULT);
     }
-    n as i64
+    Some(n as i64)
 }
 
 pub fn prctl(option: u64, arg: u64) -> i64 {

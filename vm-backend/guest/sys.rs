@@ -5,12 +5,10 @@ use crate::mem::{boot, mmio, put, put_u64s, user_ok, zero};
 use crate::{info, time};
 use core::cell::UnsafeCell;
 
-pub const EBADF: i64 = 9;
 const ENOMEM: i64 = 12;
 pub const EFAULT: i64 = 14;
 const ENODEV: i64 = 19;
 pub const EINVAL: i64 = 22;
-const ENOTTY: i64 = 25;
 const ENOSYS: i64 = 38;
 
 /// Gap kept free between the heap (brk) and the lowest anonymous mapping.
@@ -61,34 +59,32 @@ fn st() -> &'static mut State {
 pub fn dispatch(nr: u64, a: [u64; 6]) -> i64 {
     let s = st();
     match nr {
-        // read, write, readv, writev, fstat, nanosleep, clock_nanosleep: the VMM.
-        0 | 1 | 5 | 19 | 20 | 35 | 230 => forward(nr, a),
-        262 => newfstatat(s, a),
-        3 => close(a[0]),
+        // Console and file I/O, paths, the fd table, the working directory and
+        // sleeping: the VMM.
+        0..=6 | 8 | 16..=21 | 32 | 33 | 35 | 40 | 72 | 79..=84 | 87 | 88 => forward(nr, a),
+        217 | 230 | 257 | 258 | 262..=264 | 266 | 269 | 292 | 316 | 332 | 439 => forward(nr, a),
+        // readlink: /proc/self/exe is known here, anything else is a rootfs path.
+        89 => info::readlink(a[0], a[1], a[2]).unwrap_or_else(|| forward(nr, a)),
+        267 => info::readlink(a[1], a[2], a[3]).unwrap_or_else(|| forward(nr, a)),
         9 => mmap(s, a),
         10 | 11 | 26 | 28 => 0, // mprotect, munmap, msync, madvise: accepted
         12 => brk(s, a[0]),
         13 => sigaction(a),
         14 => sigprocmask(a),
-        16 => ioctl(a[0]),
         24 => 0,       // sched_yield
         39 | 186 => 1, // getpid, gettid
         60 | 231 => exit(a[0]),
         63 => info::uname(a[0]),
-        72 => fcntl(a[0], a[1]),
-        89 => info::readlink(s, a[0], a[1], a[2]),
-        267 => info::readlink(s, a[1], a[2], a[3]),
         157 => info::prctl(a[0], a[1]),
-        79 => info::getcwd(a[0], a[1]),
         95 => 0o022, // umask
         96 => time::gettimeofday(a[0]),
         97 => rlimit(a[0], 0, a[1]),
         102 | 107 => boot(BI_UID) as i64, // getuid, geteuid
         104 | 108 => boot(BI_GID) as i64, // getgid, getegid
-        110 => 0,                   // getppid
-        111 | 121 | 124 => 1,       // getpgrp, getpgid, getsid
-        115 => 0,                   // getgroups: none
-        131 => 0,                   // sigaltstack
+        110 => 0,                         // getppid
+        111 | 121 | 124 => 1,             // getpgrp, getpgid, getsid
+        115 => 0,                         // getgroups: none
+        131 => 0,                         // sigaltstack
         158 => arch_prctl(a[0], a[1]),
         201 => time::time(a[0]),
         218 => 1, // set_tid_address
@@ -117,7 +113,7 @@ pub fn unsupported(s: &mut State, nr: u64) -> i64 {
 }
 
 /// Hands a system call to the VMM through the request block.
-fn forward(nr: u64, a: [u64; 6]) -> i64 {
+pub fn forward(nr: u64, a: [u64; 6]) -> i64 {
     let blk = REQ_GPA as *mut u64;
     // SAFETY: the request block is a kernel page of guest RAM mapped by the VMM.
     unsafe {
@@ -136,46 +132,6 @@ fn forward(nr: u64, a: [u64; 6]) -> i64 {
 fn exit(code: u64) -> i64 {
     loop {
         mmio(MMIO_EXIT, code & 0xff);
-    }
-}
-
-fn newfstatat(s: &mut State, a: [u64; 6]) -> i64 {
-    const AT_EMPTY_PATH: u64 = 0x1000;
-    let empty = a[3] & AT_EMPTY_PATH != 0 && user_ok(a[1], 1) && {
-        // SAFETY: checked to be guest RAM just above.
-        unsafe { (a[1] as *const u8).read_volatile() == 0 }
-    };
-    if empty {
-        return forward(5, [a[0], a[2], 0, 0, 0, 0]);
-    }
-    unsupported(s, 262)
-}
-
-fn close(fd: u64) -> i64 {
-    if fd <= 2 {
-        0
-    } else {
-        -EBADF
-    }
-}
-
-fn ioctl(fd: u64) -> i64 {
-    if fd <= 2 {
-        -ENOTTY
-    } else {
-        -EBADF
-    }
-}
-
-fn fcntl(fd: u64, cmd: u64) -> i64 {
-    if fd > 2 {
-        return -EBADF;
-    }
-    match cmd {
-        1 | 2 => 0, // F_GETFD, F_SETFD
-        3 => 2,     // F_GETFL: O_RDWR
-        4 => 0,     // F_SETFL
-        _ => -EINVAL,
     }
 }
 

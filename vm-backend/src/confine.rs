@@ -7,16 +7,28 @@ use oci_spec::runtime::{
     LinuxSeccompOperator, LinuxSyscall, LinuxSyscallBuilder,
 };
 
-/// System calls the VMM makes after setup (stdio forwarding, `start`, memory for small
-/// allocations, sleeping, exiting).
+/// System calls the VMM makes after setup (stdio and file forwarding, `start`, memory
+/// for small allocations, sleeping, exiting). Files are only ever opened with openat2
+/// relative to the rootfs fd (RESOLVE_IN_ROOT); plain open/openat are not allowed.
 const ALLOWED: &[&str] = &[
     "read",
     "write",
     "readv",
     "writev",
+    "pread64",
+    "pwrite64",
+    "lseek",
     "close",
     "fstat",
     "newfstatat",
+    "openat2",
+    "getdents64",
+    "readlinkat",
+    "faccessat2",
+    "mkdirat",
+    "unlinkat",
+    "renameat2",
+    "symlinkat",
     "accept",
     "accept4",
     "sendto",
@@ -45,6 +57,9 @@ const ALLOWED: &[&str] = &[
 /// The only ioctls: KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS (fault reports).
 const IOCTLS: &[u64] = &[0xae80, 0x8090_ae81, 0x8138_ae83];
 
+/// fcntl only for F_GETFL (the guest's fcntl F_GETFL).
+const FCNTLS: &[u64] = &[3];
+
 fn rules() -> Result<Vec<LinuxSyscall>, String> {
     let err = |e: oci_spec::OciSpecError| format!("VMM seccomp profile: {e}");
     let mut v = vec![LinuxSyscallBuilder::default()
@@ -52,7 +67,11 @@ fn rules() -> Result<Vec<LinuxSyscall>, String> {
         .action(LinuxSeccompAction::ScmpActAllow)
         .build()
         .map_err(err)?];
-    for &req in IOCTLS {
+    let with_arg1 = IOCTLS
+        .iter()
+        .map(|&r| ("ioctl", r))
+        .chain(FCNTLS.iter().map(|&c| ("fcntl", c)));
+    for (name, req) in with_arg1 {
         let arg = LinuxSeccompArgBuilder::default()
             .index(1usize)
             .value(req)
@@ -61,7 +80,7 @@ fn rules() -> Result<Vec<LinuxSyscall>, String> {
             .map_err(err)?;
         v.push(
             LinuxSyscallBuilder::default()
-                .names(vec!["ioctl".to_string()])
+                .names(vec![name.to_string()])
                 .action(LinuxSeccompAction::ScmpActAllow)
                 .args(vec![arg])
                 .build()
@@ -79,6 +98,30 @@ pub fn profile() -> Result<LinuxSeccomp, String> {
         .syscalls(rules()?)
         .build()
         .map_err(|e| format!("VMM seccomp profile: {e}"))
+}
+
+/// Makes the calling thread (the one that serves the guest) reach the rootfs as
+/// process.user: fsuid/fsgid and the supplementary groups. Permission checks on guest
+/// files are then the guest user's, and files the guest creates are owned by it; a
+/// non-root fsuid also drops the VMM's file capabilities (CAP_DAC_OVERRIDE, ...).
+/// Without root (rootless) there is nothing to change.
+pub fn file_identity(uid: u32, gid: u32, groups: &[u32]) -> Result<(), String> {
+    use nix::unistd::{setfsgid, setfsuid, setgroups, Gid, Uid};
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let groups: Vec<Gid> = groups.iter().map(|&g| Gid::from_raw(g)).collect();
+    setgroups(&groups).map_err(|e| format!("VMM setgroups: {e}"))?;
+    setfsgid(Gid::from_raw(gid));
+    setfsuid(Uid::from_raw(uid));
+    // Both return the previous value: asking again tells whether the change held.
+    let ok = setfsgid(Gid::from_raw(gid)) == Gid::from_raw(gid)
+        && setfsuid(Uid::from_raw(uid)) == Uid::from_raw(uid);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("VMM: cannot take the file identity {uid}:{gid}"))
+    }
 }
 
 /// Sets no_new_privs and loads the profile into the calling process.

@@ -135,7 +135,11 @@ fn vmm_main(
     if ch.read_exact(&mut go).is_err() {
         std::process::exit(1);
     }
-    let mut vm = match vmm::build(kvm, plan).and_then(|vm| confine::apply(profile).map(|()| vm)) {
+    let built = vmm::build(kvm, plan).and_then(|vm| {
+        confine::file_identity(plan.user.0, plan.user.1, &plan.groups)?;
+        confine::apply(profile).map(|()| vm)
+    });
+    let mut vm = match built {
         Ok(vm) => vm,
         Err(e) => {
             let _ = ch.write_all(e.as_bytes());

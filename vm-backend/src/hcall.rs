@@ -1,53 +1,26 @@
 //! The VMM's half of system-call forwarding: decodes a request block written by the
-//! guest and performs it on the VMM's own stdio. The guest is hostile: every address
-//! and length is checked against guest RAM; a bad one is answered with -EFAULT.
+//! guest and performs it against the [`Host`] (the console fds and the rootfs). The
+//! guest is hostile: every fd, address, length and path is checked; a bad one is
+//! answered with an errno (-EBADF, -EFAULT, -ENAMETOOLONG, -EMFILE, ...).
 
 use crate::abi::{RQ_ARGS, RQ_NR, RQ_RET, RQ_SIZE};
+use crate::files::{Host, AT_FDCWD};
+use crate::fsops::{self, Ret};
 use crate::mem::GuestMem;
 use nix::errno::Errno;
 use std::io::IoSlice;
-use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
 /// Largest single transfer (as Linux's MAX_RW_COUNT).
 const MAX_RW: u64 = 0x7fff_f000;
 /// Most iovecs in one readv/writev (UIO_MAXIOV).
 const MAX_IOV: u64 = 1024;
-
-fn err(e: Errno) -> i64 {
-    -(e as i64)
-}
-
-/// One of the VMM's stdio handles.
-enum Stdio {
-    In(std::io::Stdin),
-    Out(std::io::Stdout),
-    Err(std::io::Stderr),
-}
-
-impl AsFd for Stdio {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        match self {
-            Stdio::In(h) => h.as_fd(),
-            Stdio::Out(h) => h.as_fd(),
-            Stdio::Err(h) => h.as_fd(),
-        }
-    }
-}
-
-/// The VMM's fd for guest fd 0, 1 or 2 (the guest's console is the VMM's stdio).
-fn stdio(fd: u64) -> Option<Stdio> {
-    match fd {
-        0 => Some(Stdio::In(std::io::stdin())),
-        1 => Some(Stdio::Out(std::io::stdout())),
-        2 => Some(Stdio::Err(std::io::stderr())),
-        _ => None,
-    }
-}
+/// Largest chunk one sendfile moves.
+const SENDFILE_CHUNK: u64 = 64 << 10;
 
 /// Performs the request block at `blk`; nothing happens if the block itself is out
 /// of bounds (there is nowhere to put an answer).
-pub fn handle(mem: &mut GuestMem, blk: u64) {
+pub fn handle(mem: &mut GuestMem, host: &mut Host, blk: u64) {
     if blk % 8 != 0 || mem.slice(blk, RQ_SIZE).is_none() {
         return;
     }
@@ -56,42 +29,133 @@ pub fn handle(mem: &mut GuestMem, blk: u64) {
     for (i, v) in a.iter_mut().enumerate() {
         *v = mem.read_u64(blk + RQ_ARGS + 8 * i as u64).unwrap_or(0);
     }
-    let ret = perform(mem, nr, a);
+    let ret = perform(mem, host, nr, a);
     mem.write_u64(blk + RQ_RET, ret as u64);
 }
 
 /// Runs one forwarded system call; returns its Linux return value.
-pub fn perform(mem: &mut GuestMem, nr: u64, a: [u64; 6]) -> i64 {
+pub fn perform(mem: &mut GuestMem, host: &mut Host, nr: u64, a: [u64; 6]) -> i64 {
+    dispatch(mem, host, nr, a).unwrap_or_else(|e| -(e as i64))
+}
+
+fn dispatch(mem: &mut GuestMem, h: &mut Host, nr: u64, a: [u64; 6]) -> Ret {
+    let cwd = AT_FDCWD as u32 as u64;
+    const NOFOLLOW: u64 = 0x100;
+    const REMOVEDIR: u64 = 0x200;
     match nr {
-        0 => read(mem, a[0], a[1], a[2]),
-        1 => write(mem, a[0], a[1], a[2]),
-        5 => fstat(mem, a[0], a[1]),
-        19 => readv(mem, a[0], a[1], a[2]),
-        20 => writev(mem, a[0], a[1], a[2]),
-        35 => nanosleep(mem, a[0]),
-        230 => clock_nanosleep(mem, a[0], a[1], a[2]),
-        _ => err(Errno::ENOSYS),
+        0 => read(mem, h, a[0], a[1], a[2], None),
+        1 => write(mem, h, a[0], a[1], a[2], None),
+        2 => fsops::openat(h, mem, cwd, a[0], a[1], a[2]),
+        3 => h.close(a[0]),
+        4 => fsops::newfstatat(h, mem, cwd, a[0], a[1], 0),
+        5 => fsops::fstat(h, mem, a[0], a[1]),
+        6 => fsops::newfstatat(h, mem, cwd, a[0], a[1], NOFOLLOW),
+        8 => lseek(h, a[0], a[1], a[2]),
+        16 => h.fd(a[0]).and(Err(Errno::ENOTTY)),
+        17 => read(mem, h, a[0], a[1], a[2], Some(a[3])),
+        18 => write(mem, h, a[0], a[1], a[2], Some(a[3])),
+        19 => readv(mem, h, a[0], a[1], a[2]),
+        20 => writev(mem, h, a[0], a[1], a[2]),
+        21 => fsops::faccessat(h, mem, cwd, a[0], a[1], 0),
+        32 => h.dup(a[0], 0, false),
+        33 => h.dup3(a[0], a[1], None),
+        35 => nanosleep(mem, h, a[0]),
+        40 => sendfile(mem, h, a[0], a[1], a[2], a[3]),
+        72 => h.fcntl(a[0], a[1], a[2]),
+        79 => fsops::getcwd(h, mem, a[0], a[1]),
+        80 => fsops::chdir(h, mem, a[0]),
+        81 => fsops::fchdir(h, a[0]),
+        82 => fsops::renameat2(h, mem, [cwd, a[0], cwd, a[1], 0, 0]),
+        83 => fsops::mkdirat(h, mem, cwd, a[0], a[1]),
+        84 => fsops::unlinkat(h, mem, cwd, a[0], REMOVEDIR),
+        87 => fsops::unlinkat(h, mem, cwd, a[0], 0),
+        88 => fsops::symlinkat(h, mem, a[0], cwd, a[1]),
+        89 => fsops::readlinkat(h, mem, cwd, a[0], a[1], a[2]),
+        217 => fsops::getdents64(h, mem, a[0], a[1], a[2]),
+        230 => clock_nanosleep(mem, h, a[0], a[1], a[2]),
+        257 => fsops::openat(h, mem, a[0], a[1], a[2], a[3]),
+        258 => fsops::mkdirat(h, mem, a[0], a[1], a[2]),
+        262 => fsops::newfstatat(h, mem, a[0], a[1], a[2], a[3]),
+        263 => fsops::unlinkat(h, mem, a[0], a[1], a[2]),
+        264 => fsops::renameat2(h, mem, [a[0], a[1], a[2], a[3], 0, 0]),
+        266 => fsops::symlinkat(h, mem, a[0], a[1], a[2]),
+        267 => fsops::readlinkat(h, mem, a[0], a[1], a[2], a[3]),
+        269 => fsops::faccessat(h, mem, a[0], a[1], a[2], 0),
+        292 => h.dup3(a[0], a[1], Some(a[2])),
+        316 => fsops::renameat2(h, mem, a),
+        332 => fsops::statx(h, mem, a),
+        439 => fsops::faccessat(h, mem, a[0], a[1], a[2], a[3]),
+        _ => Err(Errno::ENOSYS),
     }
 }
 
-fn read(mem: &mut GuestMem, fd: u64, buf: u64, len: u64) -> i64 {
-    let Some(fd) = stdio(fd) else {
-        return err(Errno::EBADF);
-    };
-    let Some(s) = mem.slice_mut(buf, len.min(MAX_RW)) else {
-        return err(Errno::EFAULT);
-    };
-    nix::unistd::read(fd, s).map_or_else(err, |n| n as i64)
+/// A file offset argument: EINVAL when negative.
+fn offset(off: u64) -> Result<i64, Errno> {
+    i64::try_from(off).map_err(|_| Errno::EINVAL)
 }
 
-fn write(mem: &GuestMem, fd: u64, buf: u64, len: u64) -> i64 {
-    let Some(fd) = stdio(fd) else {
-        return err(Errno::EBADF);
+/// read(2), or pread64(2) with `at`.
+fn read(mem: &mut GuestMem, h: &Host, fd: u64, buf: u64, len: u64, at: Option<u64>) -> Ret {
+    let fd = h.fd(fd)?;
+    let s = mem.slice_mut(buf, len.min(MAX_RW)).ok_or(Errno::EFAULT)?;
+    let n = match at {
+        None => nix::unistd::read(fd, s)?,
+        Some(off) => nix::sys::uio::pread(fd, s, offset(off)?)?,
     };
-    let Some(s) = mem.slice(buf, len.min(MAX_RW)) else {
-        return err(Errno::EFAULT);
+    Ok(n as i64)
+}
+
+/// write(2), or pwrite64(2) with `at`.
+fn write(mem: &GuestMem, h: &Host, fd: u64, buf: u64, len: u64, at: Option<u64>) -> Ret {
+    let fd = h.fd(fd)?;
+    let s = mem.slice(buf, len.min(MAX_RW)).ok_or(Errno::EFAULT)?;
+    let n = match at {
+        None => nix::unistd::write(fd, s)?,
+        Some(off) => nix::sys::uio::pwrite(fd, s, offset(off)?)?,
     };
-    nix::unistd::write(fd, s).map_or_else(err, |n| n as i64)
+    Ok(n as i64)
+}
+
+fn lseek(h: &Host, fd: u64, off: u64, whence: u64) -> Ret {
+    use nix::unistd::Whence;
+    let w = match whence {
+        0 => Whence::SeekSet,
+        1 => Whence::SeekCur,
+        2 => Whence::SeekEnd,
+        3 => Whence::SeekData,
+        4 => Whence::SeekHole,
+        _ => return Err(Errno::EINVAL),
+    };
+    nix::unistd::lseek(h.fd(fd)?, off as i64, w)
+}
+
+/// sendfile(2) through a VMM buffer, at most [`SENDFILE_CHUNK`] bytes per call.
+fn sendfile(mem: &mut GuestMem, h: &Host, out: u64, inp: u64, offp: u64, count: u64) -> Ret {
+    let (o, i) = (h.fd(out)?, h.fd(inp)?);
+    let at = match offp {
+        0 => None,
+        p => Some(offset(mem.read_u64(p).ok_or(Errno::EFAULT)?)?),
+    };
+    let mut buf = vec![0u8; count.min(SENDFILE_CHUNK) as usize];
+    let n = match at {
+        None => nix::unistd::read(i, &mut buf)?,
+        Some(off) => nix::sys::uio::pread(i, &mut buf, off)?,
+    };
+    let mut done = 0;
+    while done < n {
+        match nix::unistd::write(o, &buf[done..n]) {
+            Ok(0) => break,
+            Ok(w) => done += w,
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    if let Some(off) = at {
+        if !mem.write_u64(offp, off.saturating_add(done as i64) as u64) {
+            return Err(Errno::EFAULT);
+        }
+    }
+    Ok(done as i64)
 }
 
 /// The (base, len) pairs of a guest iovec array, or the errno to return.
@@ -104,7 +168,9 @@ fn iovecs(mem: &GuestMem, iov: u64, cnt: u64) -> Result<Vec<(u64, u64)>, Errno> 
     for i in 0..cnt {
         let at = iov.checked_add(16 * i).ok_or(Errno::EFAULT)?;
         let base = mem.read_u64(at).ok_or(Errno::EFAULT)?;
-        let len = mem.read_u64(at + 8).ok_or(Errno::EFAULT)?;
+        let len = mem
+            .read_u64(at.checked_add(8).ok_or(Errno::EFAULT)?)
+            .ok_or(Errno::EFAULT)?;
         total = total.checked_add(len).ok_or(Errno::EINVAL)?;
         if len > 0 && mem.slice(base, len).is_none() {
             return Err(Errno::EFAULT);
@@ -117,79 +183,34 @@ fn iovecs(mem: &GuestMem, iov: u64, cnt: u64) -> Result<Vec<(u64, u64)>, Errno> 
     Ok(v)
 }
 
-fn writev(mem: &GuestMem, fd: u64, iov: u64, cnt: u64) -> i64 {
-    let Some(fd) = stdio(fd) else {
-        return err(Errno::EBADF);
-    };
-    let list = match iovecs(mem, iov, cnt) {
-        Ok(l) => l,
-        Err(e) => return err(e),
-    };
+fn writev(mem: &GuestMem, h: &Host, fd: u64, iov: u64, cnt: u64) -> Ret {
+    let fd = h.fd(fd)?;
+    let list = iovecs(mem, iov, cnt)?;
     let slices: Vec<IoSlice<'_>> = list
         .iter()
         .filter_map(|&(b, l)| mem.slice(b, l).map(IoSlice::new))
         .collect();
-    nix::sys::uio::writev(fd, &slices).map_or_else(err, |n| n as i64)
+    Ok(nix::sys::uio::writev(fd, &slices)? as i64)
 }
 
-fn readv(mem: &mut GuestMem, fd: u64, iov: u64, cnt: u64) -> i64 {
-    let list = match iovecs(mem, iov, cnt) {
-        Ok(l) => l,
-        Err(e) => return err(e),
-    };
+fn readv(mem: &mut GuestMem, h: &Host, fd: u64, iov: u64, cnt: u64) -> Ret {
+    h.fd(fd)?;
+    let list = iovecs(mem, iov, cnt)?;
     // One read per buffer, stopping at a short read: the buffers may overlap, so
     // they are never borrowed at the same time.
     let mut done = 0i64;
     for (b, l) in list {
-        let n = read(mem, fd, b, l);
-        if n < 0 {
-            return if done > 0 { done } else { n };
-        }
+        let n = match read(mem, h, fd, b, l, None) {
+            Ok(n) => n,
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        };
         done += n;
         if (n as u64) < l {
             break;
         }
     }
-    done
-}
-
-fn fstat(mem: &mut GuestMem, fd: u64, buf: u64) -> i64 {
-    let Some(fd) = stdio(fd) else {
-        return err(Errno::EBADF);
-    };
-    let st = match nix::sys::stat::fstat(fd) {
-        Ok(s) => s,
-        Err(e) => return err(e),
-    };
-    // struct stat of x86-64 Linux, 144 bytes.
-    let mut b = Vec::with_capacity(144);
-    for v in [st.st_dev, st.st_ino, st.st_nlink] {
-        b.extend(v.to_le_bytes());
-    }
-    for v in [st.st_mode, st.st_uid, st.st_gid, 0] {
-        b.extend(v.to_le_bytes());
-    }
-    for v in [st.st_rdev as i64, st.st_size, st.st_blksize, st.st_blocks] {
-        b.extend(v.to_le_bytes());
-    }
-    for v in [
-        st.st_atime,
-        st.st_atime_nsec,
-        st.st_mtime,
-        st.st_mtime_nsec,
-        st.st_ctime,
-        st.st_ctime_nsec,
-        0,
-        0,
-        0,
-    ] {
-        b.extend(v.to_le_bytes());
-    }
-    if mem.write(buf, &b) {
-        0
-    } else {
-        err(Errno::EFAULT)
-    }
+    Ok(done)
 }
 
 /// Reads a struct timespec; None if out of bounds or not normalised.
@@ -198,21 +219,15 @@ fn timespec(mem: &GuestMem, at: u64) -> Option<Duration> {
     (ns < 1_000_000_000 && (s as i64) >= 0).then(|| Duration::new(s, ns as u32))
 }
 
-fn nanosleep(mem: &GuestMem, req: u64) -> i64 {
-    match timespec(mem, req) {
-        Some(d) => {
-            std::thread::sleep(d);
-            0
-        }
-        None => err(Errno::EINVAL),
-    }
+fn nanosleep(mem: &GuestMem, h: &Host, req: u64) -> Ret {
+    let d = timespec(mem, req).ok_or(Errno::EINVAL)?;
+    h.sleep(d);
+    Ok(0)
 }
 
-fn clock_nanosleep(mem: &GuestMem, clock: u64, flags: u64, req: u64) -> i64 {
+fn clock_nanosleep(mem: &GuestMem, h: &Host, clock: u64, flags: u64, req: u64) -> Ret {
     const TIMER_ABSTIME: u64 = 1;
-    let Some(d) = timespec(mem, req) else {
-        return err(Errno::EINVAL);
-    };
+    let d = timespec(mem, req).ok_or(Errno::EINVAL)?;
     let d = if flags & TIMER_ABSTIME != 0 {
         let id = if clock == 0 {
             nix::time::ClockId::CLOCK_REALTIME
@@ -224,32 +239,152 @@ fn clock_nanosleep(mem: &GuestMem, clock: u64, flags: u64, req: u64) -> i64 {
     } else {
         d
     };
-    std::thread::sleep(d);
-    0
+    h.sleep(d);
+    Ok(0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::files::tests::{tempfile_dir, test_host};
+
+    const PATH_AT: u64 = 0x1000;
+    const BUF: u64 = 0x2000;
+
+    fn path(m: &mut GuestMem, p: &str) -> u64 {
+        let mut b = p.as_bytes().to_vec();
+        b.push(0);
+        assert!(m.write(PATH_AT, &b));
+        PATH_AT
+    }
 
     #[test]
     fn hostile_requests_get_errors() {
+        let dir = tempfile_dir();
+        let mut h = test_host(&dir);
+        let h = &mut h;
         let mut m = GuestMem::new(0x4000).expect("mmap");
-        assert_eq!(perform(&mut m, 1, [1, 0x3ff0, 0x100, 0, 0, 0]), -14);
-        assert_eq!(perform(&mut m, 1, [1, u64::MAX - 4, 16, 0, 0, 0]), -14);
-        assert_eq!(perform(&mut m, 1, [9, 0x100, 1, 0, 0, 0]), -9);
-        assert_eq!(perform(&mut m, 0, [0, 0x3fff, 2, 0, 0, 0]), -14);
-        assert_eq!(perform(&mut m, 20, [1, 0x100, 5000, 0, 0, 0]), -22);
+        assert_eq!(perform(&mut m, h, 1, [1, 0x3ff0, 0x100, 0, 0, 0]), -14);
+        assert_eq!(perform(&mut m, h, 1, [1, u64::MAX - 4, 16, 0, 0, 0]), -14);
+        assert_eq!(perform(&mut m, h, 1, [9, 0x100, 1, 0, 0, 0]), -9);
+        assert_eq!(perform(&mut m, h, 0, [0, 0x3fff, 2, 0, 0, 0]), -14);
+        assert_eq!(perform(&mut m, h, 20, [1, 0x100, 5000, 0, 0, 0]), -22);
         // iovec pointing outside guest memory
         assert!(m.write_u64(0x100, 0x10_0000) && m.write_u64(0x108, 4));
-        assert_eq!(perform(&mut m, 20, [1, 0x100, 1, 0, 0, 0]), -14);
-        assert_eq!(perform(&mut m, 20, [1, 0x3ff8, 1, 0, 0, 0]), -14);
-        assert_eq!(perform(&mut m, 5, [1, 0x3f80, 0, 0, 0, 0]), -14);
-        assert_eq!(perform(&mut m, 999, [0; 6]), -38);
+        assert_eq!(perform(&mut m, h, 20, [1, 0x100, 1, 0, 0, 0]), -14);
+        assert_eq!(perform(&mut m, h, 20, [1, 0x3ff8, 1, 0, 0, 0]), -14);
+        assert_eq!(perform(&mut m, h, 5, [1, 0x3f80, 0, 0, 0, 0]), -14);
+        assert_eq!(perform(&mut m, h, 999, [0; 6]), -38);
         // a zero-length write to a valid place succeeds
-        assert_eq!(perform(&mut m, 1, [2, 0x200, 0, 0, 0, 0]), 0);
+        assert_eq!(perform(&mut m, h, 1, [2, 0x200, 0, 0, 0, 0]), 0);
+        // paths: out of bounds, unterminated at the end of memory, too long
+        assert_eq!(perform(&mut m, h, 2, [0x4000, 0, 0, 0, 0, 0]), -14);
+        assert!(m.write(0x3ffe, b"ab"));
+        assert_eq!(perform(&mut m, h, 2, [0x3ffe, 0, 0, 0, 0, 0]), -14);
+        assert!(m.write(0x1000, &[b'a'; 0x1000]));
+        assert_eq!(perform(&mut m, h, 2, [0x1000, 0, 0, 0, 0, 0]), -36);
+        assert_eq!(perform(&mut m, h, 257, [77, 0x1000, 0, 0, 0, 0]), -36);
+        let p = path(&mut m, "x");
+        assert_eq!(perform(&mut m, h, 257, [77, p, 0, 0, 0, 0]), -9);
+        assert_eq!(perform(&mut m, h, 257, [1, p, 0, 0, 0, 0]), -20);
         // the block itself out of bounds: ignored, no panic
-        handle(&mut m, 0x3ff8);
-        handle(&mut m, u64::MAX - 7);
+        handle(&mut m, h, 0x3ff8);
+        handle(&mut m, h, u64::MAX - 7);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn files_stay_in_the_root() {
+        let dir = tempfile_dir();
+        std::fs::create_dir(dir.join("etc")).expect("mkdir");
+        std::fs::write(dir.join("etc/hostname"), "inside\n").expect("write");
+        std::os::unix::fs::symlink("/etc/hostname", dir.join("abs")).expect("symlink");
+        std::os::unix::fs::symlink("../../../../../etc/shadow", dir.join("rel")).expect("ln");
+        let mut h = test_host(&dir);
+        let h = &mut h;
+        let mut m = GuestMem::new(0x4000).expect("mmap");
+        for p in ["/abs", "../../../../etc/hostname", "/../etc/hostname"] {
+            let p = path(&mut m, p);
+            assert_eq!(perform(&mut m, h, 2, [p, 0, 0, 0, 0, 0]), 3);
+            assert_eq!(perform(&mut m, h, 0, [3, BUF, 100, 0, 0, 0]), 7);
+            assert_eq!(m.slice(BUF, 7), Some(&b"inside\n"[..]));
+            assert_eq!(perform(&mut m, h, 3, [3, 0, 0, 0, 0, 0]), 0);
+        }
+        let p = path(&mut m, "/rel");
+        assert_eq!(perform(&mut m, h, 2, [p, 0, 0, 0, 0, 0]), -2);
+        let p = path(&mut m, "../../../../etc/shadow");
+        assert_eq!(perform(&mut m, h, 2, [p, 0, 0, 0, 0, 0]), -2);
+        // readlink shows the link as stored, opening it stays inside
+        let p = path(&mut m, "abs");
+        assert_eq!(perform(&mut m, h, 89, [p, BUF, 64, 0, 0, 0]), 13);
+        assert_eq!(m.slice(BUF, 13), Some(&b"/etc/hostname"[..]));
+        // create, write, stat, rename, unlink, mkdir, rmdir, getcwd/chdir
+        let p = path(&mut m, "/new");
+        assert_eq!(perform(&mut m, h, 2, [p, 0o1101, 0o644, 0, 0, 0]), 3);
+        assert!(m.write(BUF, b"data"));
+        assert_eq!(perform(&mut m, h, 1, [3, BUF, 4, 0, 0, 0]), 4);
+        assert_eq!(perform(&mut m, h, 5, [3, BUF, 0, 0, 0, 0]), 0);
+        assert_eq!(m.read_u64(BUF + 48), Some(4));
+        assert_eq!(std::fs::read(dir.join("new")).expect("new"), b"data");
+        let p = path(&mut m, "/dir");
+        assert_eq!(perform(&mut m, h, 83, [p, 0o755, 0, 0, 0, 0]), 0);
+        assert_eq!(perform(&mut m, h, 80, [p, 0, 0, 0, 0, 0]), 0);
+        assert_eq!(perform(&mut m, h, 79, [BUF, 100, 0, 0, 0, 0]), 5);
+        assert_eq!(m.slice(BUF, 5), Some(&b"/dir\0"[..]));
+        assert!(m.write(0x1800, b"../new\0moved\0"));
+        assert_eq!(perform(&mut m, h, 82, [0x1800, 0x1807, 0, 0, 0, 0]), 0);
+        assert!(dir.join("dir/moved").is_file());
+        let p = path(&mut m, "moved");
+        assert_eq!(perform(&mut m, h, 87, [p, 0, 0, 0, 0, 0]), 0);
+        let p = path(&mut m, "/");
+        assert_eq!(perform(&mut m, h, 80, [p, 0, 0, 0, 0, 0]), 0);
+        assert_eq!(perform(&mut m, h, 84, [p, 0, 0, 0, 0, 0]), -16);
+        let p = path(&mut m, "dir/..");
+        assert_eq!(perform(&mut m, h, 84, [p, 0, 0, 0, 0, 0]), -16);
+        let p = path(&mut m, "dir");
+        assert_eq!(perform(&mut m, h, 84, [p, 0, 0, 0, 0, 0]), 0);
+        assert!(!dir.join("dir").exists());
+        // getdents64 of the root lists its entries
+        let p = path(&mut m, "/");
+        let fd = perform(
+            &mut m,
+            h,
+            257,
+            [AT_FDCWD as u32 as u64, p, 0x10000, 0, 0, 0],
+        );
+        assert_eq!(fd, 4);
+        let n = perform(&mut m, h, 217, [4, BUF, 0x1000, 0, 0, 0]);
+        assert!(n > 0);
+        let names = m.slice(BUF, n as u64).expect("dents");
+        assert!(names.windows(4).any(|w| w == b"etc\0"));
+        assert_eq!(perform(&mut m, h, 217, [4, 0x3ff0, 0x1000, 0, 0, 0]), -14);
+        // The VMM's O_NONBLOCK is not the guest's.
+        assert_eq!(perform(&mut m, h, 72, [4, 3, 0, 0, 0, 0]) & 0o4000, 0);
+        // A FIFO (or device) in the rootfs is refused, and opening it does not block.
+        nix::unistd::mkfifo(
+            &dir.join("fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .expect("mkfifo");
+        let p = path(&mut m, "/fifo");
+        assert_eq!(perform(&mut m, h, 2, [p, 0, 0, 0, 0, 0]), -13);
+        assert_eq!(perform(&mut m, h, 2, [p, 2, 0, 0, 0, 0]), -13);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn readonly_root_refuses_changes() {
+        let dir = tempfile_dir();
+        let null = || std::fs::File::open("/dev/null").expect("null").into();
+        let root = std::fs::File::open(&dir).expect("root").into();
+        let mut h = Host::new([null(), null(), null()], root, "/", true);
+        let h = &mut h;
+        let mut m = GuestMem::new(0x4000).expect("mmap");
+        let p = path(&mut m, "/f");
+        assert_eq!(perform(&mut m, h, 2, [p, 0o101, 0o644, 0, 0, 0]), -30);
+        assert_eq!(perform(&mut m, h, 2, [p, 0o100, 0o644, 0, 0, 0]), -30);
+        assert_eq!(perform(&mut m, h, 83, [p, 0o755, 0, 0, 0, 0]), -30);
+        assert!(!dir.join("f").exists());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -137,5 +137,12 @@ pub fn plan(bundle: &Bundle) -> Result<Plan, String> {
         cwd,
         stack,
         user: (process.user().uid(), process.user().gid()),
+        groups: process.user().additional_gids().clone().unwrap_or_default(),
+        rootfs: bundle.rootfs.clone(),
+        readonly: spec
+            .root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false),
     })
 }

@@ -3,6 +3,7 @@
 
 use crate::abi::*;
 use crate::elf::Image;
+use crate::files::Host;
 use crate::mem::GuestMem;
 use crate::{hcall, names, setup, stack};
 use kvm_bindings::{kvm_msr_entry, kvm_regs, kvm_segment, kvm_userspace_memory_region, Msrs};
@@ -30,8 +31,14 @@ pub struct Plan {
     pub cwd: String,
     /// Size of the stack region at the top of RAM.
     pub stack: u64,
-    /// process.user (uid, gid) the guest reports.
+    /// process.user (uid, gid) the guest reports and the VMM uses for its files.
     pub user: (u32, u32),
+    /// process.user.additionalGids.
+    pub groups: Vec<u32>,
+    /// The bundle's rootfs, where forwarded file calls are performed.
+    pub rootfs: std::path::PathBuf,
+    /// root.readonly: file calls that would change the rootfs fail with EROFS.
+    pub readonly: bool,
 }
 
 /// A built VM, stopped before the program's first instruction.
@@ -41,6 +48,7 @@ pub struct Vm {
     _vm: VmFd,
     vcpu: VcpuFd,
     mem: GuestMem,
+    host: Host,
     tsc_khz: u32,
 }
 
@@ -147,11 +155,14 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
     };
     vcpu.set_regs(&regs).map_err(kvm_err("set registers"))?;
     let tsc_khz = vcpu.get_tsc_khz().unwrap_or(0);
+    // Opened now, before the seccomp filter: the VMM cannot open anything later.
+    let host = Host::open(&p.rootfs, &p.cwd, p.readonly)?;
     Ok(Vm {
         _kvm: kvm,
         _vm: vm,
         vcpu,
         mem,
+        host,
         tsc_khz,
     })
 }
@@ -238,7 +249,7 @@ impl Vm {
                 Err(e) => Event::Fatal(format!("KVM_RUN: {e}")),
             };
             match ev {
-                Event::Write(MMIO_CALL, blk) => hcall::handle(&mut self.mem, blk),
+                Event::Write(MMIO_CALL, blk) => hcall::handle(&mut self.mem, &mut self.host, blk),
                 Event::Write(MMIO_EXIT, code) => return End::Exit(code as u8),
                 Event::Write(MMIO_UNSUPPORTED, nr) => {
                     if reported.insert(nr) {

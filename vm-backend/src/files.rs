@@ -1,0 +1,439 @@
+//! The VMM's side of the guest's files: the per-VM fd table and guest paths.
+//!
+//! [`Host`] is everything forwarded calls may touch on the host: the console fds
+//! (guest fds 0-2 at start), a directory fd of the bundle's rootfs opened before the
+//! seccomp filter is installed, the guest's working directory and its fd table. The
+//! fuzz target builds one on /dev/null and a temporary directory, so the decoder runs
+//! without touching the real stdio or rootfs.
+//!
+//! Every guest path is resolved with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`
+//! from the rootfs fd: `..`, absolute paths and absolute symlinks stay inside the
+//! rootfs. Calls that name a directory entry (mkdir, unlink, rename) resolve the
+//! parent that way and then act on one plain name relative to its fd.
+
+use crate::mem::GuestMem;
+use nix::errno::Errno;
+use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::Mode;
+use std::ffi::CString;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Most open guest fds (RLIMIT_NOFILE as the guest reports it).
+pub const MAX_FDS: usize = 1024;
+/// Longest guest path, with its NUL (PATH_MAX).
+pub const PATH_MAX: usize = 4096;
+/// Longest file name (NAME_MAX).
+const NAME_MAX: usize = 255;
+/// `AT_FDCWD` as the guest passes it (an int).
+pub const AT_FDCWD: i32 = -100;
+
+/// One guest fd: a host fd (shared by dup'd guest fds, as they share an open file
+/// description), the guest's close-on-exec flag and, for opened files, the guest
+/// path it was opened by (the base for `*at` calls relative to it).
+#[derive(Debug, Clone)]
+struct Slot {
+    file: Rc<OwnedFd>,
+    cloexec: bool,
+    path: Option<Rc<[u8]>>,
+    /// O_NONBLOCK as the guest asked for it (the VMM opens every file O_NONBLOCK).
+    nonblock: bool,
+}
+
+/// What forwarded system calls act on: see the module docs.
+#[derive(Debug)]
+pub struct Host {
+    root: OwnedFd,
+    readonly: bool,
+    cwd: Vec<u8>,
+    fds: Vec<Option<Slot>>,
+    sleep: fn(Duration),
+}
+
+impl Host {
+    /// A host whose guest fds 0-2 are `console`, whose files live under the directory
+    /// `root` (an fd, O_PATH is enough), with working directory `cwd` (a guest path).
+    /// With `readonly`, calls that would change the rootfs fail with EROFS.
+    pub fn new(console: [OwnedFd; 3], root: OwnedFd, cwd: &str, readonly: bool) -> Host {
+        let fds = console
+            .into_iter()
+            .map(|f| {
+                Some(Slot {
+                    file: Rc::new(f),
+                    cloexec: false,
+                    path: None,
+                    nonblock: false,
+                })
+            })
+            .collect();
+        Host {
+            root,
+            readonly,
+            cwd: normalize(&absolute_cwd(cwd)),
+            fds,
+            sleep: std::thread::sleep,
+        }
+    }
+
+    /// Replaces how nanosleep and clock_nanosleep wait (std::thread::sleep); the fuzz
+    /// target, which includes this file, must not sleep for the guest.
+    #[allow(dead_code)]
+    pub fn set_sleep(&mut self, sleep: fn(Duration)) {
+        self.sleep = sleep;
+    }
+
+    /// Waits `d` for the guest (nanosleep).
+    pub fn sleep(&self, d: Duration) {
+        (self.sleep)(d);
+    }
+
+    /// The real thing: the VMM's stdio (duplicated) and the rootfs at `rootfs`.
+    pub fn open(rootfs: &Path, cwd: &str, readonly: bool) -> Result<Host, String> {
+        // A closed stdio fd reads and writes as /dev/null for the guest.
+        let dup = |f: BorrowedFd<'_>| {
+            nix::unistd::dup(f)
+                .or_else(|_| {
+                    nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
+                })
+                .map_err(|e| format!("console for the guest: {e}"))
+        };
+        let console = [
+            dup(std::io::stdin().as_fd())?,
+            dup(std::io::stdout().as_fd())?,
+            dup(std::io::stderr().as_fd())?,
+        ];
+        let root = nix::fcntl::open(
+            rootfs,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| format!("open rootfs {}: {e}", rootfs.display()))?;
+        Ok(Host::new(console, root, cwd, readonly))
+    }
+
+    /// Whether the rootfs is read-only for the guest.
+    pub fn readonly(&self) -> bool {
+        self.readonly
+    }
+
+    fn slot(&self, fd: u64) -> Result<&Slot, Errno> {
+        self.fds
+            .get(guest_fd(fd).ok_or(Errno::EBADF)?)
+            .and_then(Option::as_ref)
+            .ok_or(Errno::EBADF)
+    }
+
+    /// The host fd behind guest fd `fd`.
+    pub fn fd(&self, fd: u64) -> Result<BorrowedFd<'_>, Errno> {
+        self.slot(fd).map(|s| s.file.as_fd())
+    }
+
+    /// The host file behind guest fd `fd`, shared.
+    pub fn file(&self, fd: u64) -> Result<Rc<OwnedFd>, Errno> {
+        self.slot(fd).map(|s| s.file.clone())
+    }
+
+    /// Lowest free guest fd at or above `min`.
+    fn free_slot(&self, min: usize) -> Result<usize, Errno> {
+        (min..MAX_FDS)
+            .find(|&i| self.fds.get(i).is_none_or(Option::is_none))
+            .ok_or(Errno::EMFILE)
+    }
+
+    fn put(&mut self, at: usize, slot: Slot) {
+        if self.fds.len() <= at {
+            self.fds.resize(at + 1, None);
+        }
+        self.fds[at] = Some(slot);
+    }
+
+    /// Installs a freshly opened host fd (opened O_NONBLOCK; `nonblock` says whether
+    /// the guest asked for it) at the lowest free guest fd.
+    pub fn install(
+        &mut self,
+        file: OwnedFd,
+        cloexec: bool,
+        nonblock: bool,
+        path: &[u8],
+    ) -> Result<i64, Errno> {
+        let at = self.free_slot(0)?;
+        self.put(
+            at,
+            Slot {
+                file: Rc::new(file),
+                cloexec,
+                path: Some(path.into()),
+                nonblock,
+            },
+        );
+        Ok(at as i64)
+    }
+
+    /// close(2).
+    pub fn close(&mut self, fd: u64) -> Result<i64, Errno> {
+        let i = guest_fd(fd).ok_or(Errno::EBADF)?;
+        match self.fds.get_mut(i).and_then(Option::take) {
+            Some(_) => Ok(0),
+            None => Err(Errno::EBADF),
+        }
+    }
+
+    /// dup(2), and fcntl F_DUPFD/F_DUPFD_CLOEXEC with `min`.
+    pub fn dup(&mut self, fd: u64, min: u64, cloexec: bool) -> Result<i64, Errno> {
+        let mut s = self.slot(fd)?.clone();
+        let min = usize::try_from(min).map_err(|_| Errno::EINVAL)?;
+        if min >= MAX_FDS {
+            return Err(Errno::EINVAL);
+        }
+        let at = self.free_slot(min)?;
+        s.cloexec = cloexec;
+        self.put(at, s);
+        Ok(at as i64)
+    }
+
+    /// dup2(2) (`flags` None) and dup3(2).
+    pub fn dup3(&mut self, old: u64, new: u64, flags: Option<u64>) -> Result<i64, Errno> {
+        let o_cloexec = OFlag::O_CLOEXEC.bits() as u64;
+        let mut s = self.slot(old)?.clone();
+        let to = guest_fd(new).filter(|&n| n < MAX_FDS).ok_or(Errno::EBADF)?;
+        match flags {
+            None if guest_fd(old) == Some(to) => return Ok(to as i64),
+            Some(_) if guest_fd(old) == Some(to) => return Err(Errno::EINVAL),
+            Some(f) if f & !o_cloexec != 0 => return Err(Errno::EINVAL),
+            _ => {}
+        }
+        s.cloexec = flags.is_some_and(|f| f & o_cloexec != 0);
+        self.put(to, s);
+        Ok(to as i64)
+    }
+
+    /// fcntl(2): F_DUPFD, F_DUPFD_CLOEXEC, F_GETFD, F_SETFD, F_GETFL; F_SETFL is
+    /// accepted and not applied.
+    pub fn fcntl(&mut self, fd: u64, cmd: u64, arg: u64) -> Result<i64, Errno> {
+        const FD_CLOEXEC: u64 = 1;
+        match cmd as u32 {
+            0 => self.dup(fd, arg, false),
+            1030 => self.dup(fd, arg, true),
+            1 => Ok(i64::from(self.slot(fd)?.cloexec)),
+            2 => {
+                let i = guest_fd(fd).ok_or(Errno::EBADF)?;
+                match self.fds.get_mut(i).and_then(Option::as_mut) {
+                    Some(s) => {
+                        s.cloexec = arg & FD_CLOEXEC != 0;
+                        Ok(0)
+                    }
+                    None => Err(Errno::EBADF),
+                }
+            }
+            3 => {
+                let s = self.slot(fd)?;
+                let fl = nix::fcntl::fcntl(s.file.as_fd(), nix::fcntl::FcntlArg::F_GETFL)?;
+                let nb = OFlag::O_NONBLOCK.bits();
+                // Files are opened O_NONBLOCK by the VMM; the console is as it is.
+                let hide = s.path.is_some() && !s.nonblock;
+                Ok(i64::from(if hide { fl & !nb } else { fl }))
+            }
+            4 => self.fd(fd).map(|_| 0),
+            _ => Err(Errno::EINVAL),
+        }
+    }
+
+    /// getcwd(2): the path with its NUL; its length is the return value.
+    pub fn cwd(&self) -> &[u8] {
+        &self.cwd
+    }
+
+    /// Sets the working directory to the (absolute, normalised) guest path `abs`,
+    /// which must name a directory in the rootfs.
+    pub fn chdir(&mut self, abs: &[u8]) -> Result<i64, Errno> {
+        self.resolve(abs, OFlag::O_PATH | OFlag::O_DIRECTORY, 0)?;
+        self.cwd = normalize(abs);
+        Ok(0)
+    }
+
+    /// The guest path guest fd `fd` was opened by (for fchdir and `*at` calls).
+    pub fn fd_path(&self, fd: u64) -> Result<Rc<[u8]>, Errno> {
+        self.slot(fd)?.path.clone().ok_or(Errno::ENOTDIR)
+    }
+
+    /// The absolute guest path of `path` relative to guest fd `dirfd` (or the working
+    /// directory for AT_FDCWD).
+    pub fn absolute(&self, dirfd: u64, path: &[u8]) -> Result<Vec<u8>, Errno> {
+        if path.first() == Some(&b'/') {
+            return Ok(path.to_vec());
+        }
+        let mut p = if dirfd as u32 as i32 == AT_FDCWD {
+            self.cwd.clone()
+        } else {
+            self.fd_path(dirfd)?.to_vec()
+        };
+        if !p.ends_with(b"/") {
+            p.push(b'/');
+        }
+        p.extend_from_slice(path);
+        if p.len() >= PATH_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        Ok(p)
+    }
+
+    /// Opens the absolute guest path `abs` inside the rootfs.
+    pub fn resolve(&self, abs: &[u8], flags: OFlag, mode: u32) -> Result<OwnedFd, Errno> {
+        let c = CString::new(abs).map_err(|_| Errno::EINVAL)?;
+        let how = OpenHow::new()
+            .flags(flags | OFlag::O_CLOEXEC)
+            .mode(Mode::from_bits_truncate(mode & 0o7777))
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        // RESOLVE_IN_ROOT answers EAGAIN when a concurrent rename races with `..`.
+        let mut tries = 0;
+        loop {
+            match openat2(&self.root, c.as_c_str(), how) {
+                Err(Errno::EAGAIN) if tries < 8 => tries += 1,
+                r => return r,
+            }
+        }
+    }
+
+    /// The directory holding the last component of `abs` and that component, for
+    /// calls that act on a directory entry. `.`, `..` and `/` have no entry to act
+    /// on: `dots` is returned for them.
+    pub fn parent(&self, abs: &[u8], dots: Errno) -> Result<(OwnedFd, CString), Errno> {
+        let end = abs.iter().rposition(|&b| b != b'/').ok_or(dots)? + 1;
+        let trimmed = &abs[..end];
+        let cut = trimmed.iter().rposition(|&b| b == b'/').ok_or(dots)?;
+        let name = &trimmed[cut + 1..];
+        if name == b"." || name == b".." {
+            return Err(dots);
+        }
+        if name.len() > NAME_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        let dir = self.resolve(&trimmed[..=cut], OFlag::O_PATH | OFlag::O_DIRECTORY, 0)?;
+        let name = CString::new(name).map_err(|_| Errno::EINVAL)?;
+        Ok((dir, name))
+    }
+}
+
+/// A guest fd number as Linux reads it (an int); None if negative.
+fn guest_fd(fd: u64) -> Option<usize> {
+    usize::try_from(fd as u32 as i32).ok()
+}
+
+fn absolute_cwd(cwd: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(cwd.len() + 1);
+    if !cwd.starts_with('/') {
+        v.push(b'/');
+    }
+    v.extend_from_slice(cwd.as_bytes());
+    v.truncate(PATH_MAX - 1);
+    v
+}
+
+/// Removes `.`, `..` and repeated slashes from an absolute path (lexically).
+pub fn normalize(abs: &[u8]) -> Vec<u8> {
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for c in abs.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    let mut out = Vec::with_capacity(abs.len());
+    for p in parts {
+        out.push(b'/');
+        out.extend_from_slice(p);
+    }
+    if out.is_empty() {
+        out.push(b'/');
+    }
+    out
+}
+
+/// Reads the NUL-terminated guest path at `at`: EFAULT if it leaves guest memory,
+/// ENAMETOOLONG if it has no NUL within PATH_MAX bytes.
+pub fn read_path(mem: &GuestMem, at: u64) -> Result<Vec<u8>, Errno> {
+    let avail = mem.size().checked_sub(at).ok_or(Errno::EFAULT)?;
+    let n = avail.min(PATH_MAX as u64);
+    let s = mem.slice(at, n).ok_or(Errno::EFAULT)?;
+    match s.iter().position(|&b| b == 0) {
+        Some(end) => Ok(s[..end].to_vec()),
+        None if n == PATH_MAX as u64 => Err(Errno::ENAMETOOLONG),
+        None => Err(Errno::EFAULT),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A host on /dev/null and a temporary rootfs.
+    pub fn test_host(root: &Path) -> Host {
+        let null = || {
+            nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
+                .expect("/dev/null")
+        };
+        let r = nix::fcntl::open(root, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty())
+            .expect("root");
+        Host::new([null(), null(), null()], r, "/", false)
+    }
+
+    #[test]
+    fn normalize_paths() {
+        assert_eq!(normalize(b"/a/./b/../c//"), b"/a/c");
+        assert_eq!(normalize(b"/../.."), b"/");
+        assert_eq!(normalize(b"/"), b"/");
+    }
+
+    #[test]
+    fn fd_table() {
+        let dir = tempfile_dir();
+        let mut h = test_host(&dir);
+        assert_eq!(h.dup(1, 0, false), Ok(3));
+        assert_eq!(h.dup3(3, 3, None), Ok(3));
+        assert_eq!(h.dup3(3, 3, Some(0)), Err(Errno::EINVAL));
+        assert_eq!(h.dup3(3, 9, Some(0x80000)), Ok(9));
+        assert_eq!(h.fcntl(9, 1, 0), Ok(1));
+        assert_eq!(h.dup3(3, 1024, None), Err(Errno::EBADF));
+        assert_eq!(h.dup3(3, u64::MAX, None), Err(Errno::EBADF));
+        assert_eq!(h.dup(3, 5000, false), Err(Errno::EINVAL));
+        assert_eq!(h.close(9), Ok(0));
+        assert_eq!(h.close(9), Err(Errno::EBADF));
+        assert_eq!(h.close(u64::MAX), Err(Errno::EBADF));
+        assert_eq!(h.fcntl(77, 3, 0), Err(Errno::EBADF));
+        for _ in 4..MAX_FDS {
+            assert!(h.dup(0, 0, false).is_ok());
+        }
+        assert_eq!(h.dup(0, 0, false), Err(Errno::EMFILE));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn parents_never_leave_the_root() {
+        let dir = tempfile_dir();
+        let h = test_host(&dir);
+        assert_eq!(h.parent(b"/", Errno::EBUSY).err(), Some(Errno::EBUSY));
+        assert_eq!(h.parent(b"/a/..", Errno::EBUSY).err(), Some(Errno::EBUSY));
+        assert_eq!(h.parent(b"//", Errno::EBUSY).err(), Some(Errno::EBUSY));
+        let (_, name) = h.parent(b"/../../x//", Errno::EBUSY).expect("x");
+        assert_eq!(name.as_bytes(), b"x");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A fresh directory under the system's temporary directory.
+    pub fn tempfile_dir() -> std::path::PathBuf {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let d = std::env::temp_dir().join(format!(
+            "hj-vm-files-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&d).expect("mkdir temp");
+        d
+    }
+}
