@@ -281,7 +281,7 @@ mod tests {
             arinc653: None,
         };
         let r = Rtds::new(10_000, 2_000, false).expect("rtds");
-        let s = settings(&LinuxCpu::of(&DomainSched::Rtds(r), &pool, "d"));
+        let s = settings(&LinuxCpu::of(&DomainSched::Rtds(r), &pool));
         let v1: Vec<String> = s
             .iter()
             .filter_map(|s| s.v1.as_ref().map(|(f, v)| format!("{f}={v}")))

@@ -136,7 +136,7 @@ impl Runtime {
                 self.reapply_pool(&pool.name)?;
             }
         }
-        rec.sched_note = b.set_sched(rec, &LinuxCpu::of(&a.sched, &pool, &rec.id))?;
+        rec.sched_note = b.set_sched(rec, &LinuxCpu::of(&a.sched, &pool))?;
         Ok(())
     }
 
@@ -230,7 +230,7 @@ impl Runtime {
         };
         rec.sched_note = self
             .backend_of(&rec)?
-            .set_sched(&rec, &LinuxCpu::of(&new, &pool, &rec.id))?;
+            .set_sched(&rec, &LinuxCpu::of(&new, &pool))?;
         rec.sched = Some(new);
         dir.save(&rec)?;
         drop(lock);
@@ -293,7 +293,7 @@ impl Runtime {
         }
         let was_arinc = matches!(rec.sched, Some(DomainSched::Arinc653));
         let b = self.backend_of(&rec)?;
-        rec.sched_note = b.set_sched(&rec, &LinuxCpu::of(&sched, &pool, &rec.id))?;
+        rec.sched_note = b.set_sched(&rec, &LinuxCpu::of(&sched, &pool))?;
         rec.pool = pool.name.clone();
         rec.sched = Some(sched);
         dir.save(&rec)?;
@@ -359,7 +359,7 @@ impl Runtime {
                 let Ok(b) = self.backend_of(rec) else {
                     continue;
                 };
-                let mut cpu = LinuxCpu::of(&sched_of(rec), &pool, &rec.id);
+                let mut cpu = LinuxCpu::of(&sched_of(rec), &pool);
                 if !pass {
                     if cpu.rt_group.is_none() {
                         continue;

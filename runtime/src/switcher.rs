@@ -146,7 +146,8 @@ struct Switcher<'a> {
 
 impl Switcher<'_> {
     fn take(&mut self, shared: &Mutex<Arc<Snapshot>>) {
-        if let Ok(s) = shared.lock() {
+        // Never wait for the refresher: it may hold the lock while preempted.
+        if let Ok(s) = shared.try_lock() {
             self.snap = Arc::clone(&s);
         }
         let snap = Arc::clone(&self.snap);
@@ -222,7 +223,20 @@ pub fn run_switcher(rt: &Runtime, pool: &str, realtime: &dyn Fn()) -> Result<()>
     let refresher = {
         let (shared, stop) = (Arc::clone(&shared), Arc::clone(&stop));
         let (store, pools, pool) = (rt.store().clone(), pools.clone(), pool.to_string());
+        let pool_cpus = pools.get(&pool).map(|p| p.cpus).unwrap_or_default();
         std::thread::spawn(move || {
+            // Off the pool's CPUs where there are others: there it would only be
+            // preempted by the partitions' real-time tasks.
+            let mut set = nix::sched::CpuSet::new();
+            let mut any = false;
+            for c in crate::online_cpus().unwrap_or_default() {
+                if !pool_cpus.contains(&c) && set.set(c as usize).is_ok() {
+                    any = true;
+                }
+            }
+            if any {
+                let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+            }
             while !stop.load(Ordering::Relaxed) {
                 if let Ok(s) = snapshot(&store, &pools, &pool) {
                     if let Ok(mut g) = shared.lock() {

@@ -62,8 +62,8 @@ fn rtds_shares(util: f64) -> u64 {
 }
 
 impl LinuxCpu {
-    /// The controls for domain `domain` with `sched` in `pool`.
-    pub fn of(sched: &DomainSched, pool: &Pool, domain: &str) -> LinuxCpu {
+    /// The controls for a domain with `sched` in `pool`.
+    pub fn of(sched: &DomainSched, pool: &Pool) -> LinuxCpu {
         let cpus = crate::format_cpus(&pool.cpus);
         match sched {
             DomainSched::Credit(c) | DomainSched::Credit2(c) => LinuxCpu {
@@ -105,34 +105,17 @@ impl LinuxCpu {
                     }),
                 }
             }
-            DomainSched::Arinc653 => {
-                // Thawed only in its slots; real-time there, so that no best-effort task
-                // on the pool's CPUs takes the slot. The kernel grants RT groups at most
-                // sched_rt_runtime_us/period (95%) of a CPU in all: each domain gets 95%
-                // of its slots as RT runtime per major frame.
-                let s = pool.arinc653.as_ref();
-                let slots: u64 = s
-                    .map(|s| {
-                        s.slots
-                            .iter()
-                            .filter(|x| x.domain == domain)
-                            .map(|x| x.runtime_us)
-                            .sum()
-                    })
-                    .unwrap_or(0);
-                let rt_group = s.filter(|_| slots > 0).map(|s| RtGroup {
-                    period_us: s.major_frame_us,
-                    runtime_us: slots * 95 / 100,
-                    priority: 1,
-                });
-                LinuxCpu {
-                    shares: 1024,
-                    cfs: (None, CAP_PERIOD_US),
-                    cpus,
-                    deadline: None,
-                    rt_group,
-                }
-            }
+            // Thawed only in its slots, and there with the largest weight, so that a
+            // best-effort task on the pool's CPUs gets 1024/263168 (0.4%) of a slot.
+            // Not real-time: the kernel caps all RT groups together at 95% of a CPU
+            // (sched_rt_runtime_us), which would cut every slot by 5%.
+            DomainSched::Arinc653 => LinuxCpu {
+                shares: 262_144,
+                cfs: (None, CAP_PERIOD_US),
+                cpus,
+                deadline: None,
+                rt_group: None,
+            },
         }
     }
 }
@@ -156,7 +139,6 @@ mod tests {
         let l = LinuxCpu::of(
             &DomainSched::Credit(Credit::new(512, 20, 2).expect("c")),
             &pool(&[0, 1]),
-            "d",
         );
         assert_eq!(l.shares, 2048);
         assert_eq!(l.cfs, (Some(20_000), 100_000));
@@ -167,7 +149,7 @@ mod tests {
     #[test]
     fn rtds() {
         let r = Rtds::new(10_000, 2_000, false).expect("r");
-        let l = LinuxCpu::of(&DomainSched::Rtds(r), &pool(&[1]), "d");
+        let l = LinuxCpu::of(&DomainSched::Rtds(r), &pool(&[1]));
         assert_eq!(l.cfs, (Some(2_000), 10_000));
         assert_eq!(l.shares, 52_428);
         let d = l.deadline.expect("deadline");
@@ -181,44 +163,22 @@ mod tests {
         // Short budget: CFS quota scaled to 1 ms, same ratio.
         let r = Rtds::new(1_000, 250, false).expect("short");
         assert_eq!(
-            LinuxCpu::of(&DomainSched::Rtds(r), &pool(&[1]), "d").cfs,
+            LinuxCpu::of(&DomainSched::Rtds(r), &pool(&[1])).cfs,
             (Some(1_000), 4_000)
         );
         // Extratime: no hard cap, reclaim flag.
         let r = Rtds::new(10_000, 4_000, true).expect("extra");
-        let l = LinuxCpu::of(&DomainSched::Rtds(r), &pool(&[1]), "d");
+        let l = LinuxCpu::of(&DomainSched::Rtds(r), &pool(&[1]));
         assert_eq!(l.cfs.0, None);
         assert_ne!(l.deadline.expect("dl").flags & SCHED_FLAG_RECLAIM, 0);
         assert_eq!(l.rt_group, None);
     }
 
     #[test]
-    fn arinc653_slots_are_real_time() {
+    fn arinc653_slots_outweigh_best_effort() {
         let mut p = pool(&[1]);
         p.scheduler = Scheduler::Arinc653;
-        p.arinc653 = Some(
-            crate::Arinc653::new(
-                20_000,
-                vec![
-                    crate::Slot {
-                        domain: "a".into(),
-                        runtime_us: 5_000,
-                    },
-                    crate::Slot {
-                        domain: "b".into(),
-                        runtime_us: 10_000,
-                    },
-                ],
-            )
-            .expect("schedule"),
-        );
-        let g = LinuxCpu::of(&DomainSched::Arinc653, &p, "b")
-            .rt_group
-            .expect("rt");
-        assert_eq!((g.period_us, g.runtime_us, g.priority), (20_000, 9_500, 1));
-        assert_eq!(
-            LinuxCpu::of(&DomainSched::Arinc653, &p, "nobody").rt_group,
-            None
-        );
+        let l = LinuxCpu::of(&DomainSched::Arinc653, &p);
+        assert_eq!((l.shares, l.rt_group, l.cfs.0), (262_144, None, None));
     }
 }
