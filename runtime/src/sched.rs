@@ -40,6 +40,20 @@ fn sched_err(e: hyperjail_sched::Error) -> Error {
     Error::Backend(e.to_string())
 }
 
+/// Confines a domain without scheduling parameters to its pool's CPUs, leaving its
+/// other CPU controls (weight, quota) as its config set them.
+fn confine_cpus(b: &dyn crate::Backend, rec: &DomainRecord, pool: &Pool) -> Result<()> {
+    let cpu = oci_spec::runtime::LinuxCpuBuilder::default()
+        .cpus(hyperjail_sched::format_cpus(&pool.cpus))
+        .build()
+        .map_err(|e| Error::Backend(e.to_string()))?;
+    let r = oci_spec::runtime::LinuxResourcesBuilder::default()
+        .cpu(cpu)
+        .build()
+        .map_err(|e| Error::Backend(e.to_string()))?;
+    b.update(rec, &r)
+}
+
 /// The pool's schedule with `domain`'s slot (re)placed at the end. The major frame
 /// grows to the sum of the slots if they no longer fit (a frame set by `sched
 /// arinc653` is kept while they do).
@@ -60,7 +74,8 @@ pub(crate) struct Admitted {
     /// Held until the domain's record names its pool (so admissions serialise).
     _lock: PoolsLock,
     pool: Pool,
-    sched: DomainSched,
+    /// `None`: nothing was asked for; the domain only leaves other pools' CPUs.
+    sched: Option<DomainSched>,
     slot_us: Option<u64>,
 }
 
@@ -94,6 +109,20 @@ impl Runtime {
         if req.is_empty() && all.len() == 1 {
             return Ok(None);
         }
+        if req.is_empty() {
+            // Other pools hold CPUs: the domain runs in Pool-0's. Its own CPU limits
+            // (linux.resources.cpu) stay as the config set them.
+            let pool = all
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::Backend("cpupool: Pool-0 is missing".into()))?;
+            return Ok(Some(Admitted {
+                _lock: lock,
+                pool,
+                sched: None,
+                slot_us: None,
+            }));
+        }
         let name = req.pool.clone().unwrap_or_else(|| DEFAULT_POOL.into());
         let pool = pools.get(&name)?;
         let (sched, slot_us) = req.resolve(&pool).map_err(sched_err)?;
@@ -114,7 +143,7 @@ impl Runtime {
         Ok(Some(Admitted {
             _lock: lock,
             pool,
-            sched,
+            sched: Some(sched),
             slot_us,
         }))
     }
@@ -136,7 +165,10 @@ impl Runtime {
                 self.reapply_pool(&pool.name)?;
             }
         }
-        rec.sched_note = b.set_sched(rec, &LinuxCpu::of(&a.sched, &pool))?;
+        match &a.sched {
+            Some(sched) => rec.sched_note = b.set_sched(rec, &LinuxCpu::of(sched, &pool))?,
+            None => confine_cpus(b, rec, &pool)?,
+        }
         Ok(())
     }
 
@@ -348,18 +380,22 @@ impl Runtime {
     fn reapply_pool(&self, name: &str) -> Result<()> {
         let pool = self.pools().get(name)?;
         let members = self.members(name)?;
-        let sched_of = |rec: &DomainRecord| {
-            rec.sched
-                .clone()
-                .unwrap_or_else(|| DomainSched::default_for(pool.scheduler))
-        };
         let mut first = None;
         for pass in [false, true] {
             for rec in &members {
                 let Ok(b) = self.backend_of(rec) else {
                     continue;
                 };
-                let mut cpu = LinuxCpu::of(&sched_of(rec), &pool);
+                let Some(sched) = &rec.sched else {
+                    // Unmanaged (no parameters asked for): only its CPUs change.
+                    if pass {
+                        if let Err(e) = confine_cpus(b, rec, &pool) {
+                            first.get_or_insert(e);
+                        }
+                    }
+                    continue;
+                };
+                let mut cpu = LinuxCpu::of(sched, &pool);
                 if !pass {
                     if cpu.rt_group.is_none() {
                         continue;

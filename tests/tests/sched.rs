@@ -143,16 +143,31 @@ fn credit_parameters_reach_the_cgroup_and_change_at_once() {
 fn pool_zero_domains_leave_the_cpus_of_a_new_pool() {
     require_root!();
     skip_unless!(two_cpus(), "needs 2 CPUs for a pool of its own");
-    skip_unless!(has_v1("cpuset"), "needs the v1 cpuset controller");
+    skip_unless!(
+        has_v1("cpu") && has_v1("cpuset"),
+        "needs the v1 cpu and cpuset controllers"
+    );
     let hj = Hyperjail::new();
     let mut b = Bundle::new();
     b.args(&["sleep", "1000"]);
+    // The config's own CPU limits, which the pools must leave alone.
+    b.config_mut()["linux"]["resources"]["cpu"] =
+        json!({"shares": 512, "quota": 50000, "period": 100000});
     let c = hj.container("pool0");
     c.run(&b, &["--detach"]).assert_ok();
     let all = cg("cpuset", &c.id, "cpuset.cpus");
     hj.run(["cpupool", "create", "rt", "--cpus", "1", "--sched", "rtds"])
         .assert_ok();
     assert_eq!(cg("cpuset", &c.id, "cpuset.cpus"), "0", "was {all}");
+    // A container created while the pool exists runs on Pool-0's CPUs too.
+    let c2 = hj.container("pool0b");
+    c2.run(&b, &["--detach"]).assert_ok();
+    for id in [&c.id, &c2.id] {
+        assert_eq!(cg("cpuset", id, "cpuset.cpus"), "0");
+        assert_eq!(cg("cpu", id, "cpu.shares"), "512");
+        assert_eq!(cg("cpu", id, "cpu.cfs_quota_us"), "50000");
+    }
+    c2.delete_force().assert_ok();
     let pools = json_out(&hj, &["cpupool", "list", "--format", "json"]);
     assert_eq!(pools[0]["cpus"], json!("0"));
     assert_eq!(
