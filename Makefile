@@ -14,7 +14,7 @@ CARGO ?= cargo
 export HYPERJAIL_BIN := $(CURDIR)/target/release/hyperjail
 export HYPERJAIL := $(HYPERJAIL_BIN)
 
-.PHONY: all deps build demo test require-root bench-lifecycle bench-scale bench-sched fmt clippy clean fuzz
+.PHONY: all deps build demo test require-root bench-lifecycle bench-scale bench-sched bench-vm fmt clippy clean fuzz
 
 all: build
 
@@ -52,6 +52,10 @@ bench-scale: require-root build
 # Scheduler fidelity (Credit, RTDS, ARINC 653 on a one-CPU pool); DURATION=s per measurement.
 bench-sched: require-root build
 	scripts/bench-sched.sh
+
+# VM backend vs. jail, crun, runc, runsc: run of true, start latency, CPU, syscalls, VMM RSS.
+bench-vm: require-root build
+	scripts/bench-vm.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -1,0 +1,2 @@
+/* bench-vm: a static `true`. */
+int main(void) { return 0; }
