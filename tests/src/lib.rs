@@ -38,6 +38,8 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// test started can be found on the host: `HJTEST_MARK=<unique>`.
 pub const MARK_VAR: &str = "HJTEST_MARK";
 
+pub mod crash;
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// The name of the enclosing function (for SKIP lines).
@@ -1215,4 +1217,69 @@ pub fn cap_mask(names: &[&str]) -> u64 {
 /// Parses a /proc/self/status capability field (`000001fffeffffff`).
 pub fn parse_cap_hex(s: &str) -> u64 {
     u64::from_str_radix(s.trim(), 16).unwrap_or_else(|e| panic!("bad capability mask {s:?}: {e}"))
+}
+
+/// Why this machine cannot run VMs (no usable /dev/kvm, or KVM_CREATE_VM fails), or None.
+pub fn kvm_skip_reason() -> Option<String> {
+    use std::os::fd::AsRawFd;
+    let f = match fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        Ok(f) => f,
+        Err(e) => return Some(format!("/dev/kvm is not usable: {e}")),
+    };
+    const KVM_CREATE_VM: libc::c_ulong = 0xae01;
+    // SAFETY: KVM_CREATE_VM takes an integer argument and returns a new fd (closed
+    // right below); no memory is passed.
+    let vm = unsafe { libc::ioctl(f.as_raw_fd(), KVM_CREATE_VM, 0) };
+    if vm < 0 {
+        return Some(format!(
+            "KVM_CREATE_VM failed: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: vm is the fd the ioctl just returned, owned by nobody else.
+    unsafe { libc::close(vm) };
+    None
+}
+
+/// Returns from the calling test, printing `SKIP <test>: <reason>`, unless the machine
+/// can run containers and VMs.
+#[macro_export]
+macro_rules! require_kvm {
+    () => {
+        $crate::require_root!();
+        if let Some(reason) = $crate::kvm_skip_reason() {
+            println!("SKIP {}: {}", $crate::function_name!(), reason);
+            return;
+        }
+    };
+}
+
+/// A small deterministic PRNG (splitmix64): no rand crate in the workspace, and a
+/// printed seed makes a randomised test repeatable.
+#[derive(Debug)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
 }

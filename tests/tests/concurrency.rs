@@ -14,7 +14,7 @@
 
 use hyperjail_tests::{
     cgroup_dirs, cgroup_procs, marked_processes, mounts_under, pid_alive, require_root, Bundle,
-    Hyperjail, Output, MARK_VAR,
+    Hyperjail, Output, Rng, MARK_VAR,
 };
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,24 +29,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 const CLIENTS: usize = 8;
 const KNOWN_STATUS: &[&str] = &["creating", "created", "running", "paused", "stopped"];
-
-/// xorshift64*: no rand crate in the workspace, and a printed seed makes a run repeatable.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 #[derive(Default)]
 struct VerbStats {

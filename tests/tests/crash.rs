@@ -17,36 +17,15 @@
 //! The default is 10 runs per verb; `HJ_CRASH_RUNS=N` runs N per verb. The seed comes from
 //! the clock (or `HJ_CRASH_SEED`) and is printed, so a failing run can be replayed.
 
-use hyperjail_tests::{
-    cgroup_dirs, cgroup_procs, marked_processes, mounts_under, pid_alive, require_root, Bundle,
-    Hyperjail, Output, MARK_VAR,
-};
+use hyperjail_tests::crash::{delete, leftovers, median, ms, scrub, wait_from};
+use hyperjail_tests::{require_root, Bundle, Hyperjail, Rng, MARK_VAR};
 use std::fmt::Write as _;
-use std::fs;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Undisturbed runs per verb to measure its duration.
 const MEASURE_RUNS: usize = 5;
 /// Fault-injection runs per verb by default.
 const DEFAULT_RUNS: usize = 10;
-
-/// A small deterministic PRNG (splitmix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 /// The verbs under test.
 #[derive(Clone, Copy, Debug)]
@@ -131,188 +110,12 @@ impl Verb {
     }
 }
 
-fn median(v: &mut [Duration]) -> Duration {
-    v.sort();
-    if v.is_empty() {
-        Duration::ZERO
-    } else {
-        v[v.len() / 2]
-    }
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-}
-
 /// A fresh bundle for one run of `verb`.
 fn bundle(verb: Verb) -> Bundle {
     let mut b = Bundle::new();
     b.args(verb.args());
     b.save();
     b
-}
-
-/// Does `cg` (a path from /proc/<pid>/cgroup) lie in the container's cgroup `path`?
-fn in_cgroup(cg: &str, path: &str) -> bool {
-    cg == path || cg.starts_with(&format!("{path}/"))
-}
-
-/// Everything of container `id` (bundle `b`, state root `hj.root()`) left on the machine.
-fn leftovers(hj: &Hyperjail, b: &Bundle, id: &str) -> Vec<String> {
-    let mut left = Vec::new();
-    let cg_path = format!("/hyperjail/{id}");
-    let bundle_dir = b.path().canonicalize().unwrap_or_else(|_| b.path().into());
-    let marked = marked_processes(b.marker());
-    let me = std::process::id() as i32;
-    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        if pid == me || !pid_alive(pid) {
-            continue;
-        }
-        let mut why = Vec::new();
-        let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-        for line in cgroup.lines() {
-            if let Some(p) = line.splitn(3, ':').nth(2) {
-                if in_cgroup(p, &cg_path) {
-                    why.push(format!("cgroup {line}"));
-                    break;
-                }
-            }
-        }
-        for link in ["cwd", "root"] {
-            if let Ok(t) = fs::read_link(format!("/proc/{pid}/{link}")) {
-                if t.starts_with(&bundle_dir) {
-                    why.push(format!("{link} {}", t.display()));
-                }
-            }
-        }
-        if marked.contains(&pid) {
-            why.push(format!("{MARK_VAR}={}", b.marker()));
-        }
-        if !why.is_empty() && pid_alive(pid) {
-            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            let cmdline = fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|v| String::from_utf8_lossy(&v).replace('\0', " "))
-                .unwrap_or_default();
-            let state = hyperjail_tests::proc_state(pid).unwrap_or('?');
-            left.push(format!(
-                "process {pid} ({} state {state}, cmd `{}`): {}",
-                comm.trim(),
-                cmdline.trim(),
-                why.join("; ")
-            ));
-        }
-    }
-    for dir in cgroup_dirs(&cg_path) {
-        if dir.exists() {
-            let procs = cgroup_procs(&dir);
-            left.push(format!(
-                "cgroup dir {} (cgroup.procs {procs:?})",
-                dir.display()
-            ));
-        }
-    }
-    for m in mounts_under(b.path()) {
-        left.push(format!("mount {} (under the bundle)", m.display()));
-    }
-    for m in mounts_under(hj.root()) {
-        left.push(format!("mount {} (under the state root)", m.display()));
-    }
-    let sd = hj.root().join(id);
-    if sd.exists() {
-        let entries: Vec<String> = fs::read_dir(&sd)
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        left.push(format!("state dir {} (entries {entries:?})", sd.display()));
-    }
-    left
-}
-
-/// Removes what [`leftovers`] found, so that one failure does not spill into later runs.
-fn scrub(hj: &Hyperjail, b: &Bundle, id: &str) {
-    let cg_path = format!("/hyperjail/{id}");
-    for dir in cgroup_dirs(&cg_path) {
-        for pid in cgroup_procs(&dir) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        let _ = fs::write(dir.join("freezer.state"), "THAWED");
-        let _ = fs::write(dir.join("cgroup.freeze"), "0");
-    }
-    for pid in marked_processes(b.marker()) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-    std::thread::sleep(Duration::from_millis(50));
-    let mut ms = mounts_under(b.path());
-    ms.extend(mounts_under(hj.root()));
-    ms.reverse();
-    for m in ms {
-        let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
-    }
-    for dir in cgroup_dirs(&cg_path) {
-        let _ = fs::remove_dir(dir);
-    }
-    let _ = fs::remove_dir_all(hj.root().join(id));
-}
-
-/// How long `delete --force` may take before it counts as hung (and is killed).
-const DELETE_LIMIT: Duration = Duration::from_secs(5);
-
-/// One `delete --force`, timed. A call that hangs is SIGKILLed after [`DELETE_LIMIT`];
-/// then the returned note says what it was blocked on.
-fn delete_force(hj: &Hyperjail, id: &str) -> (Output, Duration, Option<String>) {
-    let t = Instant::now();
-    let mut running = hj
-        .call(["delete", "--force", id])
-        .timeout(DELETE_LIMIT * 3)
-        .spawn();
-    let mut hung = None;
-    while !running.is_finished() {
-        if t.elapsed() > DELETE_LIMIT {
-            let pid = running.pid();
-            let wchan = fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
-            let stack = fs::read_to_string(format!("/proc/{pid}/stack")).unwrap_or_default();
-            let first = stack.lines().take(3).collect::<Vec<_>>().join(" | ");
-            hung = Some(format!(
-                "delete --force hung for {DELETE_LIMIT:?} (wchan {wchan:?}, kernel stack {first:?})"
-            ));
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let out = running.wait();
-    (out, t.elapsed(), hung)
-}
-
-/// Waits `d` from `since`: sleeps for most of it, spins for the last part (sub-ms delays).
-fn wait_from(since: Instant, d: Duration) {
-    let end = since + d;
-    loop {
-        let now = Instant::now();
-        if now >= end {
-            return;
-        }
-        let left = end - now;
-        if left > Duration::from_micros(300) {
-            std::thread::sleep(left - Duration::from_micros(200));
-        } else {
-            std::hint::spin_loop();
-        }
-    }
 }
 
 /// Measures the verb's undisturbed duration (median of [`MEASURE_RUNS`]).
@@ -327,7 +130,7 @@ fn measure(hj: &Hyperjail, verb: Verb, n: &mut usize) -> Duration {
         let out = verb.spawn(hj, &b, &id).wait();
         times.push(t.elapsed());
         out.assert_ok();
-        let (_, _, hung) = delete_force(hj, &id);
+        let (_, _, hung) = delete(hj, &id, true);
         assert!(hung.is_none(), "undisturbed {}: {hung:?}", verb.name());
         scrub(hj, &b, &id);
     }
@@ -391,7 +194,7 @@ fn sigkill_during_each_verb_leaves_nothing_after_delete_force() {
                 finished_before_kill += 1;
             }
             let pre = leftovers(&hj, &b, &id);
-            let (del, del_time, hung) = delete_force(&hj, &id);
+            let (del, del_time, hung) = delete(&hj, &id, true);
             delete_times.push(del_time);
             let mut problems = Vec::new();
             if let Some(h) = &hung {
@@ -417,7 +220,7 @@ fn sigkill_during_each_verb_leaves_nothing_after_delete_force() {
             let mut second_delete = None;
             if !left.is_empty() && hung.is_none() {
                 // What does a second delete --force do with it?
-                let (d2, _, _) = delete_force(&hj, &id);
+                let (d2, _, _) = delete(&hj, &id, true);
                 let after2 = leftovers(&hj, &b, &id);
                 second_delete = Some(format!(
                     "second delete --force: code {:?} stderr {:?}; left after it: {after2:?}",
@@ -441,7 +244,7 @@ fn sigkill_during_each_verb_leaves_nothing_after_delete_force() {
                     again.stderr.trim()
                 ));
             }
-            let (d3, _, h3) = delete_force(&hj, &id);
+            let (d3, _, h3) = delete(&hj, &id, true);
             if let Some(h) = h3 {
                 problems.push(format!("re-created container: {h}"));
             }

@@ -2,49 +2,13 @@
 //! under hyperjail's own guest kernel. Every test skips with a reason when /dev/kvm is
 //! missing or cannot create a VM; the ones that compile C skip without `gcc -static`.
 
-use hyperjail_tests::{pid_alive, require_root, skip_unless, wait_until, Bundle, Hyperjail};
+use hyperjail_tests::{pid_alive, require_kvm, skip_unless, wait_until, Bundle, Hyperjail};
 use serde_json::json;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-
-/// Why this machine cannot run VMs, or None.
-fn kvm_skip_reason() -> Option<String> {
-    let f = match fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        Ok(f) => f,
-        Err(e) => return Some(format!("/dev/kvm is not usable: {e}")),
-    };
-    const KVM_CREATE_VM: libc::c_ulong = 0xae01;
-    use std::os::fd::AsRawFd;
-    // SAFETY: KVM_CREATE_VM takes an integer argument and returns a new fd (closed
-    // right below); no memory is passed.
-    let vm = unsafe { libc::ioctl(f.as_raw_fd(), KVM_CREATE_VM, 0) };
-    if vm < 0 {
-        return Some(format!(
-            "KVM_CREATE_VM failed: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: vm is the fd the ioctl just returned, owned by nobody else.
-    unsafe { libc::close(vm) };
-    None
-}
-
-macro_rules! require_kvm {
-    () => {
-        require_root!();
-        if let Some(reason) = kvm_skip_reason() {
-            println!("SKIP {}: {}", hyperjail_tests::function_name!(), reason);
-            return;
-        }
-    };
-}
 
 /// A busybox bundle routed to the VM backend.
 fn vm_bundle() -> Bundle {

@@ -43,9 +43,12 @@
 //! of `crash.rs`) runs N per case. The seed comes from the clock (or `HJ_VM_CRASH_SEED`,
 //! else `HJ_CRASH_SEED`) and is printed, so a failing run can be replayed.
 
+use hyperjail_tests::crash::{
+    delete, finish, leftovers, median, ms, scrub, sigkill, vm_note, wait_from,
+};
 use hyperjail_tests::{
-    cgroup_dirs, cgroup_procs, marked_processes, mounts_under, pid_alive, require_root,
-    status_field, wait_until, Bundle, Hyperjail, Output, Running, MARK_VAR,
+    marked_processes, pid_alive, require_kvm, wait_until, Bundle, Hyperjail, Output, Rng, Running,
+    MARK_VAR,
 };
 use serde_json::json;
 use std::fmt::Write as _;
@@ -58,52 +61,12 @@ use tempfile::TempDir;
 const MEASURE_RUNS: usize = 5;
 /// Fault-injection runs per case by default.
 const DEFAULT_RUNS: usize = 10;
-/// How long `delete --force` may take before it counts as hung (and is killed).
-const DELETE_LIMIT: Duration = Duration::from_secs(5);
 /// How long the CLI may take to finish by itself once its VMM was killed.
 const CLI_AFTER_VMM_LIMIT: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------
 // KVM and the program
 // ---------------------------------------------------------------------------------------
-
-/// Why this machine cannot run VMs, or None (the same test as `vm.rs`).
-fn kvm_skip_reason() -> Option<String> {
-    let f = match fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        Ok(f) => f,
-        Err(e) => return Some(format!("/dev/kvm is not usable: {e}")),
-    };
-    const KVM_CREATE_VM: libc::c_ulong = 0xae01;
-    use std::os::fd::AsRawFd;
-    // SAFETY: KVM_CREATE_VM takes an integer argument and returns a new fd (closed
-    // right below); no memory is passed.
-    let vm = unsafe { libc::ioctl(f.as_raw_fd(), KVM_CREATE_VM, 0) };
-    if vm < 0 {
-        return Some(format!(
-            "KVM_CREATE_VM failed: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: vm is the fd the ioctl just returned, owned by nobody else.
-    unsafe { libc::close(vm) };
-    None
-}
-
-/// Returns from the calling test, printing `SKIP <test>: <reason>`, unless the machine
-/// can run containers and VMs.
-macro_rules! require_kvm {
-    () => {
-        require_root!();
-        if let Some(reason) = kvm_skip_reason() {
-            println!("SKIP {}: {}", hyperjail_tests::function_name!(), reason);
-            return;
-        }
-    };
-}
 
 /// The container program: loops in 1 ms sleeps; with the argument `exit`, returns 0.
 const LOOP_C: &str = r#"
@@ -191,24 +154,6 @@ impl Program {
 // ---------------------------------------------------------------------------------------
 // Verbs and targets
 // ---------------------------------------------------------------------------------------
-
-/// A small deterministic PRNG (splitmix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 /// The verbs under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -319,214 +264,6 @@ const VMM_CASES: [Verb; 6] = [
 // ---------------------------------------------------------------------------------------
 // Inspection and clean-up
 // ---------------------------------------------------------------------------------------
-
-fn median(v: &mut [Duration]) -> Duration {
-    v.sort();
-    if v.is_empty() {
-        Duration::ZERO
-    } else {
-        v[v.len() / 2]
-    }
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-}
-
-/// The domain's cgroups path (the bundle's `cgroupsPath`, or hyperjail's default).
-fn cg_path(b: &Bundle, id: &str) -> String {
-    b.cgroups_path()
-        .unwrap_or_else(|| format!("/hyperjail/{id}"))
-}
-
-/// Does `cg` (a path from /proc/<pid>/cgroup) lie in the domain's cgroup `path`?
-fn in_cgroup(cg: &str, path: &str) -> bool {
-    cg == path || cg.starts_with(&format!("{path}/"))
-}
-
-/// Whether `pid` holds a KVM VM fd (and so guest memory), and its resident set.
-fn vm_note(pid: i32) -> String {
-    let kvm = fs::read_dir(format!("/proc/{pid}/fd"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| fs::read_link(e.path()).ok())
-        .any(|t| t.to_string_lossy().contains("kvm-vm"));
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status_field(&status, "VmRSS").unwrap_or_else(|| "?".into());
-    format!(
-        "{}, VmRSS {rss}",
-        if kvm {
-            "holds a KVM VM fd"
-        } else {
-            "no KVM VM fd"
-        }
-    )
-}
-
-/// Everything of domain `id` (bundle `b`, state root `hj.root()`) left on the machine.
-fn leftovers(hj: &Hyperjail, b: &Bundle, id: &str) -> Vec<String> {
-    let mut left = Vec::new();
-    let cg = cg_path(b, id);
-    let bundle_dir = b.path().canonicalize().unwrap_or_else(|_| b.path().into());
-    let marked = marked_processes(b.marker());
-    let me = std::process::id() as i32;
-    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        if pid == me || !pid_alive(pid) {
-            continue;
-        }
-        let mut why = Vec::new();
-        let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-        for line in cgroup.lines() {
-            if let Some(p) = line.splitn(3, ':').nth(2) {
-                if in_cgroup(p, &cg) {
-                    why.push(format!("cgroup {line}"));
-                    break;
-                }
-            }
-        }
-        for link in ["cwd", "root"] {
-            if let Ok(t) = fs::read_link(format!("/proc/{pid}/{link}")) {
-                if t.starts_with(&bundle_dir) {
-                    why.push(format!("{link} {}", t.display()));
-                }
-            }
-        }
-        if marked.contains(&pid) {
-            why.push(format!("{MARK_VAR}={}", b.marker()));
-        }
-        if !why.is_empty() && pid_alive(pid) {
-            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            let cmdline = fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|v| String::from_utf8_lossy(&v).replace('\0', " "))
-                .unwrap_or_default();
-            let state = hyperjail_tests::proc_state(pid).unwrap_or('?');
-            left.push(format!(
-                "process {pid} ({} state {state}, cmd `{}`, {}): {}",
-                comm.trim(),
-                cmdline.trim(),
-                vm_note(pid),
-                why.join("; ")
-            ));
-        }
-    }
-    for dir in cgroup_dirs(&cg) {
-        if dir.exists() {
-            let procs = cgroup_procs(&dir);
-            left.push(format!(
-                "cgroup dir {} (cgroup.procs {procs:?})",
-                dir.display()
-            ));
-        }
-    }
-    for m in mounts_under(b.path()) {
-        left.push(format!("mount {} (under the bundle)", m.display()));
-    }
-    for m in mounts_under(hj.root()) {
-        left.push(format!("mount {} (under the state root)", m.display()));
-    }
-    let sd = hj.root().join(id);
-    if sd.exists() {
-        let entries: Vec<String> = fs::read_dir(&sd)
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        left.push(format!("state dir {} (entries {entries:?})", sd.display()));
-    }
-    left
-}
-
-fn sigkill(pid: i32) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    );
-}
-
-/// Removes what [`leftovers`] found, so that one failure does not spill into later runs.
-fn scrub(hj: &Hyperjail, b: &Bundle, id: &str) {
-    let cg = cg_path(b, id);
-    for dir in cgroup_dirs(&cg) {
-        let _ = fs::write(dir.join("freezer.state"), "THAWED");
-        let _ = fs::write(dir.join("cgroup.freeze"), "0");
-        for pid in cgroup_procs(&dir) {
-            sigkill(pid);
-        }
-    }
-    for pid in marked_processes(b.marker()) {
-        sigkill(pid);
-    }
-    std::thread::sleep(Duration::from_millis(50));
-    let mut ms = mounts_under(b.path());
-    ms.extend(mounts_under(hj.root()));
-    ms.reverse();
-    for m in ms {
-        let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
-    }
-    for dir in cgroup_dirs(&cg) {
-        let _ = fs::remove_dir(dir);
-    }
-    let _ = fs::remove_dir_all(hj.root().join(id));
-}
-
-/// Waits for `running` up to `limit`; on a hang, says what it is blocked on, kills it
-/// and reaps it. Returns the output, the time taken and the hang note.
-fn finish(mut running: Running, limit: Duration, what: &str) -> (Output, Duration, Option<String>) {
-    let t = Instant::now();
-    let mut hung = None;
-    while !running.is_finished() {
-        if t.elapsed() > limit && hung.is_none() {
-            let pid = running.pid();
-            let wchan = fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
-            let stack = fs::read_to_string(format!("/proc/{pid}/stack")).unwrap_or_default();
-            let first = stack.lines().take(3).collect::<Vec<_>>().join(" | ");
-            hung = Some(format!(
-                "{what} hung for {limit:?} (wchan {wchan:?}, kernel stack {first:?})"
-            ));
-            sigkill(pid);
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let out = running.wait();
-    (out, t.elapsed(), hung)
-}
-
-/// One `delete [--force] ID`, timed, with hang detection ([`DELETE_LIMIT`]).
-fn delete(hj: &Hyperjail, id: &str, force: bool) -> (Output, Duration, Option<String>) {
-    let t = Instant::now();
-    let call = if force {
-        hj.call(["delete", "--force", id])
-    } else {
-        hj.call(["delete", id])
-    };
-    let running = call.timeout(DELETE_LIMIT * 3).spawn();
-    let what = if force { "delete --force" } else { "delete" };
-    let (out, _, hung) = finish(running, DELETE_LIMIT, what);
-    (out, t.elapsed(), hung)
-}
-
-/// Waits `d` from `since`: sleeps for most of it, spins for the last part (sub-ms delays).
-fn wait_from(since: Instant, d: Duration) {
-    let end = since + d;
-    loop {
-        let now = Instant::now();
-        if now >= end {
-            return;
-        }
-        let left = end - now;
-        if left > Duration::from_micros(300) {
-            std::thread::sleep(left - Duration::from_micros(200));
-        } else {
-            std::hint::spin_loop();
-        }
-    }
-}
 
 /// The children of `pid` (`/proc/PID/task/PID/children`; empty when it is gone).
 fn children(pid: i32) -> Vec<i32> {
