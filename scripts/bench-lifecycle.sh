@@ -27,6 +27,8 @@ OUT_DIR=${OUT_DIR:-$repo/bench-results}
 
 die() { echo "bench-lifecycle: error: $*" >&2; exit 1; }
 note() { echo "bench-lifecycle: $*"; }
+# shellcheck source=scripts/bench-common.sh
+. "$repo/scripts/bench-common.sh"
 
 [ "$(id -u)" -eq 0 ] || die "must run as root (containers need namespaces and cgroups)"
 [ -x "$HYPERJAIL" ] || die "no hyperjail binary at $HYPERJAIL (run 'make build')"
@@ -64,16 +66,7 @@ jq '.ociVersion = "1.0.2-dev"' "$bundle/config.json" > "$bundle/config.json.new"
 mv "$bundle/config.json.new" "$bundle/config.json"
 note "bundle: $bundle (busybox true); ociVersion set to 1.0.2-dev because crun 1.8.1 rejects 1.2.0"
 
-# crun 1.8.1 refuses a hybrid cgroup layout while any controller (here hugetlb)
-# sits on cgroup v2. Give hugetlb a v1 hierarchy, as MACHINE-NOTES.md says.
-# Only on a v1/hybrid host (/sys/fs/cgroup a tmpfs); it stays mounted: on this
-# kernel, unmounting it again does not hand hugetlb back to v2.
-if [ "$(stat -f -c %T /sys/fs/cgroup)" = tmpfs ] && ! mountpoint -q /sys/fs/cgroup/hugetlb; then
-    mkdir -p /sys/fs/cgroup/hugetlb
-    mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb ||
-        die "could not mount the v1 hugetlb hierarchy that crun needs"
-    note "mounted the v1 hugetlb hierarchy at /sys/fs/cgroup/hugetlb (for crun only; it stays mounted)"
-fi
+mount_hugetlb_v1_for_crun
 
 mkdir -p "$OUT_DIR"
 

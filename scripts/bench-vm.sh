@@ -47,6 +47,8 @@ OUT_DIR=${OUT_DIR:-$repo/bench-results}
 
 die() { echo "bench-vm: error: $*" >&2; exit 1; }
 note() { echo "bench-vm: $*"; }
+# shellcheck source=scripts/bench-common.sh
+. "$repo/scripts/bench-common.sh"
 
 [ "$(id -u)" -eq 0 ] || die "must run as root (containers need namespaces, cgroups and /dev/kvm)"
 [ -x "$HYPERJAIL" ] || die "no hyperjail binary at $HYPERJAIL (run 'make build')"
@@ -117,14 +119,7 @@ jq --arg r "$jail/rootfs" '.annotations["org.hyperjail.backend"] = "vm" | .root.
 mknod -m 666 "$jail/rootfs/dev/null" c 1 3
 note "bundles: $jail (jail, crun, runc, runsc) and $vm (VM); ociVersion 1.0.2-dev because crun 1.8.1 rejects 1.2.0"
 
-# crun 1.8.1 refuses a hybrid cgroup layout while any controller (here hugetlb)
-# sits on cgroup v2: give hugetlb a v1 hierarchy (as bench-lifecycle.sh does).
-if [ "$(stat -f -c %T /sys/fs/cgroup)" = tmpfs ] && ! mountpoint -q /sys/fs/cgroup/hugetlb; then
-    mkdir -p /sys/fs/cgroup/hugetlb
-    mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb ||
-        die "could not mount the v1 hugetlb hierarchy that crun needs"
-    note "mounted the v1 hugetlb hierarchy at /sys/fs/cgroup/hugetlb (for crun only; it stays mounted)"
-fi
+mount_hugetlb_v1_for_crun
 [ -z "$runsc_note" ] || note "$runsc_note; skipping that column"
 [ -z "$RUNSC" ] || note "runsc runs with --network=none (runsc 20221219 refuses: 'cannot run with network enabled in root network namespace')"
 
