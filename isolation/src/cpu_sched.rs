@@ -104,9 +104,14 @@ pub fn set_deadline(tid: i32, d: Option<Deadline>) -> Result<()> {
             ..Default::default()
         },
     };
+    set_attr(tid, &attr)
+}
+
+/// sched_setattr(2) of task `tid` (0: the caller).
+fn set_attr(tid: i32, attr: &SchedAttr) -> Result<()> {
     // SAFETY: sched_setattr reads `attr.size` bytes from a valid, initialised
     // SchedAttr that lives across the call; no memory is written.
-    let r = unsafe { libc::syscall(libc::SYS_sched_setattr, tid, &attr as *const SchedAttr, 0) };
+    let r = unsafe { libc::syscall(libc::SYS_sched_setattr, tid, attr as *const SchedAttr, 0) };
     if r != 0 {
         return Err(Error::sys(
             format!("sched_setattr of task {tid}"),
@@ -131,15 +136,7 @@ fn set_rt(tid: i32, policy: u32, priority: u32) -> Result<()> {
         sched_priority: priority,
         ..Default::default()
     };
-    // SAFETY: as in set_deadline: the kernel only reads the initialised struct.
-    let r = unsafe { libc::syscall(libc::SYS_sched_setattr, tid, &attr as *const SchedAttr, 0) };
-    if r != 0 {
-        return Err(Error::sys(
-            "sched_setattr SCHED_FIFO",
-            nix::errno::Errno::last(),
-        ));
-    }
-    Ok(())
+    set_attr(tid, &attr)
 }
 
 /// Moves the calling process into the root cgroup of every hierarchy (best effort): a
