@@ -77,6 +77,16 @@ run_containerd_existed=0
 r() {
     timeout -k 5 "$TMO" "$@" >"$OUT" 2>"$ERR"
 }
+# rtty "CMD ARGS": run CMD on a new pseudo-terminal (util-linux script), like r.
+# script's stdin is /dev/null: make may run in a background process group of a
+# terminal, where script reading or setting that terminal would stop on SIGTTIN
+# or SIGTTOU. The command is exec'd (no shell in between) and timeout runs with
+# --foreground, so the command stays in the pty's foreground process group
+# whatever $SHELL is: engines set the pty raw, and from a background group that
+# stops them with SIGTTOU (seen in CI, where $SHELL made script run `sh -c`).
+rtty() {
+    r script -qec "exec timeout --foreground -k 5 $TMO $1" /dev/null </dev/null
+}
 # diag LINE...: a diagnostic line for the current (failing) test.
 diag() { printf '%s\n' "$@" >>"$T/diag"; }
 # show: the last command's output, for diagnostics.
@@ -402,7 +412,7 @@ p_exec_opts() {
 t "podman exec --user --workdir --env" p_exec_opts
 
 p_exec_tty() {
-    r script -qec "timeout $TMO ${P[*]} exec -t $D tty" /dev/null </dev/null
+    rtty "${P[*]} exec -t $D tty"
     local rc=$?
     expect_rc 0 $rc || return 1
     tr -d '\r' <"$OUT" >"$OUT.x" && mv "$OUT.x" "$OUT"
@@ -478,7 +488,7 @@ p_wait() {
 t "podman run -d; podman wait gives exit status 7" p_wait
 
 p_run_tty() {
-    r script -qec "timeout $TMO ${PN[*]} --rm -t $IMG tty" /dev/null </dev/null
+    rtty "${PN[*]} --rm -t $IMG tty"
     local rc=$?
     expect_rc 0 $rc || return 1
     tr -d '\r' <"$OUT" >"$OUT.x" && mv "$OUT.x" "$OUT"
@@ -621,7 +631,7 @@ c_missing_cmd() {
 t "ctr run of a missing command: the runtime's JSON log error reaches ctr" c_missing_cmd
 
 c_run_tty() {
-    r script -qec "timeout $TMO ${CTR[*]} run --rm -t ${RUNC_OPTS[*]} $IMG t1d tty" /dev/null </dev/null
+    rtty "${CTR[*]} run --rm -t ${RUNC_OPTS[*]} $IMG t1d tty"
     local rc=$?
     expect_rc 0 $rc || return 1
     # the terminal echoes a NUL that ctr writes as ^@
@@ -680,7 +690,7 @@ c_exec_rc() {
 t "ctr task exec: exit status 5 passed through" c_exec_rc
 
 c_exec_tty() {
-    r script -qec "timeout $TMO ${CTR[*]} task exec -t --exec-id e3 t2 tty" /dev/null </dev/null
+    rtty "${CTR[*]} task exec -t --exec-id e3 t2 tty"
     tr -d '\r\0' <"$OUT" | sed 's/^\^@//' >"$OUT.x" && mv "$OUT.x" "$OUT"
     grep -q '^/dev/pts/[0-9]*$' "$OUT" || { diag "tty in the exec is not a pts"; show; return 1; }
 }
