@@ -39,6 +39,7 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 pub const MARK_VAR: &str = "HJTEST_MARK";
 
 pub mod crash;
+pub mod vm;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 

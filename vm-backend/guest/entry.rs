@@ -1,7 +1,11 @@
-//! The blob header and the system-call entry (LSTAR). The entry runs at CPL3 on this
-//! host: it switches to the kernel stack, saves the registers Linux preserves and the
-//! user's FPU/SSE state, calls `hj_syscall`, restores, and returns without `sysret`
-//! (`popfq; jmp *%rcx`, native at CPL3).
+//! The blob header and the system-call entries. Both run at CPL3 on this host: they
+//! switch to the kernel stack, save the registers Linux preserves and the user's
+//! FPU/SSE state, call `hj_syscall`, restore, and return without `sysret`
+//! (`popfq; jmp *%rcx`, native at CPL3). `hj_syscall_entry` (LSTAR) is reached by
+//! the `syscall` instruction, which exits to KVM on this host; `hj_fast_entry` by a
+//! `jmp` from a rewritten site (patch.rs), with rcx = return address and the flags
+//! pushed in place of r11 (none of `mov`, `lea` changes them). `hj_trapped` says
+//! which entry was taken.
 
 use core::arch::global_asm;
 
@@ -22,12 +26,26 @@ hj_kstack:
     .space 65536
 hj_kstack_top:
 
+    .globl hj_trapped
+hj_trapped:
+    .byte 0
+
     .text
+    .globl hj_fast_entry
+hj_fast_entry:
+    mov %rsp, hj_user_rsp(%rip)
+    lea hj_kstack_top(%rip), %rsp
+    movb $0, hj_trapped(%rip)
+    pushfq
+    jmp hj_entry_common
+
     .globl hj_syscall_entry
 hj_syscall_entry:
     mov %rsp, hj_user_rsp(%rip)
     lea hj_kstack_top(%rip), %rsp
+    movb $1, hj_trapped(%rip)
     push %r11
+hj_entry_common:
     push %rcx
     push %r9
     push %r8
@@ -79,4 +97,15 @@ pub struct Frame {
     pub rcx: u64,
     /// User rflags.
     pub r11: u64,
+}
+
+extern "C" {
+    static hj_trapped: u8;
+}
+
+/// Whether the current system call came through the `syscall` instruction (and
+/// not through a rewritten site).
+pub fn trapped() -> bool {
+    // SAFETY: a byte of kernel data written only by the entries, before this runs.
+    unsafe { core::ptr::addr_of!(hj_trapped).read_volatile() != 0 }
 }

@@ -17,6 +17,7 @@ mod abi;
 mod entry;
 mod info;
 mod mem;
+mod patch;
 mod sys;
 mod time;
 
@@ -37,6 +38,9 @@ extern "C" fn hj_syscall(frame: *mut entry::Frame) -> u64 {
     // SAFETY: the entry passes a pointer to the frame it just pushed on the kernel
     // stack; nothing else refers to it until this function returns.
     let f = unsafe { &mut *frame };
+    if entry::trapped() {
+        patch::try_patch(f);
+    }
     let a = [f.rdi, f.rsi, f.rdx, f.r10, f.r8, f.r9];
     sys::dispatch(f.rax, a) as u64
 }
