@@ -151,17 +151,25 @@ fn create_start_kill_delete() {
     assert_eq!(st["backend"], "vm", "{st}");
     let pid = c.pid();
     assert!(pid_alive(pid), "the VMM must exist after create");
-    // Built and confined before `create` returns: seccomp filter mode, no_new_privs.
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("VMM status");
-    let field = |k: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(k))
-            .map(str::trim)
-            .map(str::to_string)
-    };
-    assert_eq!(field("Seccomp:").as_deref(), Some("2"), "{status}");
-    assert_eq!(field("NoNewPrivs:").as_deref(), Some("1"), "{status}");
+    // Built and confined before `create` returns: every thread of the VMM (the vCPU
+    // loop and the ring thread) in seccomp filter mode with no_new_privs.
+    let tasks: Vec<_> = fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("VMM tasks")
+        .map(|e| e.expect("task entry").path())
+        .collect();
+    assert_eq!(tasks.len(), 2, "vCPU and ring threads: {tasks:?}");
+    for t in tasks {
+        let status = fs::read_to_string(t.join("status")).expect("task status");
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(str::trim)
+                .map(str::to_string)
+        };
+        assert_eq!(field("Seccomp:").as_deref(), Some("2"), "{status}");
+        assert_eq!(field("NoNewPrivs:").as_deref(), Some("1"), "{status}");
+    }
     c.start().assert_ok();
     assert_eq!(c.status().as_deref(), Some("running"));
     c.kill("TERM").assert_ok();

@@ -109,3 +109,109 @@ fn rewritten_sites_give_the_same_results() {
     assert_eq!(got, want, "the bytes written through rewritten sites");
     c.assert_nothing_left(&b);
 }
+
+const RING: &str = r#"
+#include <stdio.h>
+#include <fcntl.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static long long now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+/* Bursts of forwarded writes separated by quiet spells (the VMM's ring thread goes
+   to sleep after 50 us) and by long forwarded calls (sleeps that park the vCPU);
+   every byte must land, in order. argv[2] = ms to sleep at the end. */
+int main(int argc, char **argv) {
+    int fd = open(argv[1], O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) { perror("open"); return 1; }
+    unsigned x = 12345;
+    long total = 0;
+    for (int round = 0; round < 300; round++) {
+        int k = round % 7 + 1;
+        for (int i = 0; i < k; i++) {
+            char c = 'a' + total % 26;
+            if (write(fd, &c, 1) != 1) { perror("write"); return 1; }
+            total++;
+        }
+        x = x * 1103515245 + 12345;
+        long long until = now() + (x >> 8) % 400000;
+        while (now() < until) ;
+        if (round % 50 == 49) {
+            struct timespec ts = {0, 5000000};
+            if (nanosleep(&ts, 0) != 0) { perror("nanosleep"); return 1; }
+        }
+    }
+    close(fd);
+    printf("total=%ld\n", total);
+    fflush(stdout);
+    struct timespec ts = {atoi(argv[2]) / 1000, (atoi(argv[2]) % 1000) * 1000000L};
+    nanosleep(&ts, 0);
+    return 0;
+}
+"#;
+
+/// The forwarding ring across its modes: polled while busy, asleep after a quiet
+/// spell (the next request exits to the vCPU thread), and long calls that park the
+/// vCPU. Every byte arrives in order, and a guest asleep in a forwarded nanosleep
+/// costs the VMM next to no CPU (no thread spins while nothing happens).
+#[test]
+fn ring_busy_idle_and_long_calls() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    skip_unless!(
+        compile_static(
+            &b,
+            "ring",
+            &format!("#include <stdlib.h>\n{RING}"),
+            &["-static"]
+        ),
+        "gcc -static does not work here (apt-get install gcc libc6-dev)"
+    );
+    let total: usize = (0..300).map(|r| r % 7 + 1).sum();
+    let want: String = (0..total)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    b.args(&["/ring", "/out", "1500"]);
+    let c = hj.container("vmring");
+    c.create(&b, &[]).assert_ok();
+    let pid = c.pid();
+    c.start().assert_ok();
+    // Wait for the writes to finish, then measure the VMM's CPU time across a
+    // second of the guest's final sleep.
+    hyperjail_tests::wait_until(
+        std::time::Duration::from_secs(20),
+        "the guest's writes",
+        || fs::metadata(b.rootfs().join("out")).is_ok_and(|m| m.len() as usize == total),
+    );
+    let cpu = || {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let f: Vec<u64> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        // utime and stime: fields 14 and 15, counted from the state (field 3).
+        f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let before = cpu();
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let ticks = cpu() - before;
+    c.wait_status("stopped");
+    let got = fs::read_to_string(b.rootfs().join("out")).expect("read /out");
+    assert_eq!(got, want, "bytes through the ring, in order");
+    assert!(
+        ticks < 10,
+        "a sleeping guest cost the VMM {ticks} clock ticks of CPU in 1 s (a thread spins)"
+    );
+    c.delete().assert_ok();
+    c.assert_nothing_left(&b);
+}

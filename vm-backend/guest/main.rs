@@ -4,7 +4,8 @@
 //! system-call entry. The VMM loads the program, builds its stack and starts the vCPU
 //! at the program's entry at CPL3: this kernel only ever runs on a `syscall`. It
 //! implements the process-local system calls itself (memory, identity, time, TLS) and
-//! forwards I/O to the VMM through the request block and an MMIO doorbell.
+//! forwards I/O to the VMM through a shared-memory ring (ring.rs). The first trap of
+//! each syscall site rewrites it into a jump to this kernel (patch.rs).
 //!
 //! Built by `vm-backend/build.rs` with rustc for x86_64-unknown-linux-gnu, no_std,
 //! panic=abort, static relocation, linked with `link.ld` and turned into a flat binary.
@@ -18,6 +19,7 @@ mod entry;
 mod info;
 mod mem;
 mod patch;
+mod ring;
 mod sys;
 mod time;
 

@@ -23,6 +23,7 @@ pub struct State {
     mmap_low: u64,
     rng: [u64; 2],
     reported: [u64; 8],
+    posted: u64,
 }
 
 struct Global(UnsafeCell<State>);
@@ -38,6 +39,7 @@ static STATE: Global = Global(UnsafeCell::new(State {
     mmap_low: 0,
     rng: [0; 2],
     reported: [0; 8],
+    posted: 0,
 }));
 
 fn st() -> &'static mut State {
@@ -61,11 +63,11 @@ pub fn dispatch(nr: u64, a: [u64; 6]) -> i64 {
     match nr {
         // Console and file I/O, paths, the fd table, the working directory and
         // sleeping: the VMM.
-        0..=6 | 8 | 16..=21 | 32 | 33 | 35 | 40 | 72 | 79..=84 | 87 | 88 => forward(nr, a),
-        217 | 230 | 257 | 258 | 262..=264 | 266 | 269 | 292 | 316 | 332 | 439 => forward(nr, a),
+        0..=6 | 8 | 16..=21 | 32 | 33 | 35 | 40 | 72 | 79..=84 | 87 | 88 => forward(s, nr, a),
+        217 | 230 | 257 | 258 | 262..=264 | 266 | 269 | 292 | 316 | 332 | 439 => forward(s, nr, a),
         // readlink: /proc/self/exe is known here, anything else is a rootfs path.
-        89 => info::readlink(a[0], a[1], a[2]).unwrap_or_else(|| forward(nr, a)),
-        267 => info::readlink(a[1], a[2], a[3]).unwrap_or_else(|| forward(nr, a)),
+        89 => info::readlink(a[0], a[1], a[2]).unwrap_or_else(|| forward(s, nr, a)),
+        267 => info::readlink(a[1], a[2], a[3]).unwrap_or_else(|| forward(s, nr, a)),
         9 => mmap(s, a),
         10 | 11 | 26 | 28 => 0, // mprotect, munmap, msync, madvise: accepted
         12 => brk(s, a[0]),
@@ -112,21 +114,9 @@ pub fn unsupported(s: &mut State, nr: u64) -> i64 {
     -ENOSYS
 }
 
-/// Hands a system call to the VMM through the request block.
-pub fn forward(nr: u64, a: [u64; 6]) -> i64 {
-    let blk = REQ_GPA as *mut u64;
-    // SAFETY: the request block is a kernel page of guest RAM mapped by the VMM.
-    unsafe {
-        blk.add((RQ_NR / 8) as usize).write_volatile(nr);
-        for (i, v) in a.iter().enumerate() {
-            blk.add((RQ_ARGS / 8) as usize + i).write_volatile(*v);
-        }
-        blk.add((RQ_RET / 8) as usize)
-            .write_volatile((-ENOSYS) as u64);
-    }
-    mmio(MMIO_CALL, REQ_GPA);
-    // SAFETY: as above; the VMM wrote the result before the doorbell write completed.
-    unsafe { blk.add((RQ_RET / 8) as usize).read_volatile() as i64 }
+/// Hands a system call to the VMM through the forwarding ring.
+pub fn forward(s: &mut State, nr: u64, a: [u64; 6]) -> i64 {
+    crate::ring::call(&mut s.posted, nr, a)
 }
 
 fn exit(code: u64) -> i64 {

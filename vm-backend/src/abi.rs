@@ -32,8 +32,6 @@ pub const STUBS_GPA: u64 = 0xa000;
 pub const STUB_SIZE: u64 = 32;
 /// Boot-info page written by the VMM, read by the guest kernel.
 pub const BOOT_INFO_GPA: u64 = 0xe000;
-/// Request block for forwarded system calls.
-pub const REQ_GPA: u64 = 0xf000;
 /// Top of the CPL0 stack used by IDT events (TSS.RSP0).
 pub const FAULT_STACK_TOP: u64 = 0x2_0000;
 /// Where the guest kernel blob is loaded (and linked).
@@ -47,8 +45,6 @@ pub const RAM_MAX: u64 = 0xc000_0000;
 
 /// Base of the MMIO doorbells (a GPA outside guest RAM: writes exit to the VMM).
 pub const MMIO_BASE: u64 = 0xd000_0000;
-/// Doorbell: value = GPA of a request block; the VMM performs it and writes `ret`.
-pub const MMIO_CALL: u64 = MMIO_BASE;
 /// Doorbell: value = exit status of the guest program (exit_group).
 pub const MMIO_EXIT: u64 = MMIO_BASE + 0x08;
 /// Doorbell: value = number of a system call the guest does not implement.
@@ -57,6 +53,13 @@ pub const MMIO_UNSUPPORTED: u64 = MMIO_BASE + 0x10;
 pub const MMIO_FAULT: u64 = MMIO_BASE + 0x18;
 /// Doorbell: the guest kernel panicked; value = line number.
 pub const MMIO_PANIC: u64 = MMIO_BASE + 0x20;
+/// Doorbell: the guest posted a request while the VMM's ring thread sleeps; the
+/// vCPU thread performs it and wakes the ring thread (ring.rs explains why not an
+/// ioeventfd). Rung only when the ring's idle flag is set.
+pub const MMIO_KICK: u64 = MMIO_BASE + 0x28;
+/// Doorbell: the guest stops spinning for a completion (value: the request count it
+/// waits for); the vCPU thread returns once every posted request has completed.
+pub const MMIO_WAIT: u64 = MMIO_BASE + 0x30;
 
 /// Magic at offset 0 of the kernel blob; the syscall entry address follows it.
 pub const KERNEL_MAGIC: u64 = u64::from_le_bytes(*b"HJGUEST1");
@@ -95,6 +98,23 @@ pub const BI_CWD_LEN: u64 = 0x400;
 pub const BI_EXE: u64 = 0x600;
 /// Room for the program path (with its NUL).
 pub const BI_EXE_LEN: u64 = 0x400;
+
+/// The forwarding ring (Xen's split-driver model, one page): the guest kernel posts
+/// forwarded system calls into slots and bumps `req_prod`; the VMM's ring thread
+/// performs them in order and bumps `rsp_prod`. Counters are free-running u64s; slot
+/// `n % RING_SLOTS` holds request `n`. A request block is [`RQ_SIZE`] bytes.
+pub const RING_GPA: u64 = 0x2_0000;
+/// Number of slots.
+pub const RING_SLOTS: u64 = 32;
+/// Requests posted (written by the guest).
+pub const RG_REQ_PROD: u64 = 0;
+/// Requests completed (written by the VMM), on its own cache line.
+pub const RG_RSP_PROD: u64 = 0x40;
+/// Non-zero while the ring thread sleeps: the guest must ring [`MMIO_KICK`]
+/// (virtio's notification suppression, in one flag).
+pub const RG_VMM_IDLE: u64 = 0x80;
+/// First slot.
+pub const RG_SLOTS: u64 = 0x100;
 
 /// Request block offsets: system call number.
 pub const RQ_NR: u64 = 0;

@@ -135,8 +135,17 @@ fn vmm_main(
     if ch.read_exact(&mut go).is_err() {
         std::process::exit(1);
     }
-    let built = vmm::build(kvm, plan).and_then(|vm| {
+    let built = vmm::build(kvm, plan).and_then(|mut vm| {
+        // Both threads perform file calls (the ring thread, and this one when the
+        // ring thread sleeps): the file identity and the seccomp filter are per
+        // thread, so each takes its own. Filters go on last: glibc's setgroups
+        // signals every thread to change, which a filtered thread may not.
         confine::file_identity(plan.user.0, plan.user.1, &plan.groups)?;
+        let (user, groups, ring_profile) = (plan.user, plan.groups.clone(), profile.clone());
+        vm.start_ring(move || {
+            confine::file_identity(user.0, user.1, &groups)?;
+            confine::apply(&ring_profile)
+        })?;
         confine::apply(profile).map(|()| vm)
     });
     let mut vm = match built {
@@ -163,9 +172,6 @@ fn vmm_main(
     drop(listener);
     match vm.run() {
         End::Exit(code) => std::process::exit(i32::from(code)),
-        End::Crash(sig, what) => {
-            eprintln!("hyperjail: vm: the guest crashed: {what}");
-            std::process::exit(128 + sig)
-        }
+        End::Crash(sig, what) => vmm::crash_exit(sig, &what),
     }
 }

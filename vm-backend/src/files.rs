@@ -18,7 +18,7 @@ use nix::sys::stat::Mode;
 use std::ffi::CString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Most open guest fds (RLIMIT_NOFILE as the guest reports it).
@@ -35,9 +35,9 @@ pub const AT_FDCWD: i32 = -100;
 /// path it was opened by (the base for `*at` calls relative to it).
 #[derive(Debug, Clone)]
 struct Slot {
-    file: Rc<OwnedFd>,
+    file: Arc<OwnedFd>,
     cloexec: bool,
-    path: Option<Rc<[u8]>>,
+    path: Option<Arc<[u8]>>,
     /// O_NONBLOCK as the guest asked for it (the VMM opens every file O_NONBLOCK).
     nonblock: bool,
 }
@@ -61,7 +61,7 @@ impl Host {
             .into_iter()
             .map(|f| {
                 Some(Slot {
-                    file: Rc::new(f),
+                    file: Arc::new(f),
                     cloexec: false,
                     path: None,
                     nonblock: false,
@@ -131,7 +131,7 @@ impl Host {
     }
 
     /// The host file behind guest fd `fd`, shared.
-    pub fn file(&self, fd: u64) -> Result<Rc<OwnedFd>, Errno> {
+    pub fn file(&self, fd: u64) -> Result<Arc<OwnedFd>, Errno> {
         self.slot(fd).map(|s| s.file.clone())
     }
 
@@ -162,7 +162,7 @@ impl Host {
         self.put(
             at,
             Slot {
-                file: Rc::new(file),
+                file: Arc::new(file),
                 cloexec,
                 path: Some(path.into()),
                 nonblock,
@@ -254,7 +254,7 @@ impl Host {
     }
 
     /// The guest path guest fd `fd` was opened by (for fchdir and `*at` calls).
-    pub fn fd_path(&self, fd: u64) -> Result<Rc<[u8]>, Errno> {
+    pub fn fd_path(&self, fd: u64) -> Result<Arc<[u8]>, Errno> {
         self.slot(fd)?.path.clone().ok_or(Errno::ENOTDIR)
     }
 

@@ -10,7 +10,7 @@ use crate::stat;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::rc::Rc;
+use std::sync::Arc;
 
 /// Linux system-call results inside the VMM: a value, or the errno to return.
 pub type Ret = Result<i64, Errno>;
@@ -101,7 +101,7 @@ fn stat_target(
     dirfd: u64,
     path: u64,
     flags: u64,
-) -> Result<Rc<OwnedFd>, Errno> {
+) -> Result<Arc<OwnedFd>, Errno> {
     let p = if path == 0 && flags & AT_EMPTY_PATH != 0 {
         Vec::new()
     } else {
@@ -118,7 +118,7 @@ fn stat_target(
     if flags & AT_SYMLINK_NOFOLLOW != 0 {
         o |= OFlag::O_NOFOLLOW;
     }
-    h.resolve(&abs, o, 0).map(Rc::new)
+    h.resolve(&abs, o, 0).map(Arc::new)
 }
 
 /// newfstatat(2); stat(2) and lstat(2) come here with AT_FDCWD.

@@ -7,10 +7,11 @@
 //! (`guest/`, embedded at build time) and the static ELF `process.args[0]` from the
 //! rootfs with its Linux initial stack. The vCPU starts at the program's entry at
 //! CPL3 when `start` connects to `start.sock`. The guest kernel implements
-//! process-local system calls itself and forwards console and file I/O through an
-//! MMIO doorbell ([`abi`]); the VMM performs file calls against the bundle's rootfs
-//! through a per-VM fd table, resolving every guest path inside the rootfs with
-//! `openat2(RESOLVE_IN_ROOT)`. The VMM's exit status is the program's.
+//! process-local system calls itself and forwards console and file I/O through a
+//! shared-memory ring ([`abi`]) that a VMM thread polls while busy (`ring`); the
+//! VMM performs file calls against the bundle's rootfs through a per-VM fd table,
+//! resolving every guest path inside the rootfs with `openat2(RESOLVE_IN_ROOT)`.
+//! The VMM's exit status is the program's.
 //!
 //! The VMM lives in the domain's cgroup, so the cgroup-based verbs (pause, resume,
 //! update, stats, scheduling) are the jail's, applied to that cgroup.
@@ -36,6 +37,7 @@ mod hcall;
 mod mem;
 mod names;
 mod program;
+mod ring;
 #[allow(unsafe_code)]
 mod setup;
 mod stack;

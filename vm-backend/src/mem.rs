@@ -5,13 +5,42 @@
 use nix::sys::mman::{mmap_anonymous, munmap, MapFlags, ProtFlags};
 use std::num::NonZeroUsize;
 use std::ptr::NonNull;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+/// The mapping itself, shared by the VMM's threads (the vCPU loop and the ring
+/// thread); unmapped when the last [`GuestMem`] goes.
+#[derive(Debug)]
+struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this process until Drop; every access
+// goes through GuestMem's bounds-checked methods.
+unsafe impl Send for Mapping {}
+// SAFETY: as above; concurrent access is the guest's own memory changing under a
+// thread, which only ever changes bytes the guest owns (see `slice`).
+unsafe impl Sync for Mapping {}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len are exactly the mapping made in `GuestMem::new`; no slice
+        // into it can outlive the last GuestMem, which holds this Arc.
+        let _ = unsafe { munmap(self.ptr.cast(), self.len) };
+    }
+}
 
 /// The guest's RAM as seen by the VMM.
 #[derive(Debug)]
 pub struct GuestMem {
+    map: Arc<Mapping>,
     ptr: NonNull<u8>,
     len: usize,
 }
+
+// SAFETY: see Mapping; the raw pointer is a copy of the Arc'd mapping's.
+unsafe impl Send for GuestMem {}
 
 impl GuestMem {
     /// Maps `len` bytes of zeroed memory; pages cost nothing until touched.
@@ -27,7 +56,34 @@ impl GuestMem {
                 MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE,
             )
         }?;
-        Ok(GuestMem { ptr: p.cast(), len })
+        let ptr = p.cast();
+        Ok(GuestMem {
+            map: Arc::new(Mapping { ptr, len }),
+            ptr,
+            len,
+        })
+    }
+
+    /// A second handle on the same memory, for another VMM thread.
+    pub fn alias(&self) -> GuestMem {
+        GuestMem {
+            map: Arc::clone(&self.map),
+            ptr: self.ptr,
+            len: self.len,
+        }
+    }
+
+    /// The u64 at `gpa` as an atomic, for words shared with the running guest (the
+    /// ring's counters and flags); None when out of bounds or not 8-aligned.
+    pub fn atomic_u64(&self, gpa: u64) -> Option<&AtomicU64> {
+        if gpa % 8 != 0 {
+            return None;
+        }
+        let off = self.range(gpa, 8)?;
+        // SAFETY: in bounds and 8-aligned (the mapping is page-aligned); the memory
+        // lives as long as self; AtomicU64 has the layout of u64, and every access to
+        // such a shared word from the VMM is atomic.
+        Some(unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(off).cast()) })
     }
 
     /// Size in bytes (the end of guest RAM as a GPA).
@@ -49,8 +105,11 @@ impl GuestMem {
     /// Guest bytes [gpa, gpa+n), or None when out of bounds.
     pub fn slice(&self, gpa: u64, n: u64) -> Option<&[u8]> {
         let off = self.range(gpa, n)?;
-        // SAFETY: [off, off+n) is inside the mapping, which lives as long as self; the
-        // vCPU is stopped while the VMM looks at guest memory (one thread runs both).
+        // SAFETY: [off, off+n) is inside the mapping, which lives as long as self. The
+        // guest may run meanwhile (the ring thread serves it while its vCPU runs): the
+        // ring hands a request's buffers to the VMM until it completes, and a hostile
+        // guest that changes them anyway only changes its own bytes; the VMM reads
+        // each request word once and keeps nothing it computed from guest memory.
         Some(unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(off), n as usize) })
     }
 
@@ -83,14 +142,6 @@ impl GuestMem {
         let mut b = [0u8; 8];
         b.copy_from_slice(s);
         Some(u64::from_le_bytes(b))
-    }
-}
-
-impl Drop for GuestMem {
-    fn drop(&mut self) {
-        // SAFETY: ptr/len are exactly the mapping made in `new`; no slice into it can
-        // outlive self.
-        let _ = unsafe { munmap(self.ptr.cast(), self.len) };
     }
 }
 

@@ -5,7 +5,8 @@ use crate::abi::*;
 use crate::elf::Image;
 use crate::files::Host;
 use crate::mem::GuestMem;
-use crate::{hcall, names, setup, stack};
+use crate::ring::{self, Kicker};
+use crate::{names, setup, stack};
 use kvm_bindings::{kvm_msr_entry, kvm_regs, kvm_segment, kvm_userspace_memory_region, Msrs};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use std::collections::BTreeSet;
@@ -48,8 +49,17 @@ pub struct Vm {
     _vm: VmFd,
     vcpu: VcpuFd,
     mem: GuestMem,
-    host: Host,
+    /// The rootfs and fds, until [`Vm::start_ring`] hands them to the ring thread.
+    host: Option<Host>,
+    ring: Option<Kicker>,
     tsc_khz: u32,
+}
+
+/// Ends the VMM the way a crashed guest ends: a one-line message and the status
+/// of a process killed by `sig` (callable from any VMM thread).
+pub fn crash_exit(sig: i32, what: &str) -> ! {
+    eprintln!("hyperjail: vm: the guest crashed: {what}");
+    std::process::exit(128 + sig)
 }
 
 fn kvm_err(what: &str) -> impl Fn(kvm_ioctls::Error) -> String + '_ {
@@ -162,7 +172,8 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
         _vm: vm,
         vcpu,
         mem,
-        host,
+        host: Some(host),
+        ring: None,
         tsc_khz,
     })
 }
@@ -226,6 +237,20 @@ enum Event {
 }
 
 impl Vm {
+    /// Starts the ring thread that serves the guest's forwarded calls; `setup` runs
+    /// on it first (per-thread confinement). Call once, before [`Vm::run`].
+    pub fn start_ring(
+        &mut self,
+        setup: impl FnOnce() -> Result<(), String> + Send + 'static,
+    ) -> Result<(), String> {
+        let host = self
+            .host
+            .take()
+            .ok_or("the ring thread was already started")?;
+        self.ring = Some(ring::start(&self.mem, host, setup)?);
+        Ok(())
+    }
+
     /// Runs the guest until it exits or crashes.
     pub fn run(&mut self) -> End {
         setup::set_clocks(&mut self.mem, self.tsc_khz);
@@ -249,7 +274,16 @@ impl Vm {
                 Err(e) => Event::Fatal(format!("KVM_RUN: {e}")),
             };
             match ev {
-                Event::Write(MMIO_CALL, blk) => hcall::handle(&mut self.mem, &mut self.host, blk),
+                Event::Write(MMIO_KICK, _) => {
+                    if let Some(r) = &self.ring {
+                        r.kick();
+                    }
+                }
+                Event::Write(MMIO_WAIT, _) => {
+                    if let Some(r) = &self.ring {
+                        r.wait();
+                    }
+                }
                 Event::Write(MMIO_EXIT, code) => return End::Exit(code as u8),
                 Event::Write(MMIO_UNSUPPORTED, nr) => {
                     if reported.insert(nr) {
