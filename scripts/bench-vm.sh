@@ -14,8 +14,10 @@
 #      timed inside the program, in the VM vs. the same binary on the host
 #      (LOOP_RUNS, default 5, interleaved);
 #   4. ns per getpid, 1-byte write (to /dev/null, and to a regular file) and 4 KiB
-#      pread, in the VM vs. the same binary on the host (bench-vm/syscalls.c,
-#      SYSCALL_N calls each, default 20000; SYSCALL_RUNS, default 5, interleaved);
+#      pread, back to back (the VM's ring busy), and a 1-byte write after 300 us
+#      without a system call (the ring thread asleep), in the VM vs. the same binary
+#      on the host (bench-vm/syscalls.c, SYSCALL_N calls each, default 20000;
+#      SYSCALL_RUNS, default 5, interleaved);
 #   5. VmHWM of the VMM (the container's pid) while the guest sleeps after touching
 #      TOUCH_MIB (default 16) MiB, and after touching none (RSS_RUNS, default 5).
 #

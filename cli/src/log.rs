@@ -18,13 +18,7 @@ pub fn open(path: Option<&Path>) {
 /// message still goes to stderr).
 pub fn write(path: Option<&Path>, format: LogFormat, level: &str, msg: &str) {
     let Some(path) = path else { return };
-    let time = hyperjail_runtime::now_rfc3339();
-    let line = match format {
-        LogFormat::Json => {
-            serde_json::json!({"level": level, "msg": msg, "time": time}).to_string()
-        }
-        LogFormat::Text => format!("time={time:?} level={level} msg={msg:?}"),
-    };
+    let line = hyperjail_runtime::log_line(format == LogFormat::Json, level, msg);
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

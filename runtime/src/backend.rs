@@ -38,6 +38,11 @@ pub struct CreateOpts {
     pub preserve_fds: u32,
     /// `run` without `--detach`: the caller waits for the container.
     pub foreground: bool,
+    /// The runtime's `--log` file: a backend's own warnings after `create` returns
+    /// (the VMM's unsupported system calls) go there.
+    pub log: Option<PathBuf>,
+    /// `--log-format json`.
+    pub log_json: bool,
 }
 
 /// Everything a backend needs to build a domain.

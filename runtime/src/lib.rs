@@ -26,7 +26,7 @@ pub use backend::{
 pub use error::Error;
 pub use hyperjail_oci::{OciState, Status};
 pub use id::DomainId;
-pub use lifecycle::{now_rfc3339, RunOutcome, Runtime};
+pub use lifecycle::{log_line, now_rfc3339, RunOutcome, Runtime, CRASH_FILE};
 pub use pools::{online_cpus, Pools, PoolsLock};
 pub use proc::{proc_stat, ProcStat};
 pub use sched::{DomainSchedInfo, SchedUpdate};

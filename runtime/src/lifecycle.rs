@@ -9,6 +9,9 @@ use hyperjail_oci::{run_hook, Bundle, HookKind};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// A file in a domain's state directory where a backend reports that its guest
+/// crashed (JSON: `reason`, `signal`); `events` turns it into a `crashed` event.
+pub const CRASH_FILE: &str = "crashed.json";
 /// Annotation that routes a domain to a backend.
 pub const BACKEND_ANNOTATION: &str = "org.hyperjail.backend";
 
@@ -470,6 +473,21 @@ impl Runtime {
         Ok((rec, st))
     }
 
+    /// Why the domain's guest crashed, if it did: the report a backend left in the
+    /// state directory ([`CRASH_FILE`]), for the `crashed` event.
+    pub fn crash_report(&self, id: &str) -> Result<Option<serde_json::Value>> {
+        let id = DomainId::new(id)?;
+        let path = self.store.path_of(&id).join(CRASH_FILE);
+        Ok(std::fs::read(&path)
+            .ok()
+            .filter(|d| !d.is_empty())
+            .map(|d| {
+                serde_json::from_slice(&d).unwrap_or_else(
+                    |_| serde_json::json!({"reason": String::from_utf8_lossy(&d).trim()}),
+                )
+            }))
+    }
+
     /// `exec`: a new process in a created or running domain; waits for it unless
     /// detached, forwarding signals, and returns its exit status.
     pub fn exec(&self, id: &str, req: &ExecRequest) -> Result<RunOutcome> {
@@ -588,6 +606,16 @@ fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
     let tmp = path.with_extension("hjtmp");
     std::fs::write(&tmp, pid.to_string()).map_err(|e| Error::io("write pid file", &tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io("write pid file", path, e))
+}
+
+/// One record for the `--log` file, in runc's text or JSON format.
+pub fn log_line(json: bool, level: &str, msg: &str) -> String {
+    let time = now_rfc3339();
+    if json {
+        serde_json::json!({"level": level, "msg": msg, "time": time}).to_string()
+    } else {
+        format!("time={time:?} level={level} msg={msg:?}")
+    }
 }
 
 /// The current time as RFC 3339 with nanoseconds, UTC.

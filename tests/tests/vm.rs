@@ -174,6 +174,10 @@ fn create_start_kill_delete() {
     assert_eq!(c.status().as_deref(), Some("running"));
     c.kill("TERM").assert_ok();
     c.wait_status("stopped");
+    // Killed, not crashed: `events` ends without a `crashed` event.
+    let ev = hj.run(["events", c.id.as_str()]);
+    ev.assert_ok();
+    assert!(!ev.stdout.contains("crashed"), "{ev}");
     c.delete().assert_ok();
     c.assert_nothing_left(&b);
 }
@@ -243,6 +247,83 @@ fn guest_fault_ends_domain() {
     let out = c.run(&b, &[]);
     assert_eq!(out.code, Some(139), "{out}");
     assert!(out.stderr.contains("page fault"), "{out}");
+    c.assert_nothing_left(&b);
+
+    // create + start: `events` ends with a `crashed` event that names the fault.
+    let c = hj.container("vmcrashev");
+    c.create(&b, &[]).assert_ok();
+    c.start().assert_ok();
+    c.wait_status("stopped");
+    let ev = hj.run(["events", "--interval", "1s", c.id.as_str()]);
+    ev.assert_ok();
+    let last = ev.lines().last().map(|l| l.to_string()).unwrap_or_default();
+    let e: serde_json::Value = serde_json::from_str(&last).expect("an event JSON line");
+    assert_eq!(e["type"], "crashed", "{ev}");
+    assert_eq!(e["id"], c.id.as_str(), "{ev}");
+    assert_eq!(e["data"]["signal"], "SIGSEGV", "{ev}");
+    assert_eq!(e["data"]["exitStatus"], 139, "{ev}");
+    let reason = e["data"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("page fault at address 0x0"), "{ev}");
+    c.delete().assert_ok();
+    c.assert_nothing_left(&b);
+}
+
+/// A system call the guest kernel lacks returns ENOSYS and is reported once per
+/// number, with its name: in the `--log` file when there is one (runc's format),
+/// else on stderr.
+#[test]
+fn unsupported_syscalls_are_logged_once() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    let src = r#"
+#include <errno.h>
+#include <stdio.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+int main(void) {
+    for (int i = 0; i < 3; i++) {
+        long r = syscall(SYS_kexec_load, 0, 0, 0, 0);
+        printf("kexec_load=%ld errno=%d\n", r, errno);
+    }
+    return 0;
+}
+"#;
+    skip_unless!(
+        compile_static(&b, "nosys", src, &["-static"]),
+        "gcc -static does not work here (apt-get install gcc libc6-dev)"
+    );
+    b.args(&["/nosys"]);
+    let want = ["kexec_load=-1 errno=38"; 3];
+    let c = hj.container("vmnosys");
+    let out = c.run(&b, &[]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_eq!(out.lines(), want, "{out}");
+    let note = "vm: unsupported system call 246 (kexec_load); returning ENOSYS";
+    assert_eq!(out.stderr.matches(note).count(), 1, "{out}");
+
+    let log = b.path().join("hj.log");
+    let c = hj.container("vmnosyslog");
+    b.save();
+    let out = hj
+        .call(["--log"])
+        .arg(&log)
+        .args(["--log-format", "json", "run", "--bundle"])
+        .arg(b.path())
+        .arg(&c.id)
+        .output();
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_eq!(out.lines(), want, "{out}");
+    assert!(!out.stderr.contains("unsupported"), "{out}");
+    let text = fs::read_to_string(&log).expect("log file");
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON log record"))
+        .filter(|r: &serde_json::Value| r["msg"].as_str().is_some_and(|m| m.contains("kexec")))
+        .collect();
+    assert_eq!(records.len(), 1, "{text}");
+    assert_eq!(records[0]["level"], "warning", "{text}");
+    assert_eq!(records[0]["msg"], note, "{text}");
     c.assert_nothing_left(&b);
 }
 

@@ -66,12 +66,14 @@ pub fn create(req: &CreateRequest<'_>, rec: &mut DomainRecord) -> Result<()> {
     let listener =
         UnixListener::bind(&sock).map_err(|e| backend(format!("bind start socket: {e}")))?;
     drop(dirf);
+    let reports = open_reports(req)?;
     let (mut ours, theirs) = UnixStream::pair().map_err(|e| backend(format!("socketpair: {e}")))?;
     // SAFETY: the CLI is single-threaded, so the child may run arbitrary code after
     // fork; it never returns: it leaves through std::process::exit in `vmm_main`.
     let child = match unsafe { fork() }.map_err(|e| backend(format!("fork: {e}")))? {
         ForkResult::Child => {
             drop(ours);
+            vmm::set_reports(reports);
             vmm_main(theirs, listener, kvm, (&plan, &profile), req.dir.lock_fd())
         }
         ForkResult::Parent { child } => child,
@@ -79,12 +81,43 @@ pub fn create(req: &CreateRequest<'_>, rec: &mut DomainRecord) -> Result<()> {
     drop(theirs);
     drop(listener);
     drop(kvm);
+    drop(reports);
     let r = drive(&mut ours, req, rec, &cg, child);
     if r.is_err() {
         let _ = kill(child, Signal::SIGKILL);
         let _ = waitpid(child, None);
     }
     r
+}
+
+/// The VMM's report files: the crash report in the state directory (empty unless
+/// the guest crashes) and the `--log` file, if any.
+fn open_reports(req: &CreateRequest<'_>) -> Result<vmm::Reports> {
+    use std::fs::OpenOptions;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = req.dir.path().join(hyperjail_runtime::CRASH_FILE);
+    let crash = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| backend(format!("create {}: {e}", path.display())))?;
+    let log = match &req.opts.log {
+        Some(p) => Some((
+            OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(p)
+                .map_err(|e| backend(format!("open log {}: {e}", p.display())))?,
+            req.opts.log_json,
+        )),
+        None => None,
+    };
+    Ok(vmm::Reports {
+        crash: Some(crash),
+        log,
+    })
 }
 
 /// The runtime's half: move the VMM into the cgroup, let it build, wait for ready.

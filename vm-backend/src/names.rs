@@ -1,83 +1,24 @@
-//! Names of x86-64 system calls, for the "unsupported system call" log line.
+//! Names of x86-64 system calls, for the "unsupported system call" log line, from
+//! libseccomp's table (the one the seccomp profiles are resolved with).
 
-const NAMES: &[(u64, &str)] = &[
-    (2, "open"),
-    (4, "stat"),
-    (6, "lstat"),
-    (7, "poll"),
-    (8, "lseek"),
-    (17, "pread64"),
-    (18, "pwrite64"),
-    (21, "access"),
-    (22, "pipe"),
-    (23, "select"),
-    (25, "mremap"),
-    (32, "dup"),
-    (33, "dup2"),
-    (34, "pause"),
-    (37, "alarm"),
-    (38, "setitimer"),
-    (40, "sendfile"),
-    (41, "socket"),
-    (42, "connect"),
-    (56, "clone"),
-    (57, "fork"),
-    (58, "vfork"),
-    (59, "execve"),
-    (61, "wait4"),
-    (62, "kill"),
-    (73, "flock"),
-    (74, "fsync"),
-    (76, "truncate"),
-    (77, "ftruncate"),
-    (78, "getdents"),
-    (80, "chdir"),
-    (82, "rename"),
-    (83, "mkdir"),
-    (84, "rmdir"),
-    (86, "link"),
-    (87, "unlink"),
-    (88, "symlink"),
-    (89, "readlink"),
-    (90, "chmod"),
-    (92, "chown"),
-    (98, "getrusage"),
-    (99, "sysinfo"),
-    (100, "times"),
-    (105, "setuid"),
-    (106, "setgid"),
-    (109, "setpgid"),
-    (112, "setsid"),
-    (137, "statfs"),
-    (138, "fstatfs"),
-    (157, "prctl"),
-    (160, "setrlimit"),
-    (170, "sethostname"),
-    (200, "tkill"),
-    (202, "futex"),
-    (204, "sched_getaffinity"),
-    (217, "getdents64"),
-    (234, "tgkill"),
-    (257, "openat"),
-    (258, "mkdirat"),
-    (262, "newfstatat"),
-    (263, "unlinkat"),
-    (264, "renameat"),
-    (265, "linkat"),
-    (266, "symlinkat"),
-    (267, "readlinkat"),
-    (269, "faccessat"),
-    (270, "pselect6"),
-    (271, "ppoll"),
-    (292, "dup3"),
-    (293, "pipe2"),
-    (332, "statx"),
-    (334, "rseq"),
-    (435, "clone3"),
-    (439, "faccessat2"),
-];
+use libseccomp::{ScmpArch, ScmpSyscall};
 
-/// The name of system call `nr`, or "?" when not in the table.
-pub fn name(nr: u64) -> &'static str {
-    NAMES.iter().find(|(n, _)| *n == nr).map_or("?", |(_, s)| s)
+/// The name of system call `nr`, or "?" when libseccomp does not know it.
+pub fn name(nr: u64) -> String {
+    i32::try_from(nr)
+        .ok()
+        .and_then(|n| ScmpSyscall::from(n).get_name_by_arch(ScmpArch::X8664).ok())
+        .unwrap_or_else(|| "?".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names() {
+        assert_eq!(super::name(0), "read");
+        assert_eq!(super::name(246), "kexec_load");
+        assert_eq!(super::name(435), "clone3");
+        assert_eq!(super::name(100_000), "?");
+        assert_eq!(super::name(u64::MAX), "?");
+    }
 }

@@ -55,10 +55,51 @@ pub struct Vm {
     tsc_khz: u32,
 }
 
-/// Ends the VMM the way a crashed guest ends: a one-line message and the status
-/// of a process killed by `sig` (callable from any VMM thread).
+/// Where the VMM reports, opened before it is confined (it can open nothing later).
+#[derive(Debug, Default)]
+pub struct Reports {
+    /// The state directory's crash report (runtime's CRASH_FILE), for `events`.
+    pub crash: Option<std::fs::File>,
+    /// The runtime's `--log` file and whether it is JSON.
+    pub log: Option<(std::fs::File, bool)>,
+}
+
+static REPORTS: std::sync::OnceLock<Reports> = std::sync::OnceLock::new();
+
+/// Installs the VMM's report files (once, at its start).
+pub fn set_reports(r: Reports) {
+    let _ = REPORTS.set(r);
+}
+
+/// A warning for the user: to the `--log` file when there is one, else to stderr.
+pub fn warn(msg: &str) {
+    use std::io::Write;
+    match REPORTS.get().and_then(|r| r.log.as_ref()) {
+        Some((f, json)) => {
+            let line = hyperjail_runtime::log_line(*json, "warning", msg);
+            let _ = writeln!(&*f, "{line}");
+        }
+        None => eprintln!("hyperjail: {msg}"),
+    }
+}
+
+/// Ends the VMM the way a crashed guest ends: a one-line message, the crash report
+/// for the `crashed` event, and the status of a process killed by `sig` (callable
+/// from any VMM thread).
 pub fn crash_exit(sig: i32, what: &str) -> ! {
+    use std::io::Write;
     eprintln!("hyperjail: vm: the guest crashed: {what}");
+    if let Some(f) = REPORTS.get().and_then(|r| r.crash.as_ref()) {
+        let signal = nix::sys::signal::Signal::try_from(sig)
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|_| sig.to_string());
+        let report = serde_json::json!({
+            "reason": what,
+            "signal": signal,
+            "exitStatus": 128 + sig,
+        });
+        let _ = writeln!(&*f, "{report}");
+    }
     std::process::exit(128 + sig)
 }
 
@@ -287,10 +328,10 @@ impl Vm {
                 Event::Write(MMIO_EXIT, code) => return End::Exit(code as u8),
                 Event::Write(MMIO_UNSUPPORTED, nr) => {
                     if reported.insert(nr) {
-                        eprintln!(
-                            "hyperjail: vm: unsupported system call {nr} ({}); returning ENOSYS",
+                        warn(&format!(
+                            "vm: unsupported system call {nr} ({}); returning ENOSYS",
                             names::name(nr)
-                        );
+                        ));
                     }
                 }
                 Event::Write(MMIO_FAULT, vector) => return self.fault(vector),

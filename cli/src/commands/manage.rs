@@ -188,7 +188,8 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
 }
 
 /// `events`: stats every interval (or once with --stats) and oom events, as JSON
-/// lines in runc's format, until the container stops.
+/// lines in runc's format, until the container stops; then a `crashed` event if
+/// its guest crashed (VM backend).
 pub fn events(rt: &Runtime, id: &str, once: bool, interval: &str) -> Result<()> {
     let interval = parse_duration(interval)?;
     let line = |kind: &str, data: serde_json::Value| {
@@ -200,10 +201,18 @@ pub fn events(rt: &Runtime, id: &str, once: bool, interval: &str) -> Result<()> 
     }
     let mut watcher = rt.oom_watcher(id)?;
     let mut out = std::io::stdout().lock();
+    // The end of the stream: a `crashed` event first when the guest crashed.
+    let stopped = |out: &mut std::io::StdoutLock<'_>| -> Result<()> {
+        if let Some(report) = rt.crash_report(id)? {
+            writeln!(out, "{}", line("crashed", report))?;
+            out.flush()?;
+        }
+        Ok(())
+    };
     loop {
         let (_, status) = rt.record(id)?;
         if status == Status::Stopped {
-            return Ok(());
+            return stopped(&mut out);
         }
         writeln!(out, "{}", line("stats", rt.stats(id)?))?;
         out.flush()?;
@@ -214,7 +223,7 @@ pub fn events(rt: &Runtime, id: &str, once: bool, interval: &str) -> Result<()> 
                 out.flush()?;
             }
             if rt.record(id)?.1 == Status::Stopped {
-                return Ok(());
+                return stopped(&mut out);
             }
         }
     }

@@ -31,8 +31,10 @@ pub(crate) fn absolute(p: &Path) -> Result<PathBuf> {
     })
 }
 
-fn create_opts(a: &CreateArgs, foreground: bool) -> Result<CreateOpts> {
+fn create_opts(cli: &Cli, a: &CreateArgs, foreground: bool) -> Result<CreateOpts> {
     Ok(CreateOpts {
+        log: cli.log.as_deref().map(absolute).transpose()?,
+        log_json: cli.log_format == crate::args::LogFormat::Json,
         pid_file: a.pid_file.as_deref().map(absolute).transpose()?,
         console_socket: a.console_socket.as_deref().map(absolute).transpose()?,
         no_pivot: a.no_pivot,
@@ -88,7 +90,7 @@ pub fn dispatch(cli: &Cli) -> Result<u8> {
             Ok(0)
         }
         Cmd::Create(a) => {
-            runtime(cli)?.create(&a.id, &a.bundle, &create_opts(a, false)?)?;
+            runtime(cli)?.create(&a.id, &a.bundle, &create_opts(cli, a, false)?)?;
             Ok(0)
         }
         Cmd::Start { id } => {
@@ -96,7 +98,7 @@ pub fn dispatch(cli: &Cli) -> Result<u8> {
             Ok(0)
         }
         Cmd::Run { create, detach } => {
-            let mut opts = create_opts(create, !detach)?;
+            let mut opts = create_opts(cli, create, !detach)?;
             let rt = runtime(cli)?;
             let proxy = !detach && opts.console_socket.is_none() && wants_terminal(&create.bundle);
             let outcome = if proxy {
