@@ -74,7 +74,7 @@ pub fn create(req: &CreateRequest<'_>, rec: &mut DomainRecord) -> Result<()> {
         ForkResult::Child => {
             drop(ours);
             vmm::set_reports(reports);
-            vmm_main(theirs, listener, kvm, (&plan, &profile), req.dir.lock_fd())
+            vmm_main(theirs, listener, kvm, (plan, &profile), req.dir.lock_fd())
         }
         ForkResult::Parent { child } => child,
     };
@@ -154,7 +154,7 @@ fn vmm_main(
     mut ch: UnixStream,
     listener: UnixListener,
     kvm: kvm_ioctls::Kvm,
-    (plan, profile): (&Plan, &LinuxSeccomp),
+    (plan, profile): (Plan, &LinuxSeccomp),
     lock: RawFd,
 ) -> ! {
     // The runtime blocks every signal while it waits in `run`; the container
@@ -168,7 +168,7 @@ fn vmm_main(
     if ch.read_exact(&mut go).is_err() {
         std::process::exit(1);
     }
-    let built = vmm::build(kvm, plan).and_then(|mut vm| {
+    let built = vmm::build(kvm, &plan).and_then(|mut vm| {
         // Both threads perform file calls (the ring thread, and this one when the
         // ring thread sleeps): the file identity and the seccomp filter are per
         // thread, so each takes its own. Filters go on last: glibc's setgroups
@@ -181,6 +181,9 @@ fn vmm_main(
         })?;
         confine::apply(profile).map(|()| vm)
     });
+    // The program is in guest memory now: its file copy, often most of the VMM's
+    // own memory, goes.
+    drop(plan);
     let mut vm = match built {
         Ok(vm) => vm,
         Err(e) => {

@@ -54,7 +54,11 @@ fn u64_at(b: &[u8], o: usize) -> u64 {
 
 /// Parses and validates `file` (named `name` in messages). Static PIE executables are
 /// loaded at [`USER_MIN`]; fixed-address ones must lie at or above it.
-pub fn parse(name: &str, file: &[u8]) -> Result<Image, String> {
+///
+/// `file` is the start of the file (enough for the ELF and program headers; a table
+/// beyond it is reported as malformed) and `len` the file's whole length, which the
+/// segments must lie in.
+pub fn parse(name: &str, file: &[u8], len: u64) -> Result<Image, String> {
     if file.len() < 64 || &file[..4] != b"\x7fELF" {
         return Err(format!("{name} is not an ELF executable"));
     }
@@ -99,9 +103,7 @@ pub fn parse(name: &str, file: &[u8]) -> Result<Image, String> {
             }
             PT_PHDR => phdr = Some(vaddr.wrapping_add(base)),
             PT_LOAD => {
-                let in_file = offset
-                    .checked_add(filesz)
-                    .is_some_and(|e| e <= file.len() as u64);
+                let in_file = offset.checked_add(filesz).is_some_and(|e| e <= len);
                 let vaddr = vaddr.checked_add(base);
                 let end = vaddr.and_then(|v| v.checked_add(memsz));
                 match (in_file && filesz <= memsz, vaddr, end) {
@@ -161,7 +163,9 @@ mod tests {
 
     #[test]
     fn static_executable() {
-        let img = parse("p", &header(2, 62)).expect("valid");
+        // A segment past the file's end (the header bytes are only its start).
+        assert!(parse("p", &header(2, 62), 100).is_err());
+        let img = parse("p", &header(2, 62), 4096).expect("valid");
         assert_eq!(img.entry, 0x401000);
         assert_eq!(img.phdr, 0x400040);
         assert_eq!(img.end, 0x402000);
@@ -169,18 +173,20 @@ mod tests {
 
     #[test]
     fn rejections() {
-        assert!(parse("p", b"#!/bin/sh\n")
+        assert!(parse("p", b"#!/bin/sh\n", 10)
             .unwrap_err()
             .contains("not an ELF"));
-        assert!(parse("p", &header(2, 3)).unwrap_err().contains("x86-64"));
+        assert!(parse("p", &header(2, 3), 4096)
+            .unwrap_err()
+            .contains("x86-64"));
         let mut dynamic = header(2, 62);
         dynamic[56..58].copy_from_slice(&2u16.to_le_bytes());
         dynamic[120..124].copy_from_slice(&3u32.to_le_bytes());
-        assert!(parse("p", &dynamic)
+        assert!(parse("p", &dynamic, dynamic.len() as u64)
             .unwrap_err()
             .contains("dynamically linked"));
         let mut short = header(2, 62);
         short.truncate(100);
-        assert!(parse("p", &short).is_err());
+        assert!(parse("p", &short, short.len() as u64).is_err());
     }
 }

@@ -9,7 +9,7 @@ use hyperjail_oci::Bundle;
 use nix::errno::Errno;
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
-use std::io::Read;
+use std::os::unix::fs::FileExt;
 
 /// Guest memory without `linux.resources.memory.limit`.
 pub const DEFAULT_RAM: u64 = 64 << 20;
@@ -17,8 +17,10 @@ pub const DEFAULT_RAM: u64 = 64 << 20;
 const MIN_RAM: u64 = 8 << 20;
 /// Heap room the program needs at least, above its image.
 const MIN_HEAP: u64 = 1 << 20;
-/// Largest program file read.
+/// Largest program file.
 const MAX_FILE: u64 = 256 << 20;
+/// Bytes read from the start of the program to parse it (ELF and program headers).
+const HEAD: u64 = 64 << 10;
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Opens `path` inside the rootfs; Ok(None) when it does not exist there.
@@ -33,13 +35,21 @@ fn open_in_root(root: &std::fs::File, path: &str) -> Result<Option<std::fs::File
     }
 }
 
-/// Finds and reads the program; returns (path in the rootfs, contents).
-pub fn find(
-    bundle: &Bundle,
-    arg0: &str,
-    env: &[String],
-    cwd: &str,
-) -> Result<(String, Vec<u8>), String> {
+/// The program file found in the rootfs.
+#[derive(Debug)]
+pub struct Found {
+    /// Its path in the rootfs (AT_EXECFN).
+    pub path: String,
+    /// The open file (the VMM reads the segments from it into guest memory).
+    pub file: std::fs::File,
+    /// Its first bytes (up to [`HEAD`]), for the ELF parser.
+    pub head: Vec<u8>,
+    /// Its length.
+    pub len: u64,
+}
+
+/// Finds the program and reads its start.
+pub fn find(bundle: &Bundle, arg0: &str, env: &[String], cwd: &str) -> Result<Found, String> {
     let root = std::fs::File::open(&bundle.rootfs)
         .map_err(|e| format!("open rootfs {}: {e}", bundle.rootfs.display()))?;
     let candidates: Vec<String> = if arg0.starts_with('/') {
@@ -77,10 +87,15 @@ pub fn find(
         if meta.len() > MAX_FILE {
             return Err(format!("{c} is too large for the VM backend"));
         }
-        let mut data = Vec::with_capacity(meta.len() as usize);
-        (&f).read_to_end(&mut data)
+        let mut head = vec![0u8; meta.len().min(HEAD) as usize];
+        f.read_exact_at(&mut head, 0)
             .map_err(|e| format!("read {c}: {e}"))?;
-        return Ok((c.clone(), data));
+        return Ok(Found {
+            path: c.clone(),
+            file: f,
+            head,
+            len: meta.len(),
+        });
     }
     Err(format!(
         "executable file {arg0:?} not found in the rootfs (no such file in {})",
@@ -106,8 +121,10 @@ pub fn plan(bundle: &Bundle) -> Result<Plan, String> {
     let arg0 = argv.first().ok_or("process.args is empty")?;
     let envp: Vec<String> = process.env().clone().unwrap_or_default();
     let cwd = process.cwd().to_string_lossy().into_owned();
-    let (execfn, file) = find(bundle, arg0, &envp, &cwd)?;
-    let image = elf::parse(&execfn, &file)?;
+    let found = find(bundle, arg0, &envp, &cwd)?;
+    let execfn = found.path;
+    let image = elf::parse(&execfn, &found.head, found.len)?;
+    let file = found.file;
     let limit = spec
         .linux()
         .as_ref()

@@ -83,13 +83,18 @@ pub fn descriptors(mem: &mut GuestMem) -> bool {
     ok
 }
 
-/// Copies the program's segments into guest memory (fresh memory is zero, so bss
+/// Reads the program's segments from its file into guest memory (fresh memory is zero, so bss
 /// needs nothing).
-pub fn load_program(mem: &mut GuestMem, img: &Image, file: &[u8]) -> bool {
-    img.segments.iter().all(|s| {
-        let data = file.get(s.offset as usize..(s.offset + s.filesz) as usize);
-        data.is_some_and(|d| mem.write(s.vaddr, d))
-    })
+pub fn load_program(mem: &mut GuestMem, img: &Image, file: &std::fs::File) -> Result<(), String> {
+    use std::os::unix::fs::FileExt;
+    for s in &img.segments {
+        let dst = mem
+            .slice_mut(s.vaddr, s.filesz)
+            .ok_or("guest memory is too small for the program")?;
+        file.read_exact_at(dst, s.offset)
+            .map_err(|e| format!("read the program: {e}"))?;
+    }
+    Ok(())
 }
 
 /// What the boot-info page carries besides the clocks.

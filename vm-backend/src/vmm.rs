@@ -16,8 +16,8 @@ use std::collections::BTreeSet;
 pub struct Plan {
     /// Guest RAM in bytes (a multiple of 2 MiB).
     pub ram: u64,
-    /// The program file and what was parsed from it.
-    pub file: Vec<u8>,
+    /// The program file (its segments are read into guest memory at build).
+    pub file: std::fs::File,
     /// Parsed program.
     pub image: Image,
     /// process.args.
@@ -153,9 +153,9 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
     let mut random = [0u8; 16];
     random[..8].copy_from_slice(&rnd[2].to_le_bytes());
     random[8..].copy_from_slice(&rnd[3].to_le_bytes());
+    setup::load_program(&mut mem, &p.image, &p.file)?;
     let ok = setup::page_tables(&mut mem)
         && setup::descriptors(&mut mem)
-        && setup::load_program(&mut mem, &p.image, &p.file)
         && setup::boot_info(
             &mut mem,
             &setup::BootInfo {
