@@ -24,6 +24,9 @@ mod mem;
 #[allow(dead_code)]
 #[path = "../../vm-backend/src/stat.rs"]
 mod stat;
+#[allow(dead_code)]
+#[path = "../../vm-backend/src/tty.rs"]
+mod tty;
 
 use libfuzzer_sys::fuzz_target;
 use nix::fcntl::OFlag;

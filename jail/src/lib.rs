@@ -20,4 +20,5 @@ mod sched;
 mod sync;
 
 pub use backend::JailBackend;
+pub use create::connect_console;
 pub use error::Error;

@@ -496,6 +496,31 @@ p_run_tty() {
 }
 t "podman run --rm -t IMG tty (console socket): /dev/pts/0" p_run_tty
 
+# The VM backend through podman: the annotation routes the container into the
+# microVM, with its own kernel; stdio, exit status and the terminal pass through.
+VM_ANN=(--annotation org.hyperjail.backend=vm)
+p_vm_run() {
+    r "${PN[@]}" --rm "${VM_ANN[@]}" "$IMG" uname -r || { show; return 1; }
+    expect_out "0.1.0-hyperjail" || return 1
+    r "${PN[@]}" --rm "${VM_ANN[@]}" "$IMG" sh -c 'echo in the vm; exit 3'
+    expect_rc 3 $? || return 1
+    expect_out "in the vm"
+}
+p_vm_tty() {
+    rtty "${PN[*]} --rm -t ${VM_ANN[*]} $IMG sh -c 'test -t 0 && test -t 1 && echo a-terminal'"
+    local rc=$?
+    expect_rc 0 $rc || return 1
+    tr -d '\r' <"$OUT" >"$OUT.x" && mv "$OUT.x" "$OUT"
+    grep -q '^a-terminal$' "$OUT" || { diag "stdin/stdout in the VM are not a terminal"; show; return 1; }
+}
+if [ -c /dev/kvm ]; then
+    t "podman run --annotation org.hyperjail.backend=vm: uname -r is the guest kernel's, exit 3" p_vm_run
+    t "podman run --rm -t in the VM (console socket): stdin and stdout are a terminal" p_vm_tty
+else
+    skip "podman run in the VM" "no /dev/kvm"
+    skip "podman run -t in the VM" "no /dev/kvm"
+fi
+
 p_limits() {
     r "${PN[@]}" -d --name hj-limits --memory 64m --cpus 0.5 --pids-limit 50 "$IMG" sleep 1000 ||
         { show; return 1; }

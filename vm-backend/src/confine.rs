@@ -54,7 +54,8 @@ const ALLOWED: &[&str] = &[
     "exit_group",
 ];
 
-/// The only ioctls: KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS (fault reports).
+/// The only ioctls: KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS (fault reports), and the
+/// terminal requests of [`crate::tty::HOST_REQUESTS`] on the guest's console.
 const IOCTLS: &[u64] = &[0xae80, 0x8090_ae81, 0x8138_ae83];
 
 /// fcntl only for F_GETFL (the guest's fcntl F_GETFL).
@@ -69,6 +70,7 @@ fn rules() -> Result<Vec<LinuxSyscall>, String> {
         .map_err(err)?];
     let with_arg1 = IOCTLS
         .iter()
+        .chain(crate::tty::HOST_REQUESTS)
         .map(|&r| ("ioctl", r))
         .chain(FCNTLS.iter().map(|&c| ("fcntl", c)));
     for (name, req) in with_arg1 {

@@ -14,7 +14,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::{fork, ForkResult, Pid};
 use oci_spec::runtime::LinuxSeccomp;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -41,6 +41,15 @@ pub fn create(req: &CreateRequest<'_>, rec: &mut DomainRecord) -> Result<()> {
         ));
     }
     let plan = program::plan(req.bundle).map_err(backend)?;
+    let console = match (&req.opts.console_socket, plan.terminal) {
+        (Some(p), true) => Some(hyperjail_jail::connect_console(p).map_err(backend)?),
+        (None, true) => {
+            return Err(backend(
+                "process.terminal is true but no --console-socket was given",
+            ))
+        }
+        _ => None,
+    };
     let kvm = vmm::open_kvm().map_err(backend)?;
     let profile = confine::profile().map_err(backend)?;
     let spec = &req.bundle.spec;
@@ -74,9 +83,17 @@ pub fn create(req: &CreateRequest<'_>, rec: &mut DomainRecord) -> Result<()> {
         ForkResult::Child => {
             drop(ours);
             vmm::set_reports(reports);
-            vmm_main(theirs, listener, kvm, (plan, &profile), req.dir.lock_fd())
+            let vmm = Vmm {
+                plan,
+                profile: &profile,
+                console,
+            };
+            vmm_main(theirs, listener, kvm, vmm, req.dir.lock_fd())
         }
-        ForkResult::Parent { child } => child,
+        ForkResult::Parent { child } => {
+            drop(console);
+            child
+        }
     };
     drop(theirs);
     drop(listener);
@@ -149,12 +166,35 @@ fn drive(
     Ok(())
 }
 
+/// What the VMM process is given to build its VM.
+struct Vmm<'a> {
+    plan: Plan,
+    profile: &'a LinuxSeccomp,
+    /// The connection to the engine's console socket, for a terminal.
+    console: Option<OwnedFd>,
+}
+
+/// With a terminal: a new session whose controlling terminal is a fresh pty, the
+/// master sent over the console socket, the slave on fds 0-2 (the guest's stdio).
+fn attach_terminal(
+    console: Option<OwnedFd>,
+    size: Option<(u16, u16)>,
+) -> std::result::Result<(), String> {
+    let Some(sock) = console else { return Ok(()) };
+    nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+    hyperjail_isolation::console::setup(&sock, size, false).map_err(|e| e.to_string())
+}
+
 /// The VMM process: never returns.
 fn vmm_main(
     mut ch: UnixStream,
     listener: UnixListener,
     kvm: kvm_ioctls::Kvm,
-    (plan, profile): (Plan, &LinuxSeccomp),
+    Vmm {
+        plan,
+        profile,
+        console,
+    }: Vmm<'_>,
     lock: RawFd,
 ) -> ! {
     // The runtime blocks every signal while it waits in `run`; the container
@@ -168,19 +208,21 @@ fn vmm_main(
     if ch.read_exact(&mut go).is_err() {
         std::process::exit(1);
     }
-    let built = vmm::build(kvm, &plan).and_then(|mut vm| {
-        // Both threads perform file calls (the ring thread, and this one when the
-        // ring thread sleeps): the file identity and the seccomp filter are per
-        // thread, so each takes its own. Filters go on last: glibc's setgroups
-        // signals every thread to change, which a filtered thread may not.
-        confine::file_identity(plan.user.0, plan.user.1, &plan.groups)?;
-        let (user, groups, ring_profile) = (plan.user, plan.groups.clone(), profile.clone());
-        vm.start_ring(move || {
-            confine::file_identity(user.0, user.1, &groups)?;
-            confine::apply(&ring_profile)
-        })?;
-        confine::apply(profile).map(|()| vm)
-    });
+    let built = attach_terminal(console, plan.console_size)
+        .and_then(|()| vmm::build(kvm, &plan))
+        .and_then(|mut vm| {
+            // Both threads perform file calls (the ring thread, and this one when the
+            // ring thread sleeps): the file identity and the seccomp filter are per
+            // thread, so each takes its own. Filters go on last: glibc's setgroups
+            // signals every thread to change, which a filtered thread may not.
+            confine::file_identity(plan.user.0, plan.user.1, &plan.groups)?;
+            let (user, groups, ring_profile) = (plan.user, plan.groups.clone(), profile.clone());
+            vm.start_ring(move || {
+                confine::file_identity(user.0, user.1, &groups)?;
+                confine::apply(&ring_profile)
+            })?;
+            confine::apply(profile).map(|()| vm)
+        });
     // The program is in guest memory now: its file copy, often most of the VMM's
     // own memory, goes.
     drop(plan);

@@ -51,7 +51,7 @@ fn dispatch(mem: &mut GuestMem, h: &mut Host, nr: u64, a: [u64; 6]) -> Ret {
         5 => fsops::fstat(h, mem, a[0], a[1]),
         6 => fsops::newfstatat(h, mem, cwd, a[0], a[1], NOFOLLOW),
         8 => lseek(h, a[0], a[1], a[2]),
-        16 => h.fd(a[0]).and(Err(Errno::ENOTTY)),
+        16 => crate::tty::ioctl(mem, h, a[0], a[1], a[2]),
         17 => read(mem, h, a[0], a[1], a[2], Some(a[3])),
         18 => write(mem, h, a[0], a[1], a[2], Some(a[3])),
         19 => readv(mem, h, a[0], a[1], a[2]),

@@ -43,6 +43,8 @@ mod setup;
 mod stack;
 mod stat;
 #[allow(unsafe_code)]
+mod tty;
+#[allow(unsafe_code)]
 mod vmm;
 
 use hyperjail_jail::JailBackend;

@@ -114,9 +114,6 @@ pub fn plan(bundle: &Bundle) -> Result<Plan, String> {
         .process()
         .as_ref()
         .ok_or("config.json has no process to run")?;
-    if process.terminal().unwrap_or(false) {
-        return Err("process.terminal=true is not supported by the VM backend yet".into());
-    }
     let argv: Vec<String> = process.args().clone().unwrap_or_default();
     let arg0 = argv.first().ok_or("process.args is empty")?;
     let envp: Vec<String> = process.env().clone().unwrap_or_default();
@@ -153,6 +150,11 @@ pub fn plan(bundle: &Bundle) -> Result<Plan, String> {
         hostname: spec.hostname().clone().unwrap_or_default(),
         cwd,
         stack,
+        terminal: process.terminal().unwrap_or(false),
+        console_size: process
+            .console_size()
+            .as_ref()
+            .map(|b| (b.height() as u16, b.width() as u16)),
         user: (process.user().uid(), process.user().gid()),
         groups: process.user().additional_gids().clone().unwrap_or_default(),
         rootfs: bundle.rootfs.clone(),

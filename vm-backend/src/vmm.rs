@@ -32,6 +32,11 @@ pub struct Plan {
     pub cwd: String,
     /// Size of the stack region at the top of RAM.
     pub stack: u64,
+    /// process.terminal: the guest's stdio is a pty whose master goes to the
+    /// engine over `--console-socket`.
+    pub terminal: bool,
+    /// process.consoleSize as (height, width).
+    pub console_size: Option<(u16, u16)>,
     /// process.user (uid, gid) the guest reports and the VMM uses for its files.
     pub user: (u32, u32),
     /// process.user.additionalGids.

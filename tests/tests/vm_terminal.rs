@@ -1,0 +1,95 @@
+//! A VM domain with `process.terminal`: the VMM makes a pty, sends its master over
+//! `--console-socket` and gives the guest the slave as stdio. The guest sees a
+//! terminal: isatty, the engine's window size, canonical and raw modes (set on the
+//! real pty, read back from it), its foreground process group.
+
+use hyperjail_tests::vm::{compile_static, vm_bundle};
+use hyperjail_tests::{read_pty, receive_console, require_kvm, skip_unless, Hyperjail};
+use serde_json::json;
+use std::fs;
+use std::os::unix::net::UnixListener;
+use std::time::Duration;
+
+const TTY: &str = r#"
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/ioctl.h>
+#include <termios.h>
+#include <unistd.h>
+int main(void) {
+    struct winsize ws;
+    struct termios t, r, now;
+    printf("isatty=%d%d%d\n", isatty(0), isatty(1), isatty(2));
+    if (ioctl(1, TIOCGWINSZ, &ws) != 0) { perror("TIOCGWINSZ"); return 1; }
+    printf("size=%d %d\n", ws.ws_row, ws.ws_col);
+    if (tcgetattr(0, &t) != 0) { perror("tcgetattr"); return 1; }
+    printf("canonical=%d echo=%d\n", !!(t.c_lflag & ICANON), !!(t.c_lflag & ECHO));
+    r = t;
+    cfmakeraw(&r);
+    if (tcsetattr(0, TCSANOW, &r) != 0) { perror("tcsetattr raw"); return 1; }
+    if (tcgetattr(0, &now) != 0) { perror("tcgetattr raw"); return 1; }
+    printf("raw=%d\r\n", !(now.c_lflag & (ICANON | ECHO)) && !(now.c_oflag & OPOST));
+    if (tcsetattr(0, TCSADRAIN, &t) != 0) { perror("tcsetattr back"); return 1; }
+    if (tcgetattr(0, &now) != 0 || !(now.c_lflag & ICANON)) { printf("not restored\n"); return 1; }
+    printf("pgrp=%d\n", (int)tcgetpgrp(0));
+    int fd = open("/tty", O_RDONLY);
+    printf("file-isatty=%d\n", isatty(fd));
+    fflush(stdout);
+    return 7;
+}
+"#;
+
+#[test]
+fn terminal_over_console_socket_in_the_vm() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    skip_unless!(
+        compile_static(&b, "tty", TTY, &["-static"]),
+        "gcc -static does not work here (apt-get install gcc libc6-dev)"
+    );
+    b.args(&["/tty"]);
+    b.config_mut()["process"]["terminal"] = json!(true);
+    b.config_mut()["process"]["consoleSize"] = json!({"height": 33, "width": 101});
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("console.sock");
+    let listener = UnixListener::bind(&sock).expect("bind console socket");
+    let c = hj.container("vmtty");
+    let running = c
+        .run_call(
+            &b,
+            &["--console-socket", sock.to_str().expect("utf-8 path")],
+        )
+        .spawn();
+    let (payload, master) = receive_console(&listener, Duration::from_secs(20));
+    let text = read_pty(fs::File::from(master), Duration::from_secs(20), |_| false);
+    let out = running.wait();
+    assert_eq!(out.code, Some(7), "{out}\nterminal: {text:?}");
+    assert!(payload.starts_with("/dev/pts/"), "{payload:?}");
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert_eq!(
+        lines,
+        [
+            "isatty=111",
+            "size=33 101",
+            "canonical=1 echo=1",
+            "raw=1",
+            "pgrp=1",
+            "file-isatty=0"
+        ],
+        "{text:?}"
+    );
+    c.assert_nothing_left(&b);
+}
+
+#[test]
+fn terminal_without_console_socket_is_refused() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    b.args(&["echo", "hi"]);
+    b.config_mut()["process"]["terminal"] = json!(true);
+    let c = hj.container("vmnotty");
+    c.create(&b, &[]).assert_error(&["console-socket"]);
+    c.assert_nothing_left(&b);
+}

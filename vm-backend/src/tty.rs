@@ -1,0 +1,80 @@
+//! Terminal ioctls for the guest. The only terminal a guest fd can lead to is the
+//! VMM's own stdio: the pty whose master went to the engine over
+//! `--console-socket` (device nodes in the rootfs are refused). The guest gets the
+//! calls programs make to use a terminal: get and set its attributes (canonical
+//! and raw modes), get and set its window size, and its foreground process group,
+//! which is the guest's only process. Anything else is ENOTTY.
+
+use crate::files::Host;
+use crate::fsops::Ret;
+use crate::mem::GuestMem;
+use nix::errno::Errno;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// Requests performed on the host pty; the VMM's seccomp profile allows exactly these.
+pub const TCGETS: u64 = 0x5401;
+/// Set attributes now.
+pub const TCSETS: u64 = 0x5402;
+/// Set attributes after output drains.
+pub const TCSETSW: u64 = 0x5403;
+/// Set attributes after output drains, discarding pending input.
+pub const TCSETSF: u64 = 0x5404;
+/// Get the window size.
+pub const TIOCGWINSZ: u64 = 0x5413;
+/// Set the window size.
+pub const TIOCSWINSZ: u64 = 0x5414;
+/// Answered by the guest kernel's view: the foreground group is the guest's own.
+const TIOCGPGRP: u64 = 0x540f;
+const TIOCSPGRP: u64 = 0x5410;
+
+/// Every request the VMM itself issues on a host fd (for its seccomp profile).
+pub const HOST_REQUESTS: &[u64] = &[TCGETS, TCSETS, TCSETSW, TCSETSF, TIOCGWINSZ, TIOCSWINSZ];
+
+/// Size of the kernel's `struct termios` (what TCGETS/TCSETS* transfer).
+const TERMIOS: u64 = 36;
+/// Size of `struct winsize`.
+const WINSIZE: u64 = 8;
+
+/// ioctl(2) on the host fd with a VMM buffer.
+fn host_ioctl(fd: BorrowedFd<'_>, req: u64, buf: &mut [u8; 64]) -> Result<(), Errno> {
+    // SAFETY: every request passed here (HOST_REQUESTS) reads or writes at most 36
+    // bytes through the pointer, and `buf` is 64 bytes that live across the call.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), req as libc::c_ulong, buf.as_mut_ptr()) };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// ioctl(2) from the guest on its fd `fd`.
+pub fn ioctl(mem: &mut GuestMem, h: &Host, fd: u64, req: u64, arg: u64) -> Ret {
+    let fd = h.fd(fd)?;
+    let mut buf = [0u8; 64];
+    let (size, out) = match req {
+        TCGETS => (TERMIOS, true),
+        TCSETS | TCSETSW | TCSETSF => (TERMIOS, false),
+        TIOCGWINSZ => (WINSIZE, true),
+        TIOCSWINSZ => (WINSIZE, false),
+        TIOCGPGRP | TIOCSPGRP => {
+            // Only on a terminal; the guest's process group is 1.
+            host_ioctl(fd, TCGETS, &mut buf)?;
+            if req == TIOCGPGRP && !mem.write(arg, &1i32.to_le_bytes()) {
+                return Err(Errno::EFAULT);
+            }
+            return Ok(0);
+        }
+        _ => return Err(Errno::ENOTTY),
+    };
+    if out {
+        host_ioctl(fd, req, &mut buf)?;
+        if !mem.write(arg, &buf[..size as usize]) {
+            return Err(Errno::EFAULT);
+        }
+    } else {
+        let src = mem.slice(arg, size).ok_or(Errno::EFAULT)?;
+        buf[..size as usize].copy_from_slice(src);
+        host_ioctl(fd, req, &mut buf)?;
+    }
+    Ok(0)
+}
