@@ -4,8 +4,9 @@
 //! (`popfq; jmp *%rcx`, native at CPL3). `hj_syscall_entry` (LSTAR) is reached by
 //! the `syscall` instruction, which exits to KVM on this host; `hj_fast_entry` by a
 //! `jmp` from a rewritten site (patch.rs), with rcx = return address and the flags
-//! pushed in place of r11 (none of `mov`, `lea` changes them). `hj_trapped` says
-//! which entry was taken.
+//! pushed in place of r11 (no `mov` changes them). The kernel stack, the saved
+//! user rsp and which entry was taken live in the vCPU's per-CPU area, whose
+//! address is the vCPU's GS base (set by the VMM; user code uses FS for its TLS).
 
 use core::arch::global_asm;
 
@@ -17,33 +18,20 @@ hj_header:
     .ascii "HJGUEST1"
     .quad hj_syscall_entry
 
-    .section .bss
-    .balign 16
-hj_user_rsp:
-    .quad 0
-    .balign 16
-hj_kstack:
-    .space 65536
-hj_kstack_top:
-
-    .globl hj_trapped
-hj_trapped:
-    .byte 0
-
     .text
     .globl hj_fast_entry
 hj_fast_entry:
-    mov %rsp, hj_user_rsp(%rip)
-    lea hj_kstack_top(%rip), %rsp
-    movb $0, hj_trapped(%rip)
+    mov %rsp, %gs:0
+    mov %gs:8, %rsp
+    movq $0, %gs:16
     pushfq
     jmp hj_entry_common
 
     .globl hj_syscall_entry
 hj_syscall_entry:
-    mov %rsp, hj_user_rsp(%rip)
-    lea hj_kstack_top(%rip), %rsp
-    movb $1, hj_trapped(%rip)
+    mov %rsp, %gs:0
+    mov %gs:8, %rsp
+    movq $1, %gs:16
     push %r11
 hj_entry_common:
     push %rcx
@@ -54,13 +42,26 @@ hj_entry_common:
     push %rsi
     push %rdi
     push %rax
+    push %rbx
+    push %rbp
+    push %r12
+    push %r13
+    push %r14
+    push %r15
     sub $520, %rsp
     fxsave64 (%rsp)
     cld
     lea 520(%rsp), %rdi
     call hj_syscall
     fxrstor64 (%rsp)
-    add $528, %rsp
+    add $520, %rsp
+    pop %r15
+    pop %r14
+    pop %r13
+    pop %r12
+    pop %rbp
+    pop %rbx
+    add $8, %rsp
     pop %rdi
     pop %rsi
     pop %rdx
@@ -70,15 +71,28 @@ hj_entry_common:
     pop %rcx
     mov (%rsp), %r11
     popfq
-    mov hj_user_rsp(%rip), %rsp
+    mov %gs:0, %rsp
     jmp *%rcx
 "#,
     options(att_syntax)
 );
 
-/// The registers saved by the entry, in stack order.
+/// The registers saved by the entry, in stack order (all of the user's general
+/// registers: a new thread starts from a copy of them).
 #[repr(C)]
 pub struct Frame {
+    /// Callee-saved registers.
+    pub r15: u64,
+    /// Callee-saved.
+    pub r14: u64,
+    /// Callee-saved.
+    pub r13: u64,
+    /// Callee-saved.
+    pub r12: u64,
+    /// Callee-saved.
+    pub rbp: u64,
+    /// Callee-saved.
+    pub rbx: u64,
     /// System call number.
     pub rax: u64,
     /// Argument 0.
@@ -99,13 +113,8 @@ pub struct Frame {
     pub r11: u64,
 }
 
-extern "C" {
-    static hj_trapped: u8;
-}
-
 /// Whether the current system call came through the `syscall` instruction (and
 /// not through a rewritten site).
 pub fn trapped() -> bool {
-    // SAFETY: a byte of kernel data written only by the entries, before this runs.
-    unsafe { core::ptr::addr_of!(hj_trapped).read_volatile() != 0 }
+    crate::percpu::get(crate::abi::PC_TRAPPED) != 0
 }

@@ -19,8 +19,10 @@ mod entry;
 mod info;
 mod mem;
 mod patch;
+mod percpu;
 mod ring;
 mod sys;
+mod thread;
 mod time;
 
 use abi::*;
@@ -34,6 +36,12 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     }
 }
 
+/// The precompiled libcore was built to unwind, and some of its functions (atomic
+/// compare-exchange's panic path) name the personality routine; with panic=abort
+/// nothing ever calls it.
+#[no_mangle]
+extern "C" fn rust_eh_personality() {}
+
 /// Called by the entry with the saved registers; returns the value for rax.
 #[no_mangle]
 extern "C" fn hj_syscall(frame: *mut entry::Frame) -> u64 {
@@ -43,6 +51,5 @@ extern "C" fn hj_syscall(frame: *mut entry::Frame) -> u64 {
     if entry::trapped() {
         patch::try_patch(f);
     }
-    let a = [f.rdi, f.rsi, f.rdx, f.r10, f.r8, f.r9];
-    sys::dispatch(f.rax, a) as u64
+    sys::dispatch(f) as u64
 }

@@ -12,7 +12,8 @@
 //! exactly one reading of the bytes is a position-independent instruction that is
 //! consistent with the registers the trap saved (`mov $imm,%reg` with `reg == imm`,
 //! or glibc's whole `syscall()` body); anything else keeps trapping, correctly.
-//! One vCPU runs this kernel, so the 5-byte write races with nothing.
+//! Sites are rewritten only while the process has one thread (one vCPU), so the
+//! 5-byte write races with nothing; after the first clone, sites keep trapping.
 
 use crate::abi::USER_MIN;
 use crate::entry::Frame;
@@ -36,7 +37,8 @@ struct Pool {
     code: UnsafeCell<[u8; SLOT * SLOTS]>,
     used: UnsafeCell<usize>,
 }
-// SAFETY: one vCPU, and the syscall path is not re-entrant: one user at a time.
+// SAFETY: used only while a single vCPU runs (see `try_patch`), and the syscall
+// path is not re-entrant: one user at a time.
 unsafe impl Sync for Pool {}
 
 static POOL: Pool = Pool {
@@ -112,6 +114,9 @@ fn movable(p: &[u8; 23], f: &Frame) -> Option<usize> {
 
 /// Rewrites the site whose `syscall` ends at `f.rcx`, if it can; see the module docs.
 pub fn try_patch(f: &Frame) {
+    if !crate::thread::single() {
+        return;
+    }
     let ret = f.rcx;
     if ret < USER_MIN + 25 || ret > u64::from(u32::MAX) || !user_ok(ret - 25, 25) {
         return;
@@ -136,7 +141,7 @@ pub fn try_patch(f: &Frame) {
         return;
     };
     let jmp_at = slot + len as u64 + 5;
-    let Ok(to_entry) = i32::try_from(hj_fast_entry as usize as i64 - (jmp_at as i64 + 5)) else {
+    let Ok(to_entry) = i32::try_from(hj_fast_entry as *const () as i64 - (jmp_at as i64 + 5)) else {
         return;
     };
     *used += 1;

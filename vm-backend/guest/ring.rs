@@ -11,8 +11,14 @@ use core::sync::atomic::{fence, Ordering};
 /// How long to poll for a completion before parking the vCPU.
 const SPIN_NS: u64 = 100_000;
 
+/// A word of this vCPU's ring page.
 fn word(off: u64) -> *mut u64 {
-    (RING_GPA + off) as *mut u64
+    (RING_GPA + crate::percpu::slot() * PAGE + off) as *mut u64
+}
+
+/// The idle flag, on ring 0's page (one VMM thread serves every ring).
+fn idle() -> *mut u64 {
+    (RING_GPA + RG_VMM_IDLE) as *mut u64
 }
 
 /// TSC ticks in [`SPIN_NS`] (ns = ticks * mult >> 32).
@@ -23,13 +29,14 @@ fn spin_ticks() -> u64 {
     }
 }
 
-/// Forwards system call `nr`; `posted` is the kernel's count of requests posted.
-pub fn call(posted: &mut u64, nr: u64, a: [u64; 6]) -> i64 {
-    let n = *posted;
-    let slot = (RING_GPA + RG_SLOTS + (n % RING_SLOTS) * RQ_SIZE) as *mut u64;
+/// Forwards system call `nr` on this vCPU's ring.
+pub fn call(nr: u64, a: [u64; 6]) -> i64 {
+    let n = crate::percpu::get(PC_POSTED);
+    let ring = RING_GPA + crate::percpu::slot() * PAGE;
+    let slot = (ring + RG_SLOTS + (n % RING_SLOTS) * RQ_SIZE) as *mut u64;
     // SAFETY: the ring page is kernel memory in guest RAM laid out by abi.rs; slot
     // n % RING_SLOTS is free because every earlier request has completed (one call
-    // at a time on one vCPU).
+    // at a time per vCPU, and the ring is this vCPU's).
     unsafe {
         slot.add((RQ_NR / 8) as usize).write_volatile(nr);
         for (i, v) in a.iter().enumerate() {
@@ -38,12 +45,12 @@ pub fn call(posted: &mut u64, nr: u64, a: [u64; 6]) -> i64 {
         slot.add((RQ_RET / 8) as usize).write_volatile((-38i64) as u64);
         word(RG_REQ_PROD).write_volatile(n + 1);
     }
-    *posted = n + 1;
+    crate::percpu::set(PC_POSTED, n + 1);
     // The post must be visible before the idle flag is read (the VMM does the
     // mirror image: sets idle, fences, reads req_prod).
     fence(Ordering::SeqCst);
     // SAFETY: ring words are aligned u64s of the ring page.
-    if unsafe { word(RG_VMM_IDLE).read_volatile() } != 0 {
+    if unsafe { idle().read_volatile() } != 0 {
         mmio(MMIO_KICK, 1);
     }
     let (start, limit) = (rdtsc(), spin_ticks());

@@ -2,19 +2,21 @@
 
 use crate::abi::*;
 use crate::mem::{boot, mmio, put, put_u64s, user_ok, zero};
-use crate::{info, time};
+use crate::entry::Frame;
+use crate::{info, percpu, thread, time};
 use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 const ENOMEM: i64 = 12;
 pub const EFAULT: i64 = 14;
 const ENODEV: i64 = 19;
 pub const EINVAL: i64 = 22;
-const ENOSYS: i64 = 38;
+pub const ENOSYS: i64 = 38;
 
 /// Gap kept free between the heap (brk) and the lowest anonymous mapping.
 const GAP: u64 = 0x10_000;
 
-/// Process-wide kernel state (one vCPU, never re-entered: no locking).
+/// Process-wide kernel state, shared by every vCPU under [`with`]'s spin lock.
 pub struct State {
     init: bool,
     brk_start: u64,
@@ -23,29 +25,40 @@ pub struct State {
     mmap_low: u64,
     rng: [u64; 2],
     reported: [u64; 8],
-    posted: u64,
 }
 
-struct Global(UnsafeCell<State>);
-// SAFETY: the guest has one vCPU and the syscall entry is not re-entrant, so there is
-// never more than one reference to the state at a time.
+struct Global {
+    locked: AtomicBool,
+    state: UnsafeCell<State>,
+}
+// SAFETY: `state` is only reached through `with`, which holds `locked`.
 unsafe impl Sync for Global {}
 
-static STATE: Global = Global(UnsafeCell::new(State {
-    init: false,
-    brk_start: 0,
-    brk_cur: 0,
-    brk_max: 0,
-    mmap_low: 0,
-    rng: [0; 2],
-    reported: [0; 8],
-    posted: 0,
-}));
+static STATE: Global = Global {
+    locked: AtomicBool::new(false),
+    state: UnsafeCell::new(State {
+        init: false,
+        brk_start: 0,
+        brk_cur: 0,
+        brk_max: 0,
+        mmap_low: 0,
+        rng: [0; 2],
+        reported: [0; 8],
+    }),
+};
 
-fn st() -> &'static mut State {
-    // SAFETY: see `Global`: only one system call runs at a time and `dispatch` takes
-    // this reference once per call.
-    let s = unsafe { &mut *STATE.0.get() };
+/// Runs `f` on the kernel state with the lock held (never across a blocking call:
+/// the holder only computes and writes guest memory).
+pub fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
+    while STATE
+        .locked
+        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        core::hint::spin_loop();
+    }
+    // SAFETY: the lock is held, so this is the only reference until it is released.
+    let s = unsafe { &mut *STATE.state.get() };
     if !s.init {
         s.init = true;
         s.brk_start = boot(BI_BRK_START);
@@ -54,28 +67,34 @@ fn st() -> &'static mut State {
         s.mmap_low = boot(BI_MMAP_TOP);
         s.rng = [boot(BI_SEED) | 1, boot(BI_SEED + 8) | 1];
     }
-    s
+    let r = f(s);
+    STATE.locked.store(false, Ordering::Release);
+    r
 }
 
-/// Runs system call `nr`; returns the Linux return value.
-pub fn dispatch(nr: u64, a: [u64; 6]) -> i64 {
-    let s = st();
+/// Runs the system call in `f` (number in rax); returns the Linux return value.
+pub fn dispatch(f: &Frame) -> i64 {
+    let (nr, a) = (f.rax, [f.rdi, f.rsi, f.rdx, f.r10, f.r8, f.r9]);
     match nr {
         // Console and file I/O, paths, the fd table, the working directory and
         // sleeping: the VMM.
-        0..=6 | 8 | 16..=21 | 32 | 33 | 35 | 40 | 72 | 79..=84 | 87 | 88 => forward(s, nr, a),
-        217 | 230 | 257 | 258 | 262..=264 | 266 | 269 | 292 | 316 | 332 | 439 => forward(s, nr, a),
+        0..=6 | 8 | 16..=21 | 32 | 33 | 35 | 40 | 72 | 79..=84 | 87 | 88 => forward(nr, a),
+        217 | 230 | 257 | 258 | 262..=264 | 266 | 269 | 292 | 316 | 332 | 439 => forward(nr, a),
         // readlink: /proc/self/exe is known here, anything else is a rootfs path.
-        89 => info::readlink(a[0], a[1], a[2]).unwrap_or_else(|| forward(s, nr, a)),
-        267 => info::readlink(a[1], a[2], a[3]).unwrap_or_else(|| forward(s, nr, a)),
-        9 => mmap(s, a),
+        89 => info::readlink(a[0], a[1], a[2]).unwrap_or_else(|| forward(nr, a)),
+        267 => info::readlink(a[1], a[2], a[3]).unwrap_or_else(|| forward(nr, a)),
+        9 => with(|s| mmap(s, a)),
         10 | 11 | 26 | 28 => 0, // mprotect, munmap, msync, madvise: accepted
-        12 => brk(s, a[0]),
+        12 => with(|s| brk(s, a[0])),
         13 => sigaction(a),
         14 => sigprocmask(a),
-        24 => 0,       // sched_yield
-        39 | 186 => 1, // getpid, gettid
-        60 | 231 => exit(a[0]),
+        24 => 0, // sched_yield
+        39 => 1, // getpid
+        186 => percpu::get(PC_TID) as i64,
+        56 => thread::clone(f),
+        60 => thread::exit(a[0]),
+        231 => exit(a[0]),
+        202 => thread::futex(a),
         63 => info::uname(a[0]),
         157 => info::prctl(a[0], a[1]),
         95 => 0o022, // umask
@@ -89,37 +108,43 @@ pub fn dispatch(nr: u64, a: [u64; 6]) -> i64 {
         131 => 0,                         // sigaltstack
         158 => arch_prctl(a[0], a[1]),
         201 => time::time(a[0]),
-        218 => 1, // set_tid_address
+        218 => {
+            percpu::set(PC_CLEAR_TID, a[0]);
+            percpu::get(PC_TID) as i64
+        }
         228 => time::clock_gettime(a[0], a[1]),
         229 => time::clock_getres(a[1]),
         273 => 0, // set_robust_list
         302 => rlimit(a[1], a[2], a[3]),
-        318 => getrandom(s, a[0], a[1]),
-        334 => -ENOSYS, // rseq: glibc copes; not worth a log line
-        _ => unsupported(s, nr),
+        318 => with(|s| getrandom(s, a[0], a[1])),
+        // clone3 (glibc falls back to clone), rseq (glibc copes): not worth a log line.
+        334 | 435 => -ENOSYS,
+        _ => unsupported(nr),
     }
 }
 
 /// -ENOSYS, reported to the VMM the first time `nr` is seen.
-pub fn unsupported(s: &mut State, nr: u64) -> i64 {
-    if nr < 512 {
-        let (w, b) = ((nr / 64) as usize, nr % 64);
-        if s.reported[w] & (1 << b) == 0 {
+pub fn unsupported(nr: u64) -> i64 {
+    let first = nr >= 512
+        || with(|s| {
+            let (w, b) = ((nr / 64) as usize, nr % 64);
+            let first = s.reported[w] & (1 << b) == 0;
             s.reported[w] |= 1 << b;
-            mmio(MMIO_UNSUPPORTED, nr);
-        }
-    } else {
+            first
+        });
+    if first {
         mmio(MMIO_UNSUPPORTED, nr);
     }
     -ENOSYS
 }
 
-/// Hands a system call to the VMM through the forwarding ring.
-pub fn forward(s: &mut State, nr: u64, a: [u64; 6]) -> i64 {
-    crate::ring::call(&mut s.posted, nr, a)
+/// Hands a system call to the VMM through this vCPU's forwarding ring.
+pub fn forward(nr: u64, a: [u64; 6]) -> i64 {
+    crate::ring::call(nr, a)
 }
 
-fn exit(code: u64) -> i64 {
+/// exit_group: ends the VM with `code`.
+pub fn exit(code: u64) -> i64 {
     loop {
         mmio(MMIO_EXIT, code & 0xff);
     }

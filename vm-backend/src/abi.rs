@@ -99,7 +99,71 @@ pub const BI_EXE: u64 = 0x600;
 /// Room for the program path (with its NUL).
 pub const BI_EXE_LEN: u64 = 0x400;
 
-/// The forwarding ring (Xen's split-driver model, one page): the guest kernel posts
+/// Most vCPUs (guest threads at once) a VM runs.
+pub const MAX_VCPUS: u64 = 16;
+
+/// Per-CPU areas, one per vCPU slot, [`PERCPU_SIZE`] bytes each; a vCPU's GS base
+/// is its area's address. The kernel stack fills the area above [`PC_STACK_BOTTOM`].
+pub const PERCPU_GPA: u64 = 0x3_0000;
+/// Size of one per-CPU area.
+pub const PERCPU_SIZE: u64 = 0x4000;
+/// The user's rsp, saved by the syscall entry.
+pub const PC_USER_RSP: u64 = 0;
+/// Top of this vCPU's kernel stack (written by whoever starts the vCPU).
+pub const PC_KSTACK_TOP: u64 = 8;
+/// 1 when the current system call came through the `syscall` instruction.
+pub const PC_TRAPPED: u64 = 16;
+/// The thread id running on this vCPU.
+pub const PC_TID: u64 = 24;
+/// clear_child_tid of that thread (0: none).
+pub const PC_CLEAR_TID: u64 = 32;
+/// Requests this vCPU posted on its ring.
+pub const PC_POSTED: u64 = 40;
+/// Non-zero while the slot is taken; the VMM clears it once the vCPU that ran a
+/// thread which exited has stopped.
+pub const PC_BUSY: u64 = 48;
+/// A block for requests the vCPU thread performs (futex, clone): see FX_*, CL_*.
+pub const PC_BLOCK: u64 = 0x100;
+/// Lowest address of the kernel stack.
+pub const PC_STACK_BOTTOM: u64 = 0x400;
+
+/// Doorbell: futex wait or wake; value = GPA of a futex block (FX_*).
+pub const MMIO_FUTEX: u64 = MMIO_BASE + 0x38;
+/// Doorbell: start a thread on a new vCPU; value = GPA of a clone block (CL_*).
+pub const MMIO_CLONE: u64 = MMIO_BASE + 0x40;
+/// Doorbell: the thread on this vCPU exited; value = its exit status (the
+/// process's, if it was the last thread).
+pub const MMIO_THREAD_EXIT: u64 = MMIO_BASE + 0x48;
+
+/// Futex block: operation (FUTEX_WAIT, FUTEX_WAKE, ... without the private flag).
+pub const FX_OP: u64 = 0;
+/// The futex word's guest address.
+pub const FX_ADDR: u64 = 8;
+/// The expected value (wait) or the number to wake (wake).
+pub const FX_VAL: u64 = 16;
+/// Timeout in ns, u64::MAX for none.
+pub const FX_TIMEOUT: u64 = 24;
+/// 1 when the timeout is an absolute CLOCK_MONOTONIC time, 0 when relative.
+pub const FX_ABSOLUTE: u64 = 32;
+/// Result (Linux return value).
+pub const FX_RET: u64 = 40;
+
+/// Clone block: the new thread's general registers in KVM's order (rax, rbx, rcx,
+/// rdx, rsi, rdi, rsp, rbp, r8..r15).
+pub const CL_REGS: u64 = 0;
+/// Its rip.
+pub const CL_RIP: u64 = 128;
+/// Its rflags.
+pub const CL_RFLAGS: u64 = 136;
+/// Its FS base (TLS).
+pub const CL_FS: u64 = 144;
+/// The per-CPU slot (0..MAX_VCPUS) the guest kernel prepared for it.
+pub const CL_SLOT: u64 = 152;
+/// Result: 0, or a negative errno.
+pub const CL_RET: u64 = 160;
+
+/// The forwarding rings (Xen's split-driver model), one page per vCPU slot (ring
+/// `i` at `RING_GPA + i * PAGE`): the guest kernel posts
 /// forwarded system calls into slots and bumps `req_prod`; the VMM's ring thread
 /// performs them in order and bumps `rsp_prod`. Counters are free-running u64s; slot
 /// `n % RING_SLOTS` holds request `n`. A request block is [`RQ_SIZE`] bytes.
@@ -111,7 +175,8 @@ pub const RG_REQ_PROD: u64 = 0;
 /// Requests completed (written by the VMM), on its own cache line.
 pub const RG_RSP_PROD: u64 = 0x40;
 /// Non-zero while the ring thread sleeps: the guest must ring [`MMIO_KICK`]
-/// (virtio's notification suppression, in one flag).
+/// (virtio's notification suppression, in one flag). Only ring 0's flag is used:
+/// one thread serves all rings.
 pub const RG_VMM_IDLE: u64 = 0x80;
 /// First slot.
 pub const RG_SLOTS: u64 = 0x100;

@@ -97,6 +97,16 @@ pub fn load_program(mem: &mut GuestMem, img: &Image, file: &std::fs::File) -> Re
     Ok(())
 }
 
+/// Prepares per-CPU slot `slot` for a thread `tid` that starts on a fresh kernel
+/// stack (the first thread's; the guest kernel prepares the others itself).
+pub fn percpu(mem: &mut GuestMem, slot: u64, tid: u64) -> bool {
+    let area = PERCPU_GPA + slot * PERCPU_SIZE;
+    slot < MAX_VCPUS
+        && mem.write_u64(area + PC_KSTACK_TOP, area + PERCPU_SIZE)
+        && mem.write_u64(area + PC_TID, tid)
+        && mem.write_u64(area + PC_BUSY, 1)
+}
+
 /// What the boot-info page carries besides the clocks.
 #[derive(Debug)]
 pub struct BootInfo<'a> {

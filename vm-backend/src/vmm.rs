@@ -202,7 +202,10 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
     ])
     .map_err(|e| format!("MSRs: {e:?}"))?;
     vcpu.set_msrs(&msrs).map_err(kvm_err("set MSRs"))?;
-    set_sregs(&vcpu)?;
+    set_sregs(&vcpu, 0)?;
+    if !setup::percpu(&mut mem, 0, 1) {
+        return Err("guest memory is too small for the program".into());
+    }
     let regs = kvm_regs {
         rip: p.image.entry,
         rsp,
@@ -224,8 +227,9 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
     })
 }
 
-/// Long mode, paging on, CPL3 code and data segments, GDT/IDT/TR in guest memory.
-fn set_sregs(vcpu: &VcpuFd) -> Result<(), String> {
+/// Long mode, paging on, CPL3 code and data segments, GDT/IDT/TR in guest memory,
+/// GS at per-CPU slot `slot`'s area.
+fn set_sregs(vcpu: &VcpuFd, slot: u64) -> Result<(), String> {
     let mut s = vcpu.get_sregs().map_err(kvm_err("get sregs"))?;
     let seg = |selector, type_, l, db| kvm_segment {
         base: 0,
@@ -247,6 +251,7 @@ fn set_sregs(vcpu: &VcpuFd) -> Result<(), String> {
     s.cs = seg(0x33, 0xb, 1, 0);
     let ds = seg(0x2b, 0x3, 0, 1);
     (s.ss, s.ds, s.es, s.fs, s.gs) = (ds, ds, ds, ds, ds);
+    s.gs.base = PERCPU_GPA + slot * PERCPU_SIZE;
     s.gdt.base = GDT_GPA;
     s.gdt.limit = 0x4f;
     s.idt.base = IDT_GPA;

@@ -1,0 +1,210 @@
+//! Threads: each guest thread runs on a vCPU of its own, so the host scheduler (and
+//! the domain's cgroup, cpuset and Xen-style controls) time-slices them, and an idle
+//! thread is a sleeping host thread. `clone` prepares a free per-CPU slot and asks
+//! the VMM to start a vCPU on it with the parent's registers; futexes are kept by
+//! the VMM, whose vCPU threads sleep on them.
+
+use crate::abi::*;
+use crate::entry::Frame;
+use crate::mem::{mmio, put};
+use crate::percpu;
+use crate::sys::{unsupported, EFAULT, EINVAL, ENOSYS};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+const EAGAIN: i64 = 11;
+
+const CLONE_VM: u64 = 0x100;
+const CLONE_SIGHAND: u64 = 0x800;
+const CLONE_SETTLS: u64 = 0x8_0000;
+const CLONE_PARENT_SETTID: u64 = 0x10_0000;
+const CLONE_CHILD_CLEARTID: u64 = 0x20_0000;
+const CLONE_THREAD: u64 = 0x1_0000;
+const CLONE_CHILD_SETTID: u64 = 0x100_0000;
+
+/// The next thread id (the first thread is 1, the process id).
+static NEXT_TID: AtomicU64 = AtomicU64::new(2);
+/// Set once a second thread was started: from then on code is not rewritten
+/// (another vCPU could be executing the bytes being changed).
+static THREADS: AtomicBool = AtomicBool::new(false);
+
+/// Whether only the first thread ever ran.
+pub fn single() -> bool {
+    !THREADS.load(Ordering::Acquire)
+}
+
+/// Takes a free per-CPU slot (slot 0 is the first thread's).
+fn take_slot() -> Option<u64> {
+    (1..MAX_VCPUS).find(|&i| {
+        // SAFETY: PC_BUSY of slot i is an aligned u64 of kernel memory; every access
+        // to it is atomic.
+        let busy = unsafe { AtomicU64::from_ptr(percpu::at(i, PC_BUSY)) };
+        busy.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    })
+}
+
+fn write_tid(addr: u64, tid: u64) -> bool {
+    put(addr, &(tid as u32).to_le_bytes())
+}
+
+/// clone(2): threads only (CLONE_VM | CLONE_THREAD); a new process is -ENOSYS.
+pub fn clone(f: &Frame) -> i64 {
+    let (flags, stack, ptid, ctid, tls) = (f.rdi, f.rsi, f.rdx, f.r10, f.r8);
+    let thread = CLONE_VM | CLONE_SIGHAND | CLONE_THREAD;
+    if flags & thread != thread {
+        return unsupported(56);
+    }
+    let Some(slot) = take_slot() else {
+        return -EAGAIN;
+    };
+    let tid = NEXT_TID.fetch_add(1, Ordering::Relaxed);
+    let area = |off| percpu::at(slot, off);
+    let ring_posted = (RING_GPA + slot * PAGE + RG_REQ_PROD) as *const u64;
+    // SAFETY: the slot is ours (taken above) and no vCPU runs on it: its area is
+    // kernel memory nothing else touches until the VMM starts the thread.
+    unsafe {
+        area(PC_KSTACK_TOP).write_volatile(PERCPU_GPA + (slot + 1) * PERCPU_SIZE);
+        area(PC_TID).write_volatile(tid);
+        area(PC_TRAPPED).write_volatile(0);
+        let clear = if flags & CLONE_CHILD_CLEARTID != 0 { ctid } else { 0 };
+        area(PC_CLEAR_TID).write_volatile(clear);
+        // The slot's ring carries on from where its last thread left it.
+        area(PC_POSTED).write_volatile(ring_posted.read_volatile());
+    }
+    if (flags & CLONE_PARENT_SETTID != 0 && !write_tid(ptid, tid))
+        || (flags & CLONE_CHILD_SETTID != 0 && !write_tid(ctid, tid))
+    {
+        // SAFETY: as above.
+        unsafe { area(PC_BUSY).write_volatile(0) };
+        return -EFAULT;
+    }
+    let fs = if flags & CLONE_SETTLS != 0 {
+        tls
+    } else {
+        let v: u64;
+        // SAFETY: rdfsbase reads FS.base.
+        unsafe { core::arch::asm!("rdfsbase {}", out(reg) v, options(nomem, nostack)) };
+        v
+    };
+    // KVM's register order: rax rbx rcx rdx rsi rdi rsp rbp r8..r15.
+    let regs = [
+        0, f.rbx, f.rcx, f.rdx, f.rsi, f.rdi, stack, f.rbp, f.r8, f.r9, f.r10, f.r11, f.r12,
+        f.r13, f.r14, f.r15,
+    ];
+    let blk = percpu::base() + PC_BLOCK;
+    let w = |off: u64, v: u64| {
+        // SAFETY: the block is in this vCPU's per-CPU area.
+        unsafe { ((blk + off) as *mut u64).write_volatile(v) }
+    };
+    for (i, r) in regs.iter().enumerate() {
+        w(CL_REGS + 8 * i as u64, *r);
+    }
+    w(CL_RIP, f.rcx);
+    w(CL_RFLAGS, f.r11);
+    w(CL_FS, fs);
+    w(CL_SLOT, slot);
+    w(CL_RET, (-ENOSYS) as u64);
+    THREADS.store(true, Ordering::Release);
+    mmio(MMIO_CLONE, blk);
+    // SAFETY: as for the writes.
+    let ret = unsafe { ((blk + CL_RET) as *const u64).read_volatile() } as i64;
+    if ret < 0 {
+        // SAFETY: the VMM did not start a vCPU on the slot.
+        unsafe { area(PC_BUSY).write_volatile(0) };
+        return ret;
+    }
+    tid as i64
+}
+
+/// exit(2): ends this thread; clear_child_tid is cleared and woken first (how
+/// pthread_join learns of it). The VMM frees the slot once the vCPU has stopped.
+pub fn exit(code: u64) -> i64 {
+    let clear = percpu::get(PC_CLEAR_TID);
+    if clear != 0 && write_tid(clear, 0) {
+        futex_call(1, clear, 1, u64::MAX, 0);
+    }
+    loop {
+        mmio(MMIO_THREAD_EXIT, code & 0xff);
+    }
+}
+
+/// Performs a futex operation in the VMM (which sleeps this vCPU's thread for a
+/// wait); returns the Linux result.
+fn futex_call(op: u64, addr: u64, val: u64, timeout: u64, absolute: u64) -> i64 {
+    let blk = percpu::base() + PC_BLOCK;
+    let w = |off: u64, v: u64| {
+        // SAFETY: the block is in this vCPU's per-CPU area.
+        unsafe { ((blk + off) as *mut u64).write_volatile(v) }
+    };
+    w(FX_OP, op);
+    w(FX_ADDR, addr);
+    w(FX_VAL, val);
+    w(FX_TIMEOUT, timeout);
+    w(FX_ABSOLUTE, absolute);
+    w(FX_RET, (-ENOSYS) as u64);
+    mmio(MMIO_FUTEX, blk);
+    // SAFETY: as for the writes.
+    unsafe { ((blk + FX_RET) as *const u64).read_volatile() as i64 }
+}
+
+/// A `struct timespec` at `p` in ns; None when unreadable or invalid.
+fn timespec_ns(p: u64) -> Option<u64> {
+    if !crate::mem::user_ok(p, 16) {
+        return None;
+    }
+    // SAFETY: checked to be guest RAM; unaligned reads are fine on x86-64.
+    let (s, ns) = unsafe {
+        (
+            (p as *const i64).read_unaligned(),
+            ((p + 8) as *const i64).read_unaligned(),
+        )
+    };
+    if s < 0 || !(0..1_000_000_000).contains(&ns) {
+        return None;
+    }
+    Some((s as u64).saturating_mul(1_000_000_000).saturating_add(ns as u64))
+}
+
+/// futex(2): WAIT, WAKE, WAIT_BITSET, WAKE_BITSET (bitsets treated as all: a
+/// spurious wake-up, which callers must tolerate), REQUEUE and CMP_REQUEUE (every
+/// waiter is woken instead of moved: the same).
+pub fn futex(a: [u64; 6]) -> i64 {
+    const PRIVATE: u64 = 128;
+    const CLOCK_REALTIME: u64 = 256;
+    let (addr, op, val, utime) = (a[0], a[1], a[2] as u32 as u64, a[3]);
+    if addr % 4 != 0 || !crate::mem::user_ok(addr, 4) {
+        return -EFAULT;
+    }
+    let cmd = op & !(PRIVATE | CLOCK_REALTIME);
+    match cmd {
+        0 | 9 => {
+            let timeout = match utime {
+                0 => u64::MAX,
+                p => match timespec_ns(p) {
+                    Some(ns) => ns,
+                    None => return -EINVAL,
+                },
+            };
+            // WAIT takes a relative timeout; WAIT_BITSET an absolute one on
+            // CLOCK_MONOTONIC, or on CLOCK_REALTIME with FUTEX_CLOCK_REALTIME.
+            let absolute = match (cmd, op & CLOCK_REALTIME != 0) {
+                (0, _) => 0,
+                (_, false) => 1,
+                (_, true) => 2,
+            };
+            futex_call(0, addr, val, timeout, absolute)
+        }
+        1 | 10 => futex_call(1, addr, val, u64::MAX, 0),
+        3 | 4 => {
+            if cmd == 4 {
+                // SAFETY: checked above to be 4 aligned bytes of guest RAM.
+                let cur = unsafe { (addr as *const u32).read_volatile() };
+                if u64::from(cur) != a[5] as u32 as u64 {
+                    return -EAGAIN;
+                }
+            }
+            futex_call(1, addr, u64::from(u32::MAX >> 1), u64::MAX, 0)
+        }
+        _ => unsupported(202),
+    }
+}
