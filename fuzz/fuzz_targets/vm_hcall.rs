@@ -1,9 +1,8 @@
 //! The VM backend's request decoder and dispatcher (vm-backend/src/hcall.rs) on hostile
 //! guest memory: the input fills a 64 KiB GuestMem and up to four request blocks,
 //! which are performed in order against a Host whose console is /dev/null and whose
-//! rootfs is a temporary directory (never the real stdio or a real rootfs). Sleeps
-//! requested by the guest are skipped. Checked: no panic, no out-of-bounds access,
-//! nothing created outside the temporary root.
+//! rootfs is a temporary directory (never the real stdio or a real rootfs). Checked:
+//! no panic, no out-of-bounds access, nothing created outside the temporary root.
 #![no_main]
 
 #[allow(dead_code)]
@@ -68,7 +67,6 @@ fn host(root: &PathBuf) -> files::Host {
     let r = nix::fcntl::open(root, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty())
         .expect("temp root fd");
     let mut h = files::Host::new([null(), null(), null()], r, "/", false);
-    h.set_sleep(|_| {});
     h
 }
 

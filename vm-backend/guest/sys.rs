@@ -76,10 +76,12 @@ pub fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
 pub fn dispatch(f: &Frame) -> i64 {
     let (nr, a) = (f.rax, [f.rdi, f.rsi, f.rdx, f.r10, f.r8, f.r9]);
     match nr {
-        // Console and file I/O, paths, the fd table, the working directory and
-        // sleeping: the VMM.
-        0..=6 | 8 | 16..=21 | 32 | 33 | 35 | 40 | 72 | 79..=84 | 87 | 88 => forward(nr, a),
-        217 | 230 | 257 | 258 | 262..=264 | 266 | 269 | 292 | 316 | 332 | 439 => forward(nr, a),
+        // Console and file I/O, paths, the fd table and the working directory: the
+        // VMM's ring.
+        0..=6 | 8 | 16..=21 | 32 | 33 | 40 | 72 | 79..=84 | 87 | 88 => forward(nr, a),
+        217 | 257 | 258 | 262..=264 | 266 | 269 | 292 | 316 | 332 | 439 => forward(nr, a),
+        35 => thread::sleep(a[0], None),
+        230 => thread::sleep(a[2], (a[1] & 1 != 0).then_some(a[0])),
         // readlink: /proc/self/exe is known here, anything else is a rootfs path.
         89 => info::readlink(a[0], a[1], a[2]).unwrap_or_else(|| forward(nr, a)),
         267 => info::readlink(a[1], a[2], a[3]).unwrap_or_else(|| forward(nr, a)),

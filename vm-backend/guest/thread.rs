@@ -12,6 +12,7 @@ use crate::sys::{unsupported, EFAULT, EINVAL, ENOSYS};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 const EAGAIN: i64 = 11;
+const ETIMEDOUT: i64 = 110;
 
 const CLONE_VM: u64 = 0x100;
 const CLONE_SIGHAND: u64 = 0x800;
@@ -163,6 +164,25 @@ fn timespec_ns(p: u64) -> Option<u64> {
         return None;
     }
     Some((s as u64).saturating_mul(1_000_000_000).saturating_add(ns as u64))
+}
+
+/// nanosleep(2) and clock_nanosleep(2) (`clock` for an absolute time): a futex wait
+/// with a timeout on a word nobody wakes, so this vCPU's host thread sleeps and
+/// other threads go on (also their forwarded calls, which a sleep in the ring
+/// thread would hold up).
+pub fn sleep(req: u64, absolute_clock: Option<u64>) -> i64 {
+    let Some(ns) = timespec_ns(req) else {
+        return -EINVAL;
+    };
+    let absolute = match absolute_clock {
+        None => 0,
+        Some(0) => 2, // CLOCK_REALTIME
+        Some(_) => 1,
+    };
+    match futex_call(0, percpu::base() + PC_SLEEP, 0, ns, absolute) {
+        r if r == -ETIMEDOUT || r == 0 => 0,
+        r => r,
+    }
 }
 
 /// futex(2): WAIT, WAKE, WAIT_BITSET, WAKE_BITSET (bitsets treated as all: a

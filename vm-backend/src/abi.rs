@@ -122,6 +122,8 @@ pub const PC_POSTED: u64 = 40;
 /// Non-zero while the slot is taken; the VMM clears it once the vCPU that ran a
 /// thread which exited has stopped.
 pub const PC_BUSY: u64 = 48;
+/// A word that stays 0: sleeps are futex waits on it with a timeout.
+pub const PC_SLEEP: u64 = 56;
 /// A block for requests the vCPU thread performs (futex, clone): see FX_*, CL_*.
 pub const PC_BLOCK: u64 = 0x100;
 /// Lowest address of the kernel stack.

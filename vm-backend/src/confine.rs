@@ -43,8 +43,6 @@ const ALLOWED: &[&str] = &[
     "rt_sigprocmask",
     "sigaltstack",
     "clock_gettime",
-    "clock_nanosleep",
-    "nanosleep",
     "restart_syscall",
     "sched_yield",
     "getpid",
@@ -52,11 +50,33 @@ const ALLOWED: &[&str] = &[
     "tgkill",
     "exit",
     "exit_group",
+    // Starting a vCPU thread for a guest thread (glibc's pthread_create; clone
+    // itself is allowed only with exactly its flags, below).
+    "set_robust_list",
+    "rseq",
+    // glibc's malloc sizes its arenas by the CPU count on a new thread's first use.
+    "sched_getaffinity",
 ];
 
-/// The only ioctls: KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS (fault reports), and the
-/// terminal requests of [`crate::tty::HOST_REQUESTS`] on the guest's console.
-const IOCTLS: &[u64] = &[0xae80, 0x8090_ae81, 0x8138_ae83];
+/// clone's flags for a thread (glibc's pthread_create): the only clone allowed, so
+/// the VMM can start vCPU threads but never a process or a namespace.
+const THREAD_CLONE: u64 = 0x3d0f00;
+
+/// The only ioctls: KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS (fault reports);
+/// KVM_CREATE_VCPU, KVM_SET_REGS, KVM_SET_SREGS, KVM_SET_MSRS, KVM_SET_CPUID2 and
+/// KVM_SET_FPU (a vCPU for a new guest thread); and the terminal requests of
+/// [`crate::tty::HOST_REQUESTS`] on the guest's console.
+const IOCTLS: &[u64] = &[
+    0xae80,
+    0x8090_ae81,
+    0x8138_ae83,
+    0xae41,
+    0x4090_ae82,
+    0x4138_ae84,
+    0x4008_ae89,
+    0x4008_ae90,
+    0x41a0_ae8d,
+];
 
 /// fcntl only for F_GETFL (the guest's fcntl F_GETFL).
 const FCNTLS: &[u64] = &[3];
@@ -68,18 +88,33 @@ fn rules() -> Result<Vec<LinuxSyscall>, String> {
         .action(LinuxSeccompAction::ScmpActAllow)
         .build()
         .map_err(err)?];
-    let with_arg1 = IOCTLS
+    // (syscall, argument index, mask, value): allowed when arg & mask == value.
+    let with_arg = IOCTLS
         .iter()
         .chain(crate::tty::HOST_REQUESTS)
-        .map(|&r| ("ioctl", r))
-        .chain(FCNTLS.iter().map(|&c| ("fcntl", c)));
-    for (name, req) in with_arg1 {
-        let arg = LinuxSeccompArgBuilder::default()
-            .index(1usize)
-            .value(req)
-            .op(LinuxSeccompOperator::ScmpCmpEq)
-            .build()
-            .map_err(err)?;
+        .map(|&r| ("ioctl", 1, u64::MAX, r))
+        .chain(FCNTLS.iter().map(|&c| ("fcntl", 1, u64::MAX, c)))
+        .chain([
+            ("clone", 0, u64::MAX, THREAD_CLONE),
+            // Thread stacks and guard pages, never executable memory.
+            ("mprotect", 2, libc::PROT_EXEC as u64, 0),
+        ]);
+    for (name, index, mask, value) in with_arg {
+        let arg = if mask == u64::MAX {
+            LinuxSeccompArgBuilder::default()
+                .index(index as usize)
+                .value(value)
+                .op(LinuxSeccompOperator::ScmpCmpEq)
+                .build()
+        } else {
+            LinuxSeccompArgBuilder::default()
+                .index(index as usize)
+                .value(mask)
+                .value_two(value)
+                .op(LinuxSeccompOperator::ScmpCmpMaskedEq)
+                .build()
+        }
+        .map_err(err)?;
         v.push(
             LinuxSyscallBuilder::default()
                 .names(vec![name.to_string()])
@@ -89,6 +124,15 @@ fn rules() -> Result<Vec<LinuxSyscall>, String> {
                 .map_err(err)?,
         );
     }
+    // glibc tries clone3 first and takes clone when it is not there.
+    v.push(
+        LinuxSyscallBuilder::default()
+            .names(vec!["clone3".to_string()])
+            .action(LinuxSeccompAction::ScmpActErrno)
+            .errno_ret(libc::ENOSYS as u32)
+            .build()
+            .map_err(err)?,
+    );
     Ok(v)
 }
 

@@ -251,5 +251,9 @@ fn vmm_main(
     match vm.run() {
         End::Exit(code) => std::process::exit(i32::from(code)),
         End::Crash(sig, what) => vmm::crash_exit(sig, &what),
+        // The first thread exited while others run: the last of them ends the VMM.
+        End::ThreadExit => loop {
+            std::thread::park();
+        },
     }
 }

@@ -19,7 +19,6 @@ use std::ffi::CString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Most open guest fds (RLIMIT_NOFILE as the guest reports it).
 pub const MAX_FDS: usize = 1024;
@@ -49,7 +48,6 @@ pub struct Host {
     readonly: bool,
     cwd: Vec<u8>,
     fds: Vec<Option<Slot>>,
-    sleep: fn(Duration),
 }
 
 impl Host {
@@ -73,20 +71,7 @@ impl Host {
             readonly,
             cwd: normalize(&absolute_cwd(cwd)),
             fds,
-            sleep: std::thread::sleep,
         }
-    }
-
-    /// Replaces how nanosleep and clock_nanosleep wait (std::thread::sleep); the fuzz
-    /// target, which includes this file, must not sleep for the guest.
-    #[allow(dead_code)]
-    pub fn set_sleep(&mut self, sleep: fn(Duration)) {
-        self.sleep = sleep;
-    }
-
-    /// Waits `d` for the guest (nanosleep).
-    pub fn sleep(&self, d: Duration) {
-        (self.sleep)(d);
     }
 
     /// The real thing: the VMM's stdio (duplicated) and the rootfs at `rootfs`.

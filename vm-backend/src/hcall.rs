@@ -9,7 +9,6 @@ use crate::fsops::{self, Ret};
 use crate::mem::GuestMem;
 use nix::errno::Errno;
 use std::io::IoSlice;
-use std::time::Duration;
 
 /// Largest single transfer (as Linux's MAX_RW_COUNT).
 const MAX_RW: u64 = 0x7fff_f000;
@@ -59,7 +58,6 @@ fn dispatch(mem: &mut GuestMem, h: &mut Host, nr: u64, a: [u64; 6]) -> Ret {
         21 => fsops::faccessat(h, mem, cwd, a[0], a[1], 0),
         32 => h.dup(a[0], 0, false),
         33 => h.dup3(a[0], a[1], None),
-        35 => nanosleep(mem, h, a[0]),
         40 => sendfile(mem, h, a[0], a[1], a[2], a[3]),
         72 => h.fcntl(a[0], a[1], a[2]),
         79 => fsops::getcwd(h, mem, a[0], a[1]),
@@ -72,7 +70,6 @@ fn dispatch(mem: &mut GuestMem, h: &mut Host, nr: u64, a: [u64; 6]) -> Ret {
         88 => fsops::symlinkat(h, mem, a[0], cwd, a[1]),
         89 => fsops::readlinkat(h, mem, cwd, a[0], a[1], a[2]),
         217 => fsops::getdents64(h, mem, a[0], a[1], a[2]),
-        230 => clock_nanosleep(mem, h, a[0], a[1], a[2]),
         257 => fsops::openat(h, mem, a[0], a[1], a[2], a[3]),
         258 => fsops::mkdirat(h, mem, a[0], a[1], a[2]),
         262 => fsops::newfstatat(h, mem, a[0], a[1], a[2], a[3]),
@@ -214,35 +211,6 @@ fn readv(mem: &mut GuestMem, h: &Host, fd: u64, iov: u64, cnt: u64) -> Ret {
 }
 
 /// Reads a struct timespec; None if out of bounds or not normalised.
-fn timespec(mem: &GuestMem, at: u64) -> Option<Duration> {
-    let (s, ns) = (mem.read_u64(at)?, mem.read_u64(at.checked_add(8)?)?);
-    (ns < 1_000_000_000 && (s as i64) >= 0).then(|| Duration::new(s, ns as u32))
-}
-
-fn nanosleep(mem: &GuestMem, h: &Host, req: u64) -> Ret {
-    let d = timespec(mem, req).ok_or(Errno::EINVAL)?;
-    h.sleep(d);
-    Ok(0)
-}
-
-fn clock_nanosleep(mem: &GuestMem, h: &Host, clock: u64, flags: u64, req: u64) -> Ret {
-    const TIMER_ABSTIME: u64 = 1;
-    let d = timespec(mem, req).ok_or(Errno::EINVAL)?;
-    let d = if flags & TIMER_ABSTIME != 0 {
-        let id = if clock == 0 {
-            nix::time::ClockId::CLOCK_REALTIME
-        } else {
-            nix::time::ClockId::CLOCK_MONOTONIC
-        };
-        let now = nix::time::clock_gettime(id).map_or(Duration::ZERO, Duration::from);
-        d.saturating_sub(now)
-    } else {
-        d
-    };
-    h.sleep(d);
-    Ok(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,6 +32,7 @@ mod elf;
 mod files;
 #[allow(unsafe_code)]
 mod fsops;
+mod futex;
 mod hcall;
 #[allow(unsafe_code)]
 mod mem;
@@ -44,6 +45,7 @@ mod stack;
 mod stat;
 #[allow(unsafe_code)]
 mod tty;
+mod vcpu;
 #[allow(unsafe_code)]
 mod vmm;
 

@@ -5,7 +5,7 @@
 use nix::sys::mman::{mmap_anonymous, munmap, MapFlags, ProtFlags};
 use std::num::NonZeroUsize;
 use std::ptr::NonNull;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::Arc;
 
 /// The mapping itself, shared by the VMM's threads (the vCPU loop and the ring
@@ -41,6 +41,10 @@ pub struct GuestMem {
 
 // SAFETY: see Mapping; the raw pointer is a copy of the Arc'd mapping's.
 unsafe impl Send for GuestMem {}
+// SAFETY: through `&GuestMem` there are only reads (copies), atomics and shared
+// slices of guest memory, which the guest may change at any time anyway (see
+// `slice`); writes need `&mut`, and each thread writes through its own alias.
+unsafe impl Sync for GuestMem {}
 
 impl GuestMem {
     /// Maps `len` bytes of zeroed memory; pages cost nothing until touched.
@@ -84,6 +88,17 @@ impl GuestMem {
         // lives as long as self; AtomicU64 has the layout of u64, and every access to
         // such a shared word from the VMM is atomic.
         Some(unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(off).cast()) })
+    }
+
+    /// The u32 at `gpa` as an atomic (a futex word); None when out of bounds or not
+    /// 4-aligned.
+    pub fn atomic_u32(&self, gpa: u64) -> Option<&AtomicU32> {
+        if gpa % 4 != 0 {
+            return None;
+        }
+        let off = self.range(gpa, 4)?;
+        // SAFETY: as in `atomic_u64`, for 4 bytes, 4-aligned.
+        Some(unsafe { AtomicU32::from_ptr(self.ptr.as_ptr().add(off).cast()) })
     }
 
     /// Size in bytes (the end of guest RAM as a GPA).

@@ -1,6 +1,6 @@
-//! The back end of the forwarding ring (layout in [`abi`](crate::abi)): the guest's
-//! forwarded system calls, performed against the [`Host`] by whichever VMM thread
-//! holds the consumer side.
+//! The back end of the forwarding rings (layout in [`abi`](crate::abi), one ring
+//! per vCPU slot): the guest's forwarded system calls, performed against the
+//! [`Host`] by whichever VMM thread holds the consumer side.
 //!
 //! A ring thread polls the ring while there is work (a request is picked up within
 //! a fraction of a microsecond). After [`SPIN`] without a request it sets the ring's
@@ -23,7 +23,6 @@ use crate::abi::*;
 use crate::files::Host;
 use crate::hcall;
 use crate::mem::GuestMem;
-use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,48 +34,72 @@ const SPIN: Duration = Duration::from_micros(50);
 /// Two kicks closer than this are a burst: the ring thread is woken to poll.
 const BURST: Duration = Duration::from_micros(200);
 
-/// The ring's shared words, as atomics over guest memory.
-struct Words<'a> {
+/// Ring `i`'s counters, as atomics over guest memory.
+struct Ring<'a> {
     req_prod: &'a AtomicU64,
     rsp_prod: &'a AtomicU64,
+}
+
+/// Every ring, and the idle flag (on ring 0's page).
+struct Words<'a> {
+    rings: Vec<Ring<'a>>,
     idle: &'a AtomicU64,
 }
 
 fn words(mem: &GuestMem) -> Option<Words<'_>> {
+    let ring = |i: u64| {
+        let page = RING_GPA + i * PAGE;
+        Some(Ring {
+            req_prod: mem.atomic_u64(page + RG_REQ_PROD)?,
+            rsp_prod: mem.atomic_u64(page + RG_RSP_PROD)?,
+        })
+    };
     Some(Words {
-        req_prod: mem.atomic_u64(RING_GPA + RG_REQ_PROD)?,
-        rsp_prod: mem.atomic_u64(RING_GPA + RG_RSP_PROD)?,
+        rings: (0..MAX_VCPUS).map(ring).collect::<Option<Vec<_>>>()?,
         idle: mem.atomic_u64(RING_GPA + RG_VMM_IDLE)?,
     })
 }
 
-/// The consumer side: the host state the requests run against, and how far the
+impl Words<'_> {
+    /// Whether some ring has a request that was not completed.
+    fn pending(&self, order: Ordering) -> bool {
+        self.rings
+            .iter()
+            .any(|r| r.req_prod.load(order) != r.rsp_prod.load(order))
+    }
+}
+
+/// The consumer side: the host state the requests run against, and how far each
 /// ring has been consumed. Held by one thread at a time.
 struct Consumer {
     mem: GuestMem,
     host: Host,
-    cons: u64,
+    cons: [u64; MAX_VCPUS as usize],
 }
 
 impl Consumer {
-    /// Performs every posted request and publishes the completions; false when the
-    /// guest has corrupted the ring (more posted than there are slots).
+    /// Performs every posted request, ring by ring, and publishes the completions;
+    /// false when the guest has corrupted a ring (more posted than there are slots).
     fn serve(&mut self, w: &Words<'_>) -> bool {
-        let prod = w.req_prod.load(Ordering::Acquire);
-        if prod.wrapping_sub(self.cons) > RING_SLOTS {
-            return false;
-        }
-        while self.cons != prod {
-            let slot = RING_GPA + RG_SLOTS + (self.cons % RING_SLOTS) * RQ_SIZE;
-            hcall::handle(&mut self.mem, &mut self.host, slot);
-            self.cons += 1;
-            w.rsp_prod.store(self.cons, Ordering::Release);
+        for (i, r) in w.rings.iter().enumerate() {
+            let prod = r.req_prod.load(Ordering::Acquire);
+            let cons = &mut self.cons[i];
+            if prod.wrapping_sub(*cons) > RING_SLOTS {
+                return false;
+            }
+            while *cons != prod {
+                let page = RING_GPA + i as u64 * PAGE;
+                let slot = page + RG_SLOTS + (*cons % RING_SLOTS) * RQ_SIZE;
+                hcall::handle(&mut self.mem, &mut self.host, slot);
+                *cons += 1;
+                r.rsp_prod.store(*cons, Ordering::Release);
+            }
         }
         true
     }
 }
 
-/// What the two threads share.
+/// What the threads share.
 struct Shared {
     consumer: Mutex<Consumer>,
     /// Wakes the ring thread.
@@ -84,7 +107,7 @@ struct Shared {
 }
 
 impl Shared {
-    /// Serves the ring under the lock: when it returns, every request posted before
+    /// Serves the rings under the lock: when it returns, every request posted before
     /// the call has completed (the lock holder finishes its whole batch first). A
     /// corrupted ring ends the VMM.
     fn serve(&self, w: &Words<'_>) {
@@ -98,11 +121,13 @@ impl Shared {
     }
 }
 
-/// The vCPU thread's handle on the ring.
+/// The vCPU threads' handle on the rings.
 pub struct Kicker {
     mem: GuestMem,
     shared: Arc<Shared>,
-    last_kick: Cell<Option<Instant>>,
+    epoch: Instant,
+    /// When the last kick came, in ns since `epoch` (0: never).
+    last_kick: AtomicU64,
 }
 
 impl std::fmt::Debug for Kicker {
@@ -119,18 +144,15 @@ impl Kicker {
     pub fn kick(&self) {
         let Some(w) = words(&self.mem) else { return };
         self.shared.serve(&w);
-        let now = Instant::now();
-        if self
-            .last_kick
-            .replace(Some(now))
-            .is_some_and(|t| now.duration_since(t) < BURST)
-        {
+        let now = self.epoch.elapsed().as_nanos().max(1) as u64;
+        let last = self.last_kick.swap(now, Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < BURST.as_nanos() as u64 {
             let _ = self.shared.kick.write(1);
         }
     }
 
     /// The guest stopped polling for a completion (a long call: a sleep, a read
-    /// from a pipe): this thread serves the ring itself, which waits for the ring
+    /// from a pipe): this thread serves the rings itself, which waits for the ring
     /// thread's batch in progress, so the vCPU sleeps on the lock instead of
     /// spinning, and a request posted without a kick still gets done.
     pub fn wait(&self) {
@@ -142,16 +164,17 @@ impl Kicker {
 
 /// Starts the ring thread serving `host` over `mem`. `setup` runs first on that
 /// thread (its file identity and seccomp filter, which are per thread); its error
-/// is returned. The eventfds are made here, before any seccomp filter.
+/// is returned. The eventfd is made here, before any seccomp filter.
 pub fn start(
     mem: &GuestMem,
     host: Host,
     setup: impl FnOnce() -> Result<(), String> + Send + 'static,
 ) -> Result<Kicker, String> {
-    let cons = words(mem)
-        .ok_or("guest memory has no room for the ring")?
-        .rsp_prod
-        .load(Ordering::SeqCst);
+    let w = words(mem).ok_or("guest memory has no room for the rings")?;
+    let mut cons = [0u64; MAX_VCPUS as usize];
+    for (c, r) in cons.iter_mut().zip(&w.rings) {
+        *c = r.rsp_prod.load(Ordering::SeqCst);
+    }
     let shared = Arc::new(Shared {
         consumer: Mutex::new(Consumer {
             mem: mem.alias(),
@@ -178,7 +201,8 @@ pub fn start(
     Ok(Kicker {
         mem: mem.alias(),
         shared,
-        last_kick: Cell::new(None),
+        epoch: Instant::now(),
+        last_kick: AtomicU64::new(0),
     })
 }
 
@@ -188,7 +212,7 @@ fn poll(mem: &GuestMem, shared: &Shared) {
     let mut last = Instant::now();
     let mut spins = 0u32;
     loop {
-        if w.req_prod.load(Ordering::Acquire) != w.rsp_prod.load(Ordering::Acquire) {
+        if w.pending(Ordering::Acquire) {
             shared.serve(&w);
             last = Instant::now();
             continue;
@@ -199,7 +223,7 @@ fn poll(mem: &GuestMem, shared: &Shared) {
             continue;
         }
         w.idle.store(1, Ordering::SeqCst);
-        if w.req_prod.load(Ordering::SeqCst) == w.rsp_prod.load(Ordering::SeqCst) {
+        if !w.pending(Ordering::SeqCst) {
             let _ = shared.kick.read();
         }
         w.idle.store(0, Ordering::SeqCst);

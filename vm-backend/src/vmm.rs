@@ -4,12 +4,17 @@
 use crate::abi::*;
 use crate::elf::Image;
 use crate::files::Host;
+use crate::futex::Futexes;
 use crate::mem::GuestMem;
-use crate::ring::{self, Kicker};
-use crate::{names, setup, stack};
+use crate::ring;
+pub use crate::vcpu::End;
+use crate::vcpu::{self, Machine};
+use crate::{setup, stack};
 use kvm_bindings::{kvm_msr_entry, kvm_regs, kvm_segment, kvm_userspace_memory_region, Msrs};
-use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use kvm_ioctls::{Kvm, VcpuFd};
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Everything needed to build the VM.
 #[derive(Debug)]
@@ -51,12 +56,11 @@ pub struct Plan {
 #[derive(Debug)]
 pub struct Vm {
     _kvm: Kvm,
-    _vm: VmFd,
-    vcpu: VcpuFd,
-    mem: GuestMem,
+    machine: Arc<Machine>,
+    /// The first thread's vCPU (slot 0).
+    boot: VcpuFd,
     /// The rootfs and fds, until [`Vm::start_ring`] hands them to the ring thread.
     host: Option<Host>,
-    ring: Option<Kicker>,
     tsc_khz: u32,
 }
 
@@ -108,7 +112,8 @@ pub fn crash_exit(sig: i32, what: &str) -> ! {
     std::process::exit(128 + sig)
 }
 
-fn kvm_err(what: &str) -> impl Fn(kvm_ioctls::Error) -> String + '_ {
+/// Maps a KVM error to a message naming `what` failed.
+pub fn kvm_err(what: &str) -> impl Fn(kvm_ioctls::Error) -> String + '_ {
     move |e| format!("KVM: {what}: {e}")
 }
 
@@ -190,19 +195,8 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
         .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
         .map_err(kvm_err("CPUID"))?;
     vcpu.set_cpuid2(&cpuid).map_err(kvm_err("set CPUID"))?;
-    let msr = |index, data| kvm_msr_entry {
-        index,
-        data,
-        ..Default::default()
-    };
-    let msrs = Msrs::from_entries(&[
-        msr(0xc000_0081, 0x0023_0010_0000_0000), // STAR
-        msr(0xc000_0082, lstar),                 // LSTAR
-        msr(0xc000_0084, 0),                     // FMASK
-    ])
-    .map_err(|e| format!("MSRs: {e:?}"))?;
-    vcpu.set_msrs(&msrs).map_err(kvm_err("set MSRs"))?;
-    set_sregs(&vcpu, 0)?;
+    set_msrs(&vcpu, lstar)?;
+    set_sregs(&vcpu, 0, 0)?;
     if !setup::percpu(&mut mem, 0, 1) {
         return Err("guest memory is too small for the program".into());
     }
@@ -216,20 +210,47 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
     let tsc_khz = vcpu.get_tsc_khz().unwrap_or(0);
     // Opened now, before the seccomp filter: the VMM cannot open anything later.
     let host = Host::open(&p.rootfs, &p.cwd, p.readonly)?;
+    let machine = Arc::new(Machine {
+        vm,
+        mem,
+        cpuid,
+        lstar,
+        ring: OnceLock::new(),
+        futexes: Futexes::default(),
+        live: AtomicUsize::new(1),
+        next_id: AtomicU64::new(1),
+        spare: Mutex::new(Vec::new()),
+        reported: Mutex::new(BTreeSet::new()),
+    });
     Ok(Vm {
         _kvm: kvm,
-        _vm: vm,
-        vcpu,
-        mem,
+        machine,
+        boot: vcpu,
         host: Some(host),
-        ring: None,
         tsc_khz,
     })
 }
 
+/// STAR, LSTAR (the guest kernel's entry) and FMASK.
+pub fn set_msrs(vcpu: &VcpuFd, lstar: u64) -> Result<(), String> {
+    let msr = |index, data| kvm_msr_entry {
+        index,
+        data,
+        ..Default::default()
+    };
+    let msrs = Msrs::from_entries(&[
+        msr(0xc000_0081, 0x0023_0010_0000_0000), // STAR
+        msr(0xc000_0082, lstar),                 // LSTAR
+        msr(0xc000_0084, 0),                     // FMASK
+    ])
+    .map_err(|e| format!("MSRs: {e:?}"))?;
+    vcpu.set_msrs(&msrs).map_err(kvm_err("set MSRs"))?;
+    Ok(())
+}
+
 /// Long mode, paging on, CPL3 code and data segments, GDT/IDT/TR in guest memory,
-/// GS at per-CPU slot `slot`'s area.
-fn set_sregs(vcpu: &VcpuFd, slot: u64) -> Result<(), String> {
+/// GS at per-CPU slot `slot`'s area, FS at `fs` (the thread's TLS).
+pub fn set_sregs(vcpu: &VcpuFd, slot: u64, fs: u64) -> Result<(), String> {
     let mut s = vcpu.get_sregs().map_err(kvm_err("get sregs"))?;
     let seg = |selector, type_, l, db| kvm_segment {
         base: 0,
@@ -252,6 +273,7 @@ fn set_sregs(vcpu: &VcpuFd, slot: u64) -> Result<(), String> {
     let ds = seg(0x2b, 0x3, 0, 1);
     (s.ss, s.ds, s.es, s.fs, s.gs) = (ds, ds, ds, ds, ds);
     s.gs.base = PERCPU_GPA + slot * PERCPU_SIZE;
+    s.fs.base = fs;
     s.gdt.base = GDT_GPA;
     s.gdt.limit = 0x4f;
     s.idt.base = IDT_GPA;
@@ -271,22 +293,6 @@ fn set_sregs(vcpu: &VcpuFd, slot: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// How the guest ended.
-#[derive(Debug, PartialEq, Eq)]
-pub enum End {
-    /// exit_group(code).
-    Exit(u8),
-    /// A fatal fault or guest error, reported as killed by this signal.
-    Crash(i32, String),
-}
-
-enum Event {
-    Write(u64, u64),
-    Read,
-    Continue,
-    Fatal(String),
-}
-
 impl Vm {
     /// Starts the ring thread that serves the guest's forwarded calls; `setup` runs
     /// on it first (per-thread confinement). Call once, before [`Vm::run`].
@@ -298,89 +304,18 @@ impl Vm {
             .host
             .take()
             .ok_or("the ring thread was already started")?;
-        self.ring = Some(ring::start(&self.mem, host, setup)?);
-        Ok(())
+        let kicker = ring::start(&self.machine.mem, host, setup)?;
+        self.machine
+            .ring
+            .set(kicker)
+            .map_err(|_| "the ring thread was already started".to_string())
     }
 
-    /// Runs the guest until it exits or crashes.
+    /// Runs the first thread until the guest exits or crashes, or until that thread
+    /// exits while others run on (then the last one ends the VMM).
     pub fn run(&mut self) -> End {
-        setup::set_clocks(&mut self.mem, self.tsc_khz);
-        let mut reported = BTreeSet::new();
-        loop {
-            let ev = match self.vcpu.run() {
-                Ok(VcpuExit::MmioWrite(addr, data)) => {
-                    let mut b = [0u8; 8];
-                    let n = data.len().min(8);
-                    b[..n].copy_from_slice(&data[..n]);
-                    Event::Write(addr, u64::from_le_bytes(b))
-                }
-                Ok(VcpuExit::MmioRead(_, data)) => {
-                    data.fill(0);
-                    Event::Read
-                }
-                Ok(VcpuExit::Intr) => Event::Continue,
-                Ok(VcpuExit::Shutdown) => Event::Fatal("triple fault".into()),
-                Ok(other) => Event::Fatal(format!("unexpected VM exit {other:?}")),
-                Err(e) if matches!(e.errno(), libc::EINTR | libc::EAGAIN) => Event::Continue,
-                Err(e) => Event::Fatal(format!("KVM_RUN: {e}")),
-            };
-            match ev {
-                Event::Write(MMIO_KICK, _) => {
-                    if let Some(r) = &self.ring {
-                        r.kick();
-                    }
-                }
-                Event::Write(MMIO_WAIT, _) => {
-                    if let Some(r) = &self.ring {
-                        r.wait();
-                    }
-                }
-                Event::Write(MMIO_EXIT, code) => return End::Exit(code as u8),
-                Event::Write(MMIO_UNSUPPORTED, nr) => {
-                    if reported.insert(nr) {
-                        warn(&format!(
-                            "vm: unsupported system call {nr} ({}); returning ENOSYS",
-                            names::name(nr)
-                        ));
-                    }
-                }
-                Event::Write(MMIO_FAULT, vector) => return self.fault(vector),
-                Event::Write(MMIO_PANIC, line) => {
-                    return End::Crash(libc::SIGABRT, format!("guest kernel panic (line {line})"))
-                }
-                Event::Write(..) | Event::Read | Event::Continue => {}
-                Event::Fatal(m) => return End::Crash(libc::SIGSEGV, m),
-            }
-        }
-    }
-
-    /// Describes the exception `vector` the IDT stub reported.
-    fn fault(&self, vector: u64) -> End {
-        let regs = self.vcpu.get_regs().unwrap_or_default();
-        let cr2 = self.vcpu.get_sregs().map(|s| s.cr2).unwrap_or(0);
-        let has_code = matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30);
-        let frame = regs.rsp + if has_code { 8 } else { 0 };
-        let code = if has_code {
-            self.mem.read_u64(regs.rsp).unwrap_or(0)
-        } else {
-            0
-        };
-        let rip = self.mem.read_u64(frame).unwrap_or(0);
-        let (sig, what) = match vector {
-            0 => (libc::SIGFPE, "divide error".to_string()),
-            1 | 3 => (libc::SIGTRAP, "breakpoint".to_string()),
-            6 => (libc::SIGILL, "invalid opcode".to_string()),
-            13 => (
-                libc::SIGSEGV,
-                format!("general protection fault (error {code:#x})"),
-            ),
-            14 => (
-                libc::SIGSEGV,
-                format!("page fault at address {cr2:#x} (error {code:#x})"),
-            ),
-            16 | 19 => (libc::SIGFPE, "floating-point exception".to_string()),
-            v => (libc::SIGSEGV, format!("exception {v}")),
-        };
-        End::Crash(sig, format!("{what} at rip {rip:#x}"))
+        let mut mem = self.machine.mem.alias();
+        setup::set_clocks(&mut mem, self.tsc_khz);
+        vcpu::run(&self.machine, &mut self.boot, 0)
     }
 }

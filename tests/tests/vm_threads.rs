@@ -1,0 +1,186 @@
+//! Threads in the VM: each guest thread runs on a vCPU of its own (a host thread of
+//! the VMM, so in the domain's cgroup). A futex-heavy pthreads program gives the
+//! same output as on the host; sleeping threads sleep in parallel; the vCPU threads
+//! are in the domain's cgroup; the first thread may exit before the others.
+
+use hyperjail_tests::vm::{compile_static, vm_bundle};
+use hyperjail_tests::{require_kvm, skip_unless, wait_until, Hyperjail};
+use std::fs;
+use std::process::Command;
+use std::time::Duration;
+
+const THREADS: &str = r#"
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static long counter, ready, tids[4];
+
+static void *work(void *arg) {
+    long id = (long)arg;
+    tids[id] = syscall(SYS_gettid);
+    pthread_mutex_lock(&mu);
+    ready++;
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&mu);
+    for (int i = 0; i < 50000; i++) {
+        pthread_mutex_lock(&mu);
+        counter++;
+        pthread_mutex_unlock(&mu);
+    }
+    unsigned long x = id + 1;
+    for (long i = 0; i < 1000000; i++) { x ^= x << 13; x ^= x >> 7; x ^= x << 17; }
+    return (void *)(x & 0xffff);
+}
+
+static void *sleeper(void *arg) {
+    struct timespec t = {0, (long)arg * 1000000L};
+    nanosleep(&t, 0);
+    return 0;
+}
+
+static void *last(void *arg) {
+    struct timespec t = {0, 50000000};
+    nanosleep(&t, 0);
+    printf("last thread done\n");
+    fflush(stdout);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    pthread_t t[4];
+    long sum = 0;
+    for (long i = 0; i < 4; i++)
+        if (pthread_create(&t[i], 0, work, (void *)i)) { printf("pthread_create failed\n"); return 1; }
+    pthread_mutex_lock(&mu);
+    while (ready < 4) pthread_cond_wait(&cv, &mu);
+    pthread_mutex_unlock(&mu);
+    for (int i = 0; i < 4; i++) { void *r; pthread_join(t[i], &r); sum += (long)r; }
+    int unique = 1;
+    for (int i = 0; i < 4; i++) {
+        if (tids[i] == getpid()) unique = 0;
+        for (int j = 0; j < i; j++) if (tids[i] == tids[j]) unique = 0;
+    }
+    printf("counter=%ld sum=%ld tids-unique=%d\n", counter, sum, unique);
+
+    /* A timed wait that nobody signals ends with ETIMEDOUT. */
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += 20000000;
+    if (until.tv_nsec >= 1000000000) { until.tv_sec++; until.tv_nsec -= 1000000000; }
+    pthread_mutex_lock(&mu);
+    int r = pthread_cond_timedwait(&cv, &mu, &until);
+    pthread_mutex_unlock(&mu);
+    printf("timedwait=%s\n", r == ETIMEDOUT ? "ETIMEDOUT" : "other");
+
+    /* Four threads sleeping 300 ms each take about 300 ms together. */
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (long i = 0; i < 4; i++) pthread_create(&t[i], 0, sleeper, (void *)300);
+    for (int i = 0; i < 4; i++) pthread_join(t[i], 0);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    long ms = (b.tv_sec - a.tv_sec) * 1000 + (b.tv_nsec - a.tv_nsec) / 1000000;
+    printf("parallel-sleep=%s\n", ms < 1000 ? "yes" : "no");
+    fflush(stdout);
+    if (argc > 1) {
+        /* Threads that stay for the test to look at, then the first thread leaves
+           before the last one. */
+        for (long i = 0; i < 3; i++) pthread_create(&t[i], 0, sleeper, (void *)(long)atoi(argv[1]));
+        pthread_t l;
+        pthread_create(&l, 0, last, 0);
+        printf("waiting\n");
+        fflush(stdout);
+        pthread_exit(0);
+    }
+    return 0;
+}
+"#;
+
+#[test]
+fn pthreads_match_the_host() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    skip_unless!(
+        compile_static(&b, "threads", THREADS, &["-static", "-pthread"]),
+        "gcc -static -pthread does not work here (apt-get install gcc libc6-dev)"
+    );
+    let host = Command::new(b.rootfs().join("threads"))
+        .output()
+        .expect("run the program on the host");
+    let host_out = String::from_utf8_lossy(&host.stdout).to_string();
+    assert!(host.status.success(), "host run: {host_out}");
+    assert!(host_out.starts_with("counter=200000 "), "{host_out}");
+
+    b.args(&["/threads"]);
+    let c = hj.container("vmthreads");
+    let out = c.run(&b, &[]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_eq!(out.stdout, host_out, "{out}");
+    assert!(out.stdout.contains("tids-unique=1"), "{out}");
+    assert!(out.stdout.contains("timedwait=ETIMEDOUT"), "{out}");
+    assert!(out.stdout.contains("parallel-sleep=yes"), "{out}");
+    assert!(out.stderr.is_empty(), "{out}");
+    c.assert_nothing_left(&b);
+}
+
+/// The cgroup.procs-level view: every thread of the VMM (first vCPU, ring thread,
+/// one per guest thread) is in the domain's cgroups; the first guest thread exits
+/// before the others and the domain ends when the last one does, with status 0.
+#[test]
+fn vcpu_threads_live_in_the_domain_cgroup() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    skip_unless!(
+        compile_static(&b, "threads", THREADS, &["-static", "-pthread"]),
+        "gcc -static -pthread does not work here (apt-get install gcc libc6-dev)"
+    );
+    b.args(&["/threads", "1500"]);
+    let c = hj.container("vmthreadcg");
+    let running = c.run_call(&b, &[]).spawn();
+    let mut pid = 0;
+    wait_until(Duration::from_secs(20), "the VMM's pid", || {
+        pid = c.state().and_then(|s| s["pid"].as_i64()).unwrap_or(0) as i32;
+        pid > 0
+    });
+    let tasks = || -> Vec<String> {
+        fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // The first vCPU, the ring thread and four guest threads at least.
+    wait_until(Duration::from_secs(20), "the guest's threads", || {
+        tasks().len() >= 6
+    });
+    let own = fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("VMM cgroups");
+    assert!(
+        own.contains(&c.id),
+        "the VMM is in the domain's cgroup: {own}"
+    );
+    let mut seen = 0;
+    for t in tasks() {
+        if let Ok(cg) = fs::read_to_string(format!("/proc/{pid}/task/{t}/cgroup")) {
+            assert_eq!(cg, own, "thread {t} of the VMM is in another cgroup");
+            seen += 1;
+        }
+    }
+    assert!(seen >= 6, "{seen} threads");
+    let out = running.wait();
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(
+        out.stdout.ends_with("waiting\nlast thread done\n"),
+        "the last thread outlives the first: {out}"
+    );
+    c.assert_nothing_left(&b);
+}

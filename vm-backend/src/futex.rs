@@ -1,0 +1,166 @@
+//! Futexes for the guest's threads. Each guest thread runs on its own vCPU thread,
+//! so a futex wait is that host thread sleeping here, and a wake wakes it. The
+//! value check and the enqueue happen under one lock, which every wake takes too,
+//! so a wake that follows the waker's store to the word is never lost.
+
+use crate::abi::*;
+use crate::mem::GuestMem;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const EAGAIN: i64 = 11;
+const EFAULT: i64 = 14;
+const EINVAL: i64 = 22;
+const ENOSYS: i64 = 38;
+const ETIMEDOUT: i64 = 110;
+
+/// Waiters on one futex word, and the wake-ups granted to them but not yet taken.
+#[derive(Debug, Default)]
+struct Entry {
+    waiting: u64,
+    woken: u64,
+}
+
+/// Every futex word that has waiters, by guest address.
+#[derive(Debug, Default)]
+pub struct Futexes {
+    table: Mutex<BTreeMap<u64, Entry>>,
+    cv: Condvar,
+}
+
+impl Futexes {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, Entry>> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Performs the futex block at `blk` (abi.rs, FX_*) and writes its result.
+    pub fn perform(&self, mem: &GuestMem, blk: u64) {
+        let Some(ret_word) = mem.atomic_u64(blk + FX_RET) else {
+            return;
+        };
+        let field = |off| mem.read_u64(blk + off).unwrap_or(u64::MAX);
+        let (op, addr, val) = (field(FX_OP), field(FX_ADDR), field(FX_VAL));
+        let ret = match op {
+            0 => match deadline(field(FX_TIMEOUT), field(FX_ABSOLUTE)) {
+                Ok(d) => self.wait(mem, addr, val as u32, d),
+                Err(e) => e,
+            },
+            1 => self.wake(addr, val),
+            _ => -ENOSYS,
+        };
+        ret_word.store(ret as u64, Ordering::SeqCst);
+    }
+
+    /// FUTEX_WAIT: sleeps while the word at `addr` is `val`, until woken or `until`.
+    fn wait(&self, mem: &GuestMem, addr: u64, val: u32, until: Option<Instant>) -> i64 {
+        let Some(word) = mem.atomic_u32(addr) else {
+            return -EFAULT;
+        };
+        let mut t = self.lock();
+        if word.load(Ordering::SeqCst) != val {
+            return -EAGAIN;
+        }
+        t.entry(addr).or_default().waiting += 1;
+        loop {
+            let e = t.entry(addr).or_default();
+            let timed_out = until.is_some_and(|d| Instant::now() >= d);
+            if e.woken > 0 || timed_out {
+                let woken = e.woken > 0;
+                if woken {
+                    e.woken -= 1;
+                }
+                e.waiting -= 1;
+                if e.waiting == 0 && e.woken == 0 {
+                    t.remove(&addr);
+                }
+                return if woken { 0 } else { -ETIMEDOUT };
+            }
+            t = match until {
+                None => self.cv.wait(t).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    self.cv
+                        .wait_timeout(t, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+
+    /// FUTEX_WAKE: wakes up to `n` waiters on `addr`; returns how many.
+    fn wake(&self, addr: u64, n: u64) -> i64 {
+        let mut t = self.lock();
+        let Some(e) = t.get_mut(&addr) else { return 0 };
+        let k = n.min(e.waiting - e.woken).min(i32::MAX as u64);
+        e.woken += k;
+        if k > 0 {
+            self.cv.notify_all();
+        }
+        k as i64
+    }
+}
+
+/// The deadline of a wait: `timeout` ns (u64::MAX: none), relative when `absolute`
+/// is 0, else an absolute CLOCK_MONOTONIC (1) or CLOCK_REALTIME (2) time.
+fn deadline(timeout: u64, absolute: u64) -> Result<Option<Instant>, i64> {
+    if timeout == u64::MAX {
+        return Ok(None);
+    }
+    let left = match absolute {
+        0 => timeout,
+        1 => {
+            let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+                .map_err(|_| -EINVAL)?;
+            let now = Duration::from(now).as_nanos() as u64;
+            timeout.saturating_sub(now)
+        }
+        2 => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos() as u64;
+            timeout.saturating_sub(now)
+        }
+        _ => return Err(-EINVAL),
+    };
+    Ok(Instant::now().checked_add(Duration::from_nanos(left)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn wait_checks_the_value_and_wakes_count() {
+        let mem = Arc::new(GuestMem::new(0x2000).expect("mmap"));
+        let f = Arc::new(Futexes::default());
+        // The word is 0, not 1: no sleep.
+        assert_eq!(f.wait(&mem, 0x100, 1, None), -EAGAIN);
+        assert_eq!(f.wait(&mem, 0x101, 0, None), -EFAULT);
+        assert_eq!(f.wait(&mem, 0x4000, 0, None), -EFAULT);
+        // Times out.
+        let soon = Instant::now() + Duration::from_millis(20);
+        assert_eq!(f.wait(&mem, 0x100, 0, Some(soon)), -ETIMEDOUT);
+        assert_eq!(f.wake(0x100, 1), 0, "nobody waits any more");
+        // Two waiters, woken one by one.
+        let spawn = || {
+            let (m, f) = (Arc::clone(&mem), Arc::clone(&f));
+            std::thread::spawn(move || f.wait(&m, 0x100, 0, None))
+        };
+        let (a, b) = (spawn(), spawn());
+        let mut woken = 0;
+        let end = Instant::now() + Duration::from_secs(10);
+        while woken < 2 && Instant::now() < end {
+            woken += f.wake(0x100, 1);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(woken, 2);
+        assert_eq!(a.join().expect("waiter a"), 0);
+        assert_eq!(b.join().expect("waiter b"), 0);
+        assert!(f.lock().is_empty());
+    }
+}

@@ -1,0 +1,272 @@
+//! The vCPU loop, and threads: each guest thread runs on a vCPU of its own with a
+//! host thread of its own, all in the VMM process (so in the domain's cgroup, under
+//! its cpuset and scheduler). A guest `clone` starts a vCPU on the per-CPU slot the
+//! guest kernel prepared, from the registers it passed; a vCPU whose thread exited
+//! is kept and reused by the next `clone` (KVM cannot remove a vCPU).
+
+use crate::abi::*;
+use crate::futex::Futexes;
+use crate::mem::GuestMem;
+use crate::ring::Kicker;
+use crate::vmm::{crash_exit, kvm_err, set_msrs, set_sregs, warn};
+use kvm_bindings::{kvm_fpu, kvm_regs, CpuId};
+use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+const EAGAIN: i64 = 11;
+const EINVAL: i64 = 22;
+
+/// Stack of a vCPU thread started by `clone`.
+const THREAD_STACK: usize = 256 << 10;
+
+/// What every vCPU thread shares.
+#[derive(Debug)]
+pub struct Machine {
+    /// The VM (new vCPUs come from it).
+    pub vm: VmFd,
+    /// Guest memory.
+    pub mem: GuestMem,
+    /// The CPUID every vCPU gets.
+    pub cpuid: CpuId,
+    /// The guest kernel's syscall entry (LSTAR).
+    pub lstar: u64,
+    /// The forwarding rings, once their thread runs.
+    pub ring: OnceLock<Kicker>,
+    /// The guest's futexes.
+    pub futexes: Futexes,
+    /// Guest threads running.
+    pub live: AtomicUsize,
+    /// The next KVM vCPU id.
+    pub next_id: AtomicU64,
+    /// vCPUs whose thread exited, for reuse.
+    pub spare: Mutex<Vec<VcpuFd>>,
+    /// System calls already reported as unsupported.
+    pub reported: Mutex<BTreeSet<u64>>,
+}
+
+/// How a vCPU's run ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum End {
+    /// exit_group(code), or the last thread's exit(code).
+    Exit(u8),
+    /// This thread exited; others run on.
+    ThreadExit,
+    /// A fatal fault or guest error, reported as killed by this signal.
+    Crash(i32, String),
+}
+
+enum Event {
+    Write(u64, u64),
+    Read,
+    Continue,
+    Fatal(String),
+}
+
+/// Runs `vcpu` (the thread on per-CPU slot `slot`) until its thread or the guest ends.
+pub fn run(m: &Arc<Machine>, vcpu: &mut VcpuFd, slot: u64) -> End {
+    loop {
+        let ev = match vcpu.run() {
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                let mut b = [0u8; 8];
+                let n = data.len().min(8);
+                b[..n].copy_from_slice(&data[..n]);
+                Event::Write(addr, u64::from_le_bytes(b))
+            }
+            Ok(VcpuExit::MmioRead(_, data)) => {
+                data.fill(0);
+                Event::Read
+            }
+            Ok(VcpuExit::Intr) => Event::Continue,
+            Ok(VcpuExit::Shutdown) => Event::Fatal("triple fault".into()),
+            Ok(other) => Event::Fatal(format!("unexpected VM exit {other:?}")),
+            Err(e) if matches!(e.errno(), libc::EINTR | libc::EAGAIN) => Event::Continue,
+            Err(e) => Event::Fatal(format!("KVM_RUN: {e}")),
+        };
+        match ev {
+            Event::Write(MMIO_KICK, _) => {
+                if let Some(r) = m.ring.get() {
+                    r.kick();
+                }
+            }
+            Event::Write(MMIO_WAIT, _) => {
+                if let Some(r) = m.ring.get() {
+                    r.wait();
+                }
+            }
+            Event::Write(MMIO_FUTEX, blk) => m.futexes.perform(&m.mem, blk),
+            Event::Write(MMIO_CLONE, blk) => clone(m, blk),
+            Event::Write(MMIO_THREAD_EXIT, code) => return thread_exit(m, slot, code),
+            Event::Write(MMIO_EXIT, code) => return End::Exit(code as u8),
+            Event::Write(MMIO_UNSUPPORTED, nr) => {
+                let first = m.reported.lock().map(|mut r| r.insert(nr)).unwrap_or(false);
+                if first {
+                    warn(&format!(
+                        "vm: unsupported system call {nr} ({}); returning ENOSYS",
+                        crate::names::name(nr)
+                    ));
+                }
+            }
+            Event::Write(MMIO_FAULT, vector) => return fault(&m.mem, vcpu, vector),
+            Event::Write(MMIO_PANIC, line) => {
+                return End::Crash(libc::SIGABRT, format!("guest kernel panic (line {line})"))
+            }
+            Event::Write(..) | Event::Read | Event::Continue => {}
+            Event::Fatal(msg) => return End::Crash(libc::SIGSEGV, msg),
+        }
+    }
+}
+
+/// The thread on `slot` exited: its slot is free again now that its vCPU has
+/// stopped; the last thread's exit ends the guest.
+fn thread_exit(m: &Machine, slot: u64, code: u64) -> End {
+    if let Some(busy) = m.mem.atomic_u64(PERCPU_GPA + slot * PERCPU_SIZE + PC_BUSY) {
+        busy.store(0, Ordering::SeqCst);
+    }
+    if m.live.fetch_sub(1, Ordering::SeqCst) == 1 {
+        End::Exit(code as u8)
+    } else {
+        End::ThreadExit
+    }
+}
+
+/// Ends the VMM the way `end` says (a vCPU thread other than the first).
+fn finish(end: End) {
+    match end {
+        End::Exit(code) => std::process::exit(i32::from(code)),
+        End::Crash(sig, what) => crash_exit(sig, &what),
+        End::ThreadExit => {}
+    }
+}
+
+/// MMIO_CLONE: starts the thread described by the clone block at `blk`.
+fn clone(m: &Arc<Machine>, blk: u64) {
+    let ret = match start_thread(m, blk) {
+        Ok(()) => 0,
+        Err(e) => e,
+    };
+    if let Some(w) = m.mem.atomic_u64(blk + CL_RET) {
+        w.store(ret as u64, Ordering::SeqCst);
+    }
+}
+
+fn start_thread(m: &Arc<Machine>, blk: u64) -> Result<(), i64> {
+    let word = |off| m.mem.read_u64(blk + off).ok_or(-EINVAL);
+    let mut r = [0u64; 16];
+    for (i, v) in r.iter_mut().enumerate() {
+        *v = word(CL_REGS + 8 * i as u64)?;
+    }
+    let (rip, rflags, fs, slot) = (
+        word(CL_RIP)?,
+        word(CL_RFLAGS)?,
+        word(CL_FS)?,
+        word(CL_SLOT)?,
+    );
+    if slot == 0 || slot >= MAX_VCPUS {
+        return Err(-EINVAL);
+    }
+    // The guest's kernel cannot have more threads than slots; a guest that asks
+    // anyway gets no more vCPUs (or host threads) than that.
+    if m.live.load(Ordering::SeqCst) >= MAX_VCPUS as usize {
+        return Err(-EAGAIN);
+    }
+    let vcpu = match m.spare.lock().ok().and_then(|mut s| s.pop()) {
+        Some(v) => v,
+        None => new_vcpu(m).map_err(|e| {
+            warn(&format!("vm: cannot start a thread: {e}"));
+            -EAGAIN
+        })?,
+    };
+    let regs = kvm_regs {
+        rax: r[0],
+        rbx: r[1],
+        rcx: r[2],
+        rdx: r[3],
+        rsi: r[4],
+        rdi: r[5],
+        rsp: r[6],
+        rbp: r[7],
+        r8: r[8],
+        r9: r[9],
+        r10: r[10],
+        r11: r[11],
+        r12: r[12],
+        r13: r[13],
+        r14: r[14],
+        r15: r[15],
+        rip,
+        // Only the user-visible flags; IF stays set.
+        rflags: (rflags & 0xcd5) | 0x202,
+    };
+    let fpu = kvm_fpu {
+        fcw: 0x37f,
+        mxcsr: 0x1f80,
+        ..Default::default()
+    };
+    let ready = set_sregs(&vcpu, slot, fs)
+        .and_then(|()| vcpu.set_regs(&regs).map_err(kvm_err("set registers")))
+        .and_then(|()| vcpu.set_fpu(&fpu).map_err(kvm_err("set FPU")));
+    if let Err(e) = ready {
+        warn(&format!("vm: cannot start a thread: {e}"));
+        return Err(-EAGAIN);
+    }
+    m.live.fetch_add(1, Ordering::SeqCst);
+    let mach = Arc::clone(m);
+    let spawned = std::thread::Builder::new()
+        .stack_size(THREAD_STACK)
+        .spawn(move || {
+            let mut vcpu = vcpu;
+            let end = run(&mach, &mut vcpu, slot);
+            if end == End::ThreadExit {
+                if let Ok(mut s) = mach.spare.lock() {
+                    s.push(vcpu);
+                }
+            }
+            finish(end);
+        });
+    if spawned.is_err() {
+        m.live.fetch_sub(1, Ordering::SeqCst);
+        return Err(-EAGAIN);
+    }
+    Ok(())
+}
+
+/// A fresh vCPU with the machine's CPUID and MSRs.
+fn new_vcpu(m: &Machine) -> Result<VcpuFd, String> {
+    let id = m.next_id.fetch_add(1, Ordering::SeqCst);
+    let vcpu = m.vm.create_vcpu(id).map_err(kvm_err("create vCPU"))?;
+    vcpu.set_cpuid2(&m.cpuid).map_err(kvm_err("set CPUID"))?;
+    set_msrs(&vcpu, m.lstar)?;
+    Ok(vcpu)
+}
+
+/// Describes the exception `vector` the IDT stub reported.
+fn fault(mem: &GuestMem, vcpu: &VcpuFd, vector: u64) -> End {
+    let regs = vcpu.get_regs().unwrap_or_default();
+    let cr2 = vcpu.get_sregs().map(|s| s.cr2).unwrap_or(0);
+    let has_code = matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30);
+    let frame = regs.rsp + if has_code { 8 } else { 0 };
+    let code = if has_code {
+        mem.read_u64(regs.rsp).unwrap_or(0)
+    } else {
+        0
+    };
+    let rip = mem.read_u64(frame).unwrap_or(0);
+    let (sig, what) = match vector {
+        0 => (libc::SIGFPE, "divide error".to_string()),
+        1 | 3 => (libc::SIGTRAP, "breakpoint".to_string()),
+        6 => (libc::SIGILL, "invalid opcode".to_string()),
+        13 => (
+            libc::SIGSEGV,
+            format!("general protection fault (error {code:#x})"),
+        ),
+        14 => (
+            libc::SIGSEGV,
+            format!("page fault at address {cr2:#x} (error {code:#x})"),
+        ),
+        16 | 19 => (libc::SIGFPE, "floating-point exception".to_string()),
+        v => (libc::SIGSEGV, format!("exception {v}")),
+    };
+    End::Crash(sig, format!("{what} at rip {rip:#x}"))
+}
