@@ -180,6 +180,46 @@ pub fn apply(profile: &LinuxSeccomp) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    /// Set in the child process of `forbidden_syscall_kills`.
+    const CHILD: &str = "HJ_VMM_SECCOMP_CHILD";
+
+    /// The VMM's real filter, loaded in a child process (this test binary run again
+    /// for this one test): an allowed call works, then socket(2), which the VMM
+    /// never needs, kills the process with SIGSYS.
+    #[test]
+    fn forbidden_syscall_kills() {
+        use std::os::unix::process::ExitStatusExt;
+        if std::env::var_os(CHILD).is_some() {
+            super::apply(&super::profile().expect("profile")).expect("load the filter");
+            let _ = nix::unistd::getpid();
+            println!("allowed call made");
+            use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+            let _ = socket(
+                AddressFamily::Inet,
+                SockType::Stream,
+                SockFlag::empty(),
+                None,
+            );
+            println!("socket(2) was allowed");
+            return;
+        }
+        let exe = std::env::current_exe().expect("test binary");
+        let out = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "confine::tests::forbidden_syscall_kills",
+                "--nocapture",
+            ])
+            .args(["--test-threads", "1"])
+            .env(CHILD, "1")
+            .output()
+            .expect("run the child");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.signal(), Some(libc::SIGSYS), "{stdout}");
+        assert!(stdout.contains("allowed call made"), "{stdout}");
+        assert!(!stdout.contains("socket(2) was allowed"), "{stdout}");
+    }
+
     #[test]
     fn profile_builds() {
         let p = super::profile().expect("profile");
