@@ -169,7 +169,21 @@ fn create_start_kill_delete() {
         };
         assert_eq!(field("Seccomp:").as_deref(), Some("2"), "{status}");
         assert_eq!(field("NoNewPrivs:").as_deref(), Some("1"), "{status}");
+        // No capability beyond file access (CHOWN, DAC_OVERRIDE, DAC_READ_SEARCH,
+        // FOWNER, FSETID), in every set, bounding included.
+        for set in ["CapEff:", "CapPrm:", "CapBnd:", "CapInh:", "CapAmb:"] {
+            let v = hyperjail_tests::parse_cap_hex(&field(set).unwrap_or_default());
+            assert_eq!(v & !0x1f, 0, "{set} {v:#x}");
+        }
     }
+    // Jailed like Firecracker's jailer: its root is the bundle's rootfs, in a mount
+    // namespace of its own.
+    let root = fs::read_link(format!("/proc/{pid}/root")).expect("VMM root");
+    assert_eq!(root, fs::canonicalize(b.rootfs()).expect("rootfs"));
+    assert_ne!(
+        fs::read_link(format!("/proc/{pid}/ns/mnt")).expect("VMM mount ns"),
+        fs::read_link("/proc/self/ns/mnt").expect("our mount ns"),
+    );
     c.start().assert_ok();
     assert_eq!(c.status().as_deref(), Some("running"));
     c.kill("TERM").assert_ok();

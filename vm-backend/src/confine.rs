@@ -1,10 +1,13 @@
-//! Confines the VMM once the VM is built: no_new_privs and a seccomp allow-list of
+//! Confines the VMM once the VM is built, like Firecracker's jailer: a mount
+//! namespace rooted at the bundle's rootfs, no capabilities beyond the guest's file
+//! access, the guest user's file identity, no_new_privs and a seccomp allow-list of
 //! only what serving the guest needs. Anything else kills the VMM (SIGSYS), so a
 //! guest that found a bug in the VMM still cannot open files, exec or use the network.
 
 use oci_spec::runtime::{
-    Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder, LinuxSeccompBuilder,
-    LinuxSeccompOperator, LinuxSyscall, LinuxSyscallBuilder,
+    Arch, Capabilities, Capability, LinuxCapabilities, LinuxCapabilitiesBuilder, LinuxSeccomp,
+    LinuxSeccompAction, LinuxSeccompArgBuilder, LinuxSeccompBuilder, LinuxSeccompOperator,
+    LinuxSyscall, LinuxSyscallBuilder,
 };
 
 /// System calls the VMM makes after setup (stdio and file forwarding, `start`, memory
@@ -168,6 +171,72 @@ pub fn file_identity(uid: u32, gid: u32, groups: &[u32]) -> Result<(), String> {
     } else {
         Err(format!("VMM: cannot take the file identity {uid}:{gid}"))
     }
+}
+
+/// Puts the VMM in a mount namespace of its own, rooted at the bundle's rootfs
+/// (chroot): after `build` it reaches files only through the fds it holds (the
+/// rootfs fd, the console, /dev/kvm, its reports), and a path it might be tricked
+/// into opening names something inside the rootfs. Needs root (CAP_SYS_ADMIN,
+/// CAP_SYS_CHROOT); without it (rootless) there is nothing to do. Must run while the
+/// VMM is single-threaded (unshare(CLONE_NEWNS) refuses otherwise).
+pub fn enter_rootfs(rootfs: &std::path::Path) -> Result<(), String> {
+    use nix::mount::{mount, MsFlags};
+    use nix::sched::{unshare, CloneFlags};
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("VMM mount namespace: {e}"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("VMM mount namespace: make / private: {e}"))?;
+    nix::unistd::chroot(rootfs).map_err(|e| format!("VMM: chroot {}: {e}", rootfs.display()))?;
+    nix::unistd::chdir("/").map_err(|e| format!("VMM: chdir /: {e}"))
+}
+
+/// The capabilities that decide file access, which the VMM keeps when the guest's
+/// process has them (a root guest may read another user's file, as in a jail).
+const FILE_CAPS: &[Capability] = &[
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::DacReadSearch,
+    Capability::Fowner,
+    Capability::Fsetid,
+];
+
+/// Drops every capability of the calling thread (bounding set included) but the
+/// file-access ones the guest process has in `process.capabilities.effective`.
+/// Threads started later inherit the result.
+pub fn drop_caps(process: Option<&LinuxCapabilities>) -> Result<(), String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let keep: Capabilities = process
+        .and_then(|c| c.effective().as_ref())
+        .map(|e| {
+            FILE_CAPS
+                .iter()
+                .filter(|c| e.contains(c))
+                .copied()
+                .collect()
+        })
+        .unwrap_or_default();
+    let err = |e: oci_spec::OciSpecError| format!("VMM capabilities: {e}");
+    let set = LinuxCapabilitiesBuilder::default()
+        .bounding(keep.clone())
+        .effective(keep.clone())
+        .permitted(keep)
+        .inheritable(Capabilities::new())
+        .ambient(Capabilities::new())
+        .build()
+        .map_err(err)?;
+    hyperjail_isolation::caps::drop_bounding(&set)
+        .and_then(|()| hyperjail_isolation::caps::apply(&set))
+        .map_err(|e| format!("VMM capabilities: {e}"))
 }
 
 /// Sets no_new_privs and loads the profile into the calling process.

@@ -211,16 +211,16 @@ fn vmm_main(
     let built = attach_terminal(console, plan.console_size)
         .and_then(|()| vmm::build(kvm, &plan))
         .and_then(|mut vm| {
-            // Both threads perform file calls (the ring thread, and this one when the
-            // ring thread sleeps): the file identity and the seccomp filter are per
-            // thread, so each takes its own. Filters go on last: glibc's setgroups
-            // signals every thread to change, which a filtered thread may not.
+            // While single-threaded: the rootfs as root of a mount namespace of
+            // its own, the guest user's file identity, no capabilities beyond its
+            // file access. Threads started later (the ring thread, vCPUs for guest
+            // threads) inherit all of it; the seccomp filter is loaded per thread
+            // (the ring thread's by itself; vCPU threads inherit their creator's).
+            confine::enter_rootfs(&plan.rootfs)?;
             confine::file_identity(plan.user.0, plan.user.1, &plan.groups)?;
-            let (user, groups, ring_profile) = (plan.user, plan.groups.clone(), profile.clone());
-            vm.start_ring(move || {
-                confine::file_identity(user.0, user.1, &groups)?;
-                confine::apply(&ring_profile)
-            })?;
+            confine::drop_caps(plan.capabilities.as_ref())?;
+            let ring_profile = profile.clone();
+            vm.start_ring(move || confine::apply(&ring_profile))?;
             confine::apply(profile).map(|()| vm)
         });
     // The program is in guest memory now: its file copy, often most of the VMM's

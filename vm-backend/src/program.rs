@@ -157,6 +157,7 @@ pub fn plan(bundle: &Bundle) -> Result<Plan, String> {
             .map(|b| (b.height() as u16, b.width() as u16)),
         user: (process.user().uid(), process.user().gid()),
         groups: process.user().additional_gids().clone().unwrap_or_default(),
+        capabilities: process.capabilities().clone(),
         rootfs: bundle.rootfs.clone(),
         readonly: spec
             .root()

@@ -46,6 +46,8 @@ pub struct Plan {
     pub user: (u32, u32),
     /// process.user.additionalGids.
     pub groups: Vec<u32>,
+    /// process.capabilities (the VMM keeps the file-access ones of the effective set).
+    pub capabilities: Option<oci_spec::runtime::LinuxCapabilities>,
     /// The bundle's rootfs, where forwarded file calls are performed.
     pub rootfs: std::path::PathBuf,
     /// root.readonly: file calls that would change the rootfs fail with EROFS.
