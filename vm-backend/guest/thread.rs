@@ -87,6 +87,12 @@ pub fn clone(f: &Frame) -> i64 {
         unsafe { core::arch::asm!("rdfsbase {}", out(reg) v, options(nomem, nostack)) };
         v
     };
+    // Without a new stack the child carries on on the parent's (as Linux does).
+    let stack = if stack == 0 {
+        percpu::get(PC_USER_RSP)
+    } else {
+        stack
+    };
     // KVM's register order: rax rbx rcx rdx rsi rdi rsp rbp r8..r15.
     let regs = [
         0, f.rbx, f.rcx, f.rdx, f.rsi, f.rdi, stack, f.rbp, f.r8, f.r9, f.r10, f.r11, f.r12,

@@ -36,7 +36,6 @@ const ALLOWED: &[&str] = &[
     "accept4",
     "sendto",
     "recvfrom",
-    "mmap",
     "munmap",
     "mremap",
     "madvise",
@@ -99,7 +98,9 @@ fn rules() -> Result<Vec<LinuxSyscall>, String> {
         .chain(FCNTLS.iter().map(|&c| ("fcntl", 1, u64::MAX, c)))
         .chain([
             ("clone", 0, u64::MAX, THREAD_CLONE),
-            // Thread stacks and guard pages, never executable memory.
+            // Memory for the VMM itself, thread stacks and guard pages: never
+            // executable.
+            ("mmap", 2, libc::PROT_EXEC as u64, 0),
             ("mprotect", 2, libc::PROT_EXEC as u64, 0),
         ]);
     for (name, index, mask, value) in with_arg {

@@ -251,9 +251,12 @@ fn vmm_main(
     match vm.run() {
         End::Exit(code) => std::process::exit(i32::from(code)),
         End::Crash(sig, what) => vmm::crash_exit(sig, &what),
-        // The first thread exited while others run: the last of them ends the VMM.
-        End::ThreadExit => loop {
-            std::thread::park();
+        // The first thread exited: the end, or the last of the others ends the VMM.
+        End::ThreadExit(code) => match vm.retire_first(code) {
+            Some(code) => std::process::exit(i32::from(code)),
+            None => loop {
+                std::thread::park();
+            },
         },
     }
 }

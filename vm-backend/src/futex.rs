@@ -1,11 +1,12 @@
 //! Futexes for the guest's threads. Each guest thread runs on its own vCPU thread,
 //! so a futex wait is that host thread sleeping here, and a wake wakes it. The
 //! value check and the enqueue happen under one lock, which every wake takes too,
-//! so a wake that follows the waker's store to the word is never lost.
+//! so a wake that follows the waker's store to the word is never lost; a wake
+//! names the waiters it wakes, so a later waiter cannot take it.
 
 use crate::abi::*;
 use crate::mem::GuestMem;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,22 +17,26 @@ const EINVAL: i64 = 22;
 const ENOSYS: i64 = 38;
 const ETIMEDOUT: i64 = 110;
 
-/// Waiters on one futex word, and the wake-ups granted to them but not yet taken.
+/// The waiters of every futex word (by guest address, in arrival order) and the
+/// waiters woken but not yet returned. A wake-up names the waiters it wakes, so a
+/// thread that starts waiting after a wake can never take it from the one it was
+/// meant for.
 #[derive(Debug, Default)]
-struct Entry {
-    waiting: u64,
-    woken: u64,
+struct Table {
+    queues: BTreeMap<u64, VecDeque<u64>>,
+    woken: BTreeSet<u64>,
+    next_id: u64,
 }
 
-/// Every futex word that has waiters, by guest address.
+/// The guest's futexes.
 #[derive(Debug, Default)]
 pub struct Futexes {
-    table: Mutex<BTreeMap<u64, Entry>>,
+    table: Mutex<Table>,
     cv: Condvar,
 }
 
 impl Futexes {
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, Entry>> {
+    fn lock(&self) -> MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -62,20 +67,21 @@ impl Futexes {
         if word.load(Ordering::SeqCst) != val {
             return -EAGAIN;
         }
-        t.entry(addr).or_default().waiting += 1;
+        let me = t.next_id;
+        t.next_id += 1;
+        t.queues.entry(addr).or_default().push_back(me);
         loop {
-            let e = t.entry(addr).or_default();
-            let timed_out = until.is_some_and(|d| Instant::now() >= d);
-            if e.woken > 0 || timed_out {
-                let woken = e.woken > 0;
-                if woken {
-                    e.woken -= 1;
+            if t.woken.remove(&me) {
+                return 0;
+            }
+            if until.is_some_and(|d| Instant::now() >= d) {
+                if let Some(q) = t.queues.get_mut(&addr) {
+                    q.retain(|&w| w != me);
+                    if q.is_empty() {
+                        t.queues.remove(&addr);
+                    }
                 }
-                e.waiting -= 1;
-                if e.waiting == 0 && e.woken == 0 {
-                    t.remove(&addr);
-                }
-                return if woken { 0 } else { -ETIMEDOUT };
+                return -ETIMEDOUT;
             }
             t = match until {
                 None => self.cv.wait(t).unwrap_or_else(|e| e.into_inner()),
@@ -90,12 +96,19 @@ impl Futexes {
         }
     }
 
-    /// FUTEX_WAKE: wakes up to `n` waiters on `addr`; returns how many.
+    /// FUTEX_WAKE: wakes up to `n` of the waiters on `addr`, oldest first; returns
+    /// how many.
     fn wake(&self, addr: u64, n: u64) -> i64 {
         let mut t = self.lock();
-        let Some(e) = t.get_mut(&addr) else { return 0 };
-        let k = n.min(e.waiting - e.woken).min(i32::MAX as u64);
-        e.woken += k;
+        let Some(q) = t.queues.get_mut(&addr) else {
+            return 0;
+        };
+        let k = (n.min(i32::MAX as u64) as usize).min(q.len());
+        let woken: Vec<u64> = q.drain(..k).collect();
+        if q.is_empty() {
+            t.queues.remove(&addr);
+        }
+        t.woken.extend(woken);
         if k > 0 {
             self.cv.notify_all();
         }
@@ -161,6 +174,28 @@ mod tests {
         assert_eq!(woken, 2);
         assert_eq!(a.join().expect("waiter a"), 0);
         assert_eq!(b.join().expect("waiter b"), 0);
-        assert!(f.lock().is_empty());
+        let t = f.lock();
+        assert!(t.queues.is_empty() && t.woken.is_empty());
+    }
+
+    /// A wake-up belongs to the waiters that were queued: a thread that starts
+    /// waiting after it (on the new value) must not take it.
+    #[test]
+    fn a_later_waiter_cannot_take_a_wake() {
+        let mem = Arc::new(GuestMem::new(0x2000).expect("mmap"));
+        let f = Arc::new(Futexes::default());
+        let (m, ff) = (Arc::clone(&mem), Arc::clone(&f));
+        let a = std::thread::spawn(move || ff.wait(&m, 0x200, 0, None));
+        let end = Instant::now() + Duration::from_secs(10);
+        while f.lock().queues.get(&0x200).map_or(0, |q| q.len()) == 0 && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        mem.atomic_u32(0x200)
+            .expect("word")
+            .store(1, Ordering::SeqCst);
+        assert_eq!(f.wake(0x200, 1), 1);
+        let soon = Instant::now() + Duration::from_millis(30);
+        assert_eq!(f.wait(&mem, 0x200, 1, Some(soon)), -ETIMEDOUT);
+        assert_eq!(a.join().expect("waiter a"), 0);
     }
 }

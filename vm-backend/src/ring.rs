@@ -79,14 +79,17 @@ struct Consumer {
 
 impl Consumer {
     /// Performs every posted request, ring by ring, and publishes the completions;
-    /// false when the guest has corrupted a ring (more posted than there are slots).
-    fn serve(&mut self, w: &Words<'_>) -> bool {
+    /// Ok(whether there were any), or Err when the guest has corrupted a ring (more
+    /// posted than there are slots).
+    fn serve(&mut self, w: &Words<'_>) -> Result<bool, ()> {
+        let mut did = false;
         for (i, r) in w.rings.iter().enumerate() {
             let prod = r.req_prod.load(Ordering::Acquire);
             let cons = &mut self.cons[i];
             if prod.wrapping_sub(*cons) > RING_SLOTS {
-                return false;
+                return Err(());
             }
+            did |= *cons != prod;
             while *cons != prod {
                 let page = RING_GPA + i as u64 * PAGE;
                 let slot = page + RG_SLOTS + (*cons % RING_SLOTS) * RQ_SIZE;
@@ -95,7 +98,16 @@ impl Consumer {
                 r.rsp_prod.store(*cons, Ordering::Release);
             }
         }
-        true
+        Ok(did)
+    }
+
+    /// Whether a ring has requests beyond this consumer's cursor (the guest's own
+    /// counters are not trusted for this: the ring thread would spin forever).
+    fn has_work(&self, w: &Words<'_>) -> bool {
+        w.rings
+            .iter()
+            .zip(&self.cons)
+            .any(|(r, c)| r.req_prod.load(Ordering::SeqCst) != *c)
     }
 }
 
@@ -110,14 +122,22 @@ impl Shared {
     /// Serves the rings under the lock: when it returns, every request posted before
     /// the call has completed (the lock holder finishes its whole batch first). A
     /// corrupted ring ends the VMM.
-    fn serve(&self, w: &Words<'_>) {
-        let ok = match self.consumer.lock() {
+    fn serve(&self, w: &Words<'_>) -> bool {
+        let r = match self.consumer.lock() {
             Ok(mut c) => c.serve(w),
-            Err(_) => false,
+            Err(_) => Err(()),
         };
-        if !ok {
-            crate::vmm::crash_exit(libc::SIGSEGV, "the guest corrupted its forwarding ring");
+        match r {
+            Ok(did) => did,
+            Err(()) => {
+                crate::vmm::crash_exit(libc::SIGSEGV, "the guest corrupted its forwarding ring")
+            }
         }
+    }
+
+    /// Whether there is work beyond the consumer's cursors.
+    fn has_work(&self, w: &Words<'_>) -> bool {
+        self.consumer.lock().map(|c| c.has_work(w)).unwrap_or(false)
     }
 }
 
@@ -212,8 +232,9 @@ fn poll(mem: &GuestMem, shared: &Shared) {
     let mut last = Instant::now();
     let mut spins = 0u32;
     loop {
-        if w.pending(Ordering::Acquire) {
-            shared.serve(&w);
+        // A guest that leaves its counters unequal without posting anything only
+        // gets a serve that does nothing, and the thread still goes to sleep.
+        if w.pending(Ordering::Acquire) && shared.serve(&w) {
             last = Instant::now();
             continue;
         }
@@ -223,7 +244,7 @@ fn poll(mem: &GuestMem, shared: &Shared) {
             continue;
         }
         w.idle.store(1, Ordering::SeqCst);
-        if !w.pending(Ordering::SeqCst) {
+        if !shared.has_work(&w) {
             let _ = shared.kick.read();
         }
         w.idle.store(0, Ordering::SeqCst);

@@ -51,8 +51,8 @@ pub struct Machine {
 pub enum End {
     /// exit_group(code), or the last thread's exit(code).
     Exit(u8),
-    /// This thread exited; others run on.
-    ThreadExit,
+    /// This thread exited with this status (see [`retire`]).
+    ThreadExit(u8),
     /// A fatal fault or guest error, reported as killed by this signal.
     Crash(i32, String),
 }
@@ -64,8 +64,8 @@ enum Event {
     Fatal(String),
 }
 
-/// Runs `vcpu` (the thread on per-CPU slot `slot`) until its thread or the guest ends.
-pub fn run(m: &Arc<Machine>, vcpu: &mut VcpuFd, slot: u64) -> End {
+/// Runs `vcpu` until its thread or the guest ends.
+pub fn run(m: &Arc<Machine>, vcpu: &mut VcpuFd) -> End {
     loop {
         let ev = match vcpu.run() {
             Ok(VcpuExit::MmioWrite(addr, data)) => {
@@ -97,9 +97,11 @@ pub fn run(m: &Arc<Machine>, vcpu: &mut VcpuFd, slot: u64) -> End {
             }
             Event::Write(MMIO_FUTEX, blk) => m.futexes.perform(&m.mem, blk),
             Event::Write(MMIO_CLONE, blk) => clone(m, blk),
-            Event::Write(MMIO_THREAD_EXIT, code) => return thread_exit(m, slot, code),
+            Event::Write(MMIO_THREAD_EXIT, code) => return End::ThreadExit(code as u8),
             Event::Write(MMIO_EXIT, code) => return End::Exit(code as u8),
-            Event::Write(MMIO_UNSUPPORTED, nr) => {
+            // Only numbers below 512 (the guest kernel's table): a guest cannot grow
+            // the set or the log without bound.
+            Event::Write(MMIO_UNSUPPORTED, nr) if nr < 512 => {
                 let first = m.reported.lock().map(|mut r| r.insert(nr)).unwrap_or(false);
                 if first {
                     warn(&format!(
@@ -118,25 +120,31 @@ pub fn run(m: &Arc<Machine>, vcpu: &mut VcpuFd, slot: u64) -> End {
     }
 }
 
-/// The thread on `slot` exited: its slot is free again now that its vCPU has
-/// stopped; the last thread's exit ends the guest.
-fn thread_exit(m: &Machine, slot: u64, code: u64) -> End {
+/// The thread on `slot` has exited and its vCPU stopped: the vCPU goes back for
+/// reuse (when given), the thread count drops, and only then is the slot free
+/// for the guest's next clone. Returns the process's exit status when this was the
+/// last thread.
+pub fn retire(m: &Machine, slot: u64, code: u8, vcpu: Option<VcpuFd>) -> Option<u8> {
+    if let (Some(v), Ok(mut spare)) = (vcpu, m.spare.lock()) {
+        spare.push(v);
+    }
+    let last = m.live.fetch_sub(1, Ordering::SeqCst) == 1;
     if let Some(busy) = m.mem.atomic_u64(PERCPU_GPA + slot * PERCPU_SIZE + PC_BUSY) {
         busy.store(0, Ordering::SeqCst);
     }
-    if m.live.fetch_sub(1, Ordering::SeqCst) == 1 {
-        End::Exit(code as u8)
-    } else {
-        End::ThreadExit
-    }
+    last.then_some(code)
 }
 
-/// Ends the VMM the way `end` says (a vCPU thread other than the first).
-fn finish(end: End) {
+/// Ends a vCPU thread started by `clone` the way `end` says.
+fn finish(m: &Machine, slot: u64, vcpu: VcpuFd, end: End) {
     match end {
         End::Exit(code) => std::process::exit(i32::from(code)),
         End::Crash(sig, what) => crash_exit(sig, &what),
-        End::ThreadExit => {}
+        End::ThreadExit(code) => {
+            if let Some(code) = retire(m, slot, code, Some(vcpu)) {
+                std::process::exit(i32::from(code));
+            }
+        }
     }
 }
 
@@ -167,16 +175,29 @@ fn start_thread(m: &Arc<Machine>, blk: u64) -> Result<(), i64> {
         return Err(-EINVAL);
     }
     // The guest's kernel cannot have more threads than slots; a guest that asks
-    // anyway gets no more vCPUs (or host threads) than that.
-    if m.live.load(Ordering::SeqCst) >= MAX_VCPUS as usize {
-        return Err(-EAGAIN);
-    }
+    // anyway gets no more vCPUs (or host threads) than that. The count is taken
+    // here and given back on every failure below.
+    m.live
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+            (n < MAX_VCPUS as usize).then_some(n + 1)
+        })
+        .map_err(|_| -EAGAIN)?;
+    let give_back = |vcpu: Option<VcpuFd>| {
+        if let (Some(v), Ok(mut spare)) = (vcpu, m.spare.lock()) {
+            spare.push(v);
+        }
+        m.live.fetch_sub(1, Ordering::SeqCst);
+        -EAGAIN
+    };
     let vcpu = match m.spare.lock().ok().and_then(|mut s| s.pop()) {
         Some(v) => v,
-        None => new_vcpu(m).map_err(|e| {
-            warn(&format!("vm: cannot start a thread: {e}"));
-            -EAGAIN
-        })?,
+        None => match new_vcpu(m) {
+            Ok(v) => v,
+            Err(e) => {
+                warn(&format!("vm: cannot start a thread: {e}"));
+                return Err(give_back(None));
+            }
+        },
     };
     let regs = kvm_regs {
         rax: r[0],
@@ -209,25 +230,24 @@ fn start_thread(m: &Arc<Machine>, blk: u64) -> Result<(), i64> {
         .and_then(|()| vcpu.set_fpu(&fpu).map_err(kvm_err("set FPU")));
     if let Err(e) = ready {
         warn(&format!("vm: cannot start a thread: {e}"));
-        return Err(-EAGAIN);
+        return Err(give_back(Some(vcpu)));
     }
-    m.live.fetch_add(1, Ordering::SeqCst);
     let mach = Arc::clone(m);
+    // Shared with the new thread, so the vCPU can be taken back if it cannot start.
+    let cell = Arc::new(Mutex::new(Some(vcpu)));
+    let theirs = Arc::clone(&cell);
     let spawned = std::thread::Builder::new()
         .stack_size(THREAD_STACK)
         .spawn(move || {
-            let mut vcpu = vcpu;
-            let end = run(&mach, &mut vcpu, slot);
-            if end == End::ThreadExit {
-                if let Ok(mut s) = mach.spare.lock() {
-                    s.push(vcpu);
-                }
-            }
-            finish(end);
+            let Some(mut vcpu) = theirs.lock().ok().and_then(|mut c| c.take()) else {
+                return;
+            };
+            let end = run(&mach, &mut vcpu);
+            finish(&mach, slot, vcpu, end);
         });
     if spawned.is_err() {
-        m.live.fetch_sub(1, Ordering::SeqCst);
-        return Err(-EAGAIN);
+        let vcpu = cell.lock().ok().and_then(|mut c| c.take());
+        return Err(give_back(vcpu));
     }
     Ok(())
 }

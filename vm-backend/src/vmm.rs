@@ -318,6 +318,12 @@ impl Vm {
     pub fn run(&mut self) -> End {
         let mut mem = self.machine.mem.alias();
         setup::set_clocks(&mut mem, self.tsc_khz);
-        vcpu::run(&self.machine, &mut self.boot, 0)
+        vcpu::run(&self.machine, &mut self.boot)
+    }
+
+    /// The first thread exited with `code`: the process's status when it was the
+    /// last one, None while other threads run on.
+    pub fn retire_first(&self, code: u8) -> Option<u8> {
+        vcpu::retire(&self.machine, 0, code, None)
     }
 }
