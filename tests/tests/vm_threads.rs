@@ -1,6 +1,7 @@
 //! Threads in the VM: each guest thread runs on a vCPU of its own (a host thread of
 //! the VMM, so in the domain's cgroup). A futex-heavy pthreads program gives the
-//! same output as on the host; sleeping threads sleep in parallel; the vCPU threads
+//! same output as on the host (a new thread inherits the parent's SSE rounding mode,
+//! too); sleeping threads sleep in parallel; the vCPU threads
 //! are in the domain's cgroup; the first thread may exit before the others.
 
 use hyperjail_tests::vm::{compile_static, vm_bundle};
@@ -37,6 +38,13 @@ static void *work(void *arg) {
     unsigned long x = id + 1;
     for (long i = 0; i < 1000000; i++) { x ^= x << 13; x ^= x >> 7; x ^= x << 17; }
     return (void *)(x & 0xffff);
+}
+
+static unsigned get_mxcsr(void) { unsigned m; __asm__ volatile("stmxcsr %0" : "=m"(m)); return m; }
+static void set_mxcsr(unsigned m) { __asm__ volatile("ldmxcsr %0" : : "m"(m)); }
+
+static void *rounding(void *arg) {
+    return (void *)(long)(get_mxcsr() & 0x6000);
 }
 
 static void *sleeper(void *arg) {
@@ -78,6 +86,15 @@ int main(int argc, char **argv) {
     int r = pthread_cond_timedwait(&cv, &mu, &until);
     pthread_mutex_unlock(&mu);
     printf("timedwait=%s\n", r == ETIMEDOUT ? "ETIMEDOUT" : "other");
+
+    /* A new thread inherits the SSE rounding mode (here: round up). */
+    unsigned saved = get_mxcsr();
+    set_mxcsr((saved & ~0x6000u) | 0x4000u);
+    void *mode;
+    pthread_create(&t[0], 0, rounding, 0);
+    pthread_join(t[0], &mode);
+    set_mxcsr(saved);
+    printf("rounding-inherited=%d\n", (long)mode == 0x4000);
 
     /* Four threads sleeping 300 ms each take about 300 ms together. */
     struct timespec a, b;
@@ -126,6 +143,7 @@ fn pthreads_match_the_host() {
     assert!(out.stdout.contains("tids-unique=1"), "{out}");
     assert!(out.stdout.contains("timedwait=ETIMEDOUT"), "{out}");
     assert!(out.stdout.contains("parallel-sleep=yes"), "{out}");
+    assert!(out.stdout.contains("rounding-inherited=1"), "{out}");
     assert!(out.stderr.is_empty(), "{out}");
     c.assert_nothing_left(&b);
 }

@@ -17,6 +17,14 @@ global_asm!(
 hj_header:
     .ascii "HJGUEST1"
     .quad hj_syscall_entry
+    .quad hj_thread_start
+
+    .text
+    .globl hj_thread_start
+hj_thread_start:
+    ldmxcsr %gs:64
+    fldcw %gs:72
+    jmp *%gs:80
 
     .text
     .globl hj_fast_entry

@@ -71,6 +71,16 @@ pub fn clone(f: &Frame) -> i64 {
         area(PC_CLEAR_TID).write_volatile(clear);
         // The slot's ring carries on from where its last thread left it.
         area(PC_POSTED).write_volatile(ring_posted.read_volatile());
+        // The FPU/SSE control words, as a Linux thread inherits them (rounding
+        // mode, exception masks); the kernel never changes them, so they are the
+        // user's. The thread entry loads them and jumps to the user's rip.
+        // stmxcsr and fnstcw store 4 and 2 bytes into the two locals.
+        let (mut mxcsr, mut fcw) = (0u32, 0u16);
+        core::arch::asm!("stmxcsr ({0})", "fnstcw ({1})",
+            in(reg) &mut mxcsr, in(reg) &mut fcw, options(att_syntax, nostack));
+        area(PC_MXCSR).write_volatile(u64::from(mxcsr));
+        area(PC_FCW).write_volatile(u64::from(fcw));
+        area(PC_START_RIP).write_volatile(f.rcx);
     }
     if (flags & CLONE_PARENT_SETTID != 0 && !write_tid(ptid, tid))
         || (flags & CLONE_CHILD_SETTID != 0 && !write_tid(ctid, tid))
@@ -106,7 +116,6 @@ pub fn clone(f: &Frame) -> i64 {
     for (i, r) in regs.iter().enumerate() {
         w(CL_REGS + 8 * i as u64, *r);
     }
-    w(CL_RIP, f.rcx);
     w(CL_RFLAGS, f.r11);
     w(CL_FS, fs);
     w(CL_SLOT, slot);

@@ -61,7 +61,8 @@ pub const MMIO_KICK: u64 = MMIO_BASE + 0x28;
 /// waits for); the vCPU thread returns once every posted request has completed.
 pub const MMIO_WAIT: u64 = MMIO_BASE + 0x30;
 
-/// Magic at offset 0 of the kernel blob; the syscall entry address follows it.
+/// Magic at offset 0 of the kernel blob; the syscall entry's address follows it,
+/// then the thread entry's.
 pub const KERNEL_MAGIC: u64 = u64::from_le_bytes(*b"HJGUEST1");
 /// Magic of the boot-info page.
 pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"HJBOOT01");
@@ -124,6 +125,14 @@ pub const PC_POSTED: u64 = 40;
 pub const PC_BUSY: u64 = 48;
 /// A word that stays 0: sleeps are futex waits on it with a timeout.
 pub const PC_SLEEP: u64 = 56;
+/// A new thread's MXCSR, x87 control word and user rip: the VMM starts its vCPU at
+/// the kernel's thread entry (blob header, third word), which loads the first two
+/// and jumps to the third (KVM_SET_FPU does not reach the vCPU on this host).
+pub const PC_MXCSR: u64 = 64;
+/// See [`PC_MXCSR`].
+pub const PC_FCW: u64 = 72;
+/// See [`PC_MXCSR`].
+pub const PC_START_RIP: u64 = 80;
 /// A block for requests the vCPU thread performs (futex, clone): see FX_*, CL_*.
 pub const PC_BLOCK: u64 = 0x100;
 /// Lowest address of the kernel stack.
@@ -153,8 +162,7 @@ pub const FX_RET: u64 = 40;
 /// Clone block: the new thread's general registers in KVM's order (rax, rbx, rcx,
 /// rdx, rsi, rdi, rsp, rbp, r8..r15).
 pub const CL_REGS: u64 = 0;
-/// Its rip.
-pub const CL_RIP: u64 = 128;
+// 128: unused (the thread's rip is in its per-CPU area, PC_START_RIP).
 /// Its rflags.
 pub const CL_RFLAGS: u64 = 136;
 /// Its FS base (TLS).

@@ -12,16 +12,20 @@ const HUGE_PAGE: u64 = 0x80;
 /// The embedded guest kernel (built by build.rs from `guest/`).
 pub static KERNEL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hj-guest.bin"));
 
-/// Copies the guest kernel to `KERNEL_GPA`; returns its system-call entry (LSTAR).
-pub fn load_kernel(mem: &mut GuestMem) -> Result<u64, String> {
-    let ok = KERNEL.len() >= 16
+/// Copies the guest kernel to `KERNEL_GPA`; returns its system-call entry (LSTAR)
+/// and its thread entry.
+pub fn load_kernel(mem: &mut GuestMem) -> Result<(u64, u64), String> {
+    let ok = KERNEL.len() >= 24
         && KERNEL.len() as u64 <= KERNEL_MAX
         && KERNEL[..8] == KERNEL_MAGIC.to_le_bytes();
     if !ok || !mem.write(KERNEL_GPA, KERNEL) {
         return Err("the embedded guest kernel is malformed".into());
     }
-    mem.read_u64(KERNEL_GPA + 8)
-        .ok_or_else(|| "the embedded guest kernel is malformed".into())
+    let word = |off| {
+        mem.read_u64(KERNEL_GPA + off)
+            .ok_or_else(|| "the embedded guest kernel is malformed".to_string())
+    };
+    Ok((word(8)?, word(16)?))
 }
 
 /// Identity-maps guest RAM (page 0 left out, 4 KiB pages below 2 MiB, 2 MiB pages
@@ -186,6 +190,6 @@ mod tests {
         let gate = m.read_u64(IDT_GPA + 16 * 14).expect("gate 14");
         assert_eq!((gate >> 40) & 0xff, 0xee);
         assert_eq!(m.read_u64(TSS_GPA + 4), Some(FAULT_STACK_TOP));
-        assert!(load_kernel(&mut m).is_ok_and(|e| e > KERNEL_GPA));
+        assert!(load_kernel(&mut m).is_ok_and(|(e, t)| e > KERNEL_GPA && t > KERNEL_GPA));
     }
 }

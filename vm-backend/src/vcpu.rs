@@ -32,6 +32,9 @@ pub struct Machine {
     pub cpuid: CpuId,
     /// The guest kernel's syscall entry (LSTAR).
     pub lstar: u64,
+    /// The guest kernel's thread entry: a new thread's vCPU starts there (abi.rs,
+    /// PC_MXCSR).
+    pub thread_start: u64,
     /// The forwarding rings, once their thread runs.
     pub ring: OnceLock<Kicker>,
     /// The guest's futexes.
@@ -165,12 +168,7 @@ fn start_thread(m: &Arc<Machine>, blk: u64) -> Result<(), i64> {
     for (i, v) in r.iter_mut().enumerate() {
         *v = word(CL_REGS + 8 * i as u64)?;
     }
-    let (rip, rflags, fs, slot) = (
-        word(CL_RIP)?,
-        word(CL_RFLAGS)?,
-        word(CL_FS)?,
-        word(CL_SLOT)?,
-    );
+    let (rflags, fs, slot) = (word(CL_RFLAGS)?, word(CL_FS)?, word(CL_SLOT)?);
     if slot == 0 || slot >= MAX_VCPUS {
         return Err(-EINVAL);
     }
@@ -216,10 +214,13 @@ fn start_thread(m: &Arc<Machine>, blk: u64) -> Result<(), i64> {
         r13: r[13],
         r14: r[14],
         r15: r[15],
-        rip,
+        // Through the kernel's thread entry, which loads the parent's FPU/SSE
+        // control words and jumps to `rip` (kept in the slot's per-CPU area).
+        rip: m.thread_start,
         // Only the user-visible flags; IF stays set.
         rflags: (rflags & 0xcd5) | 0x202,
     };
+    // A reused vCPU starts clean (the thread entry then loads the control words).
     let fpu = kvm_fpu {
         fcw: 0x37f,
         mxcsr: 0x1f80,

@@ -159,7 +159,7 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
     // as the VmFd does (fields drop in order: the VM before its memory).
     unsafe { vm.set_user_memory_region(region) }.map_err(kvm_err("memory slot"))?;
 
-    let lstar = setup::load_kernel(&mut mem)?;
+    let (lstar, thread_start) = setup::load_kernel(&mut mem)?;
     let top = mem.size();
     let rnd = random_u64s();
     let mut random = [0u8; 16];
@@ -217,6 +217,7 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
         mem,
         cpuid,
         lstar,
+        thread_start,
         ring: OnceLock::new(),
         futexes: Futexes::default(),
         live: AtomicUsize::new(1),
