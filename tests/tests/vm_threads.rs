@@ -202,3 +202,34 @@ fn vcpu_threads_live_in_the_domain_cgroup() {
     );
     c.assert_nothing_left(&b);
 }
+
+/// A fault in a thread other than the first ends the domain like any guest crash,
+/// and the report is that thread's (each vCPU takes IDT events on its own stack).
+#[test]
+fn a_fault_in_a_thread_ends_the_domain() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    let src = r#"
+#include <pthread.h>
+#include <unistd.h>
+static void *bad(void *arg) { volatile int *p = (int *)0x10; return (void *)(long)*p; }
+int main(void) {
+    pthread_t t;
+    pthread_create(&t, 0, bad, 0);
+    pthread_join(t, 0);
+    sleep(5);
+    return 0;
+}
+"#;
+    skip_unless!(
+        compile_static(&b, "tfault", src, &["-static", "-pthread"]),
+        "gcc -static -pthread does not work here (apt-get install gcc libc6-dev)"
+    );
+    b.args(&["/tfault"]);
+    let c = hj.container("vmtfault");
+    let out = c.run(&b, &[]);
+    assert_eq!(out.code, Some(139), "{out}");
+    assert!(out.stderr.contains("page fault at address 0x10"), "{out}");
+    c.assert_nothing_left(&b);
+}

@@ -22,8 +22,11 @@ pub const PT0_GPA: u64 = 0x3000;
 pub const PD_GPA: u64 = 0x4000;
 /// GDT.
 pub const GDT_GPA: u64 = 0x8000;
-/// 64-bit TSS (RSP0 for IDT events).
-pub const TSS_GPA: u64 = 0x8100;
+/// 64-bit TSSes, one per vCPU slot, [`TSS_SIZE`] bytes each (RSP0 for IDT events:
+/// the slot's fault stack). Slot `i`'s descriptor is GDT selector `0x40 + 16 * i`.
+pub const TSS_GPA: u64 = 0x8200;
+/// Size of one TSS.
+pub const TSS_SIZE: u64 = 0x68;
 /// IDT (256 gates).
 pub const IDT_GPA: u64 = 0x9000;
 /// CPL0 stubs the IDT gates point to, [`STUB_SIZE`] bytes each.
@@ -32,8 +35,11 @@ pub const STUBS_GPA: u64 = 0xa000;
 pub const STUB_SIZE: u64 = 32;
 /// Boot-info page written by the VMM, read by the guest kernel.
 pub const BOOT_INFO_GPA: u64 = 0xe000;
-/// Top of the CPL0 stack used by IDT events (TSS.RSP0).
+/// Top of slot 0's CPL0 stack for IDT events (its TSS.RSP0); slot `i`'s is
+/// [`FAULT_STACK_SIZE`] `* i` below.
 pub const FAULT_STACK_TOP: u64 = 0x2_0000;
+/// Size of one slot's fault stack.
+pub const FAULT_STACK_SIZE: u64 = 0x1000;
 /// Where the guest kernel blob is loaded (and linked).
 pub const KERNEL_GPA: u64 = 0x10_0000;
 /// Room for the kernel image, data and bss.

@@ -50,7 +50,19 @@ pub fn page_tables(mem: &mut GuestMem) -> bool {
     )
 }
 
-/// GDT with the host's selectors, a TSS whose RSP0 is the fault stack, and an IDT
+/// GDT selector of slot `slot`'s TSS.
+pub const fn tss_selector(slot: u64) -> u64 {
+    0x40 + 16 * slot
+}
+
+// The GDT (with a TSS descriptor per slot) ends before the TSSes, which end before
+// the IDT.
+const _: () = assert!(
+    GDT_GPA + tss_selector(MAX_VCPUS) <= TSS_GPA && TSS_GPA + MAX_VCPUS * TSS_SIZE <= IDT_GPA
+);
+
+/// GDT with the host's selectors and a TSS per vCPU slot whose RSP0 is the slot's
+/// fault stack (so faults on two vCPUs at once do not share a stack), and an IDT
 /// whose every gate (DPL3) leads to a CPL0 stub that reports its vector to the VMM.
 pub fn descriptors(mem: &mut GuestMem) -> bool {
     let gdt: [u64; 8] = [
@@ -67,11 +79,16 @@ pub fn descriptors(mem: &mut GuestMem) -> bool {
     for (i, d) in gdt.iter().enumerate() {
         ok &= mem.write_u64(GDT_GPA + 8 * i as u64, *d);
     }
-    let t = TSS_GPA;
-    let tss_lo = 0x67 | ((t & 0xff_ffff) << 16) | (0x89 << 40) | (((t >> 24) & 0xff) << 56);
-    ok &= mem.write_u64(GDT_GPA + 0x40, tss_lo) && mem.write_u64(GDT_GPA + 0x48, t >> 32);
-    ok &= mem.write(TSS_GPA + 4, &FAULT_STACK_TOP.to_le_bytes());
-    ok &= mem.write(TSS_GPA + 0x66, &0x68u16.to_le_bytes());
+    for slot in 0..MAX_VCPUS {
+        let t = TSS_GPA + slot * TSS_SIZE;
+        let d = GDT_GPA + tss_selector(slot);
+        let lo =
+            (TSS_SIZE - 1) | ((t & 0xff_ffff) << 16) | (0x89 << 40) | (((t >> 24) & 0xff) << 56);
+        ok &= mem.write_u64(d, lo) && mem.write_u64(d + 8, t >> 32);
+        let rsp0 = FAULT_STACK_TOP - slot * FAULT_STACK_SIZE;
+        ok &= mem.write(t + 4, &rsp0.to_le_bytes());
+        ok &= mem.write(t + 0x66, &(TSS_SIZE as u16).to_le_bytes());
+    }
     for v in 0..256u64 {
         let h = STUBS_GPA + v * STUB_SIZE;
         let lo = (h & 0xffff) | (0x10 << 16) | (0xee << 40) | (((h >> 16) & 0xffff) << 48);
@@ -190,6 +207,11 @@ mod tests {
         let gate = m.read_u64(IDT_GPA + 16 * 14).expect("gate 14");
         assert_eq!((gate >> 40) & 0xff, 0xee);
         assert_eq!(m.read_u64(TSS_GPA + 4), Some(FAULT_STACK_TOP));
+        let last = MAX_VCPUS - 1;
+        assert_eq!(
+            m.read_u64(TSS_GPA + last * TSS_SIZE + 4),
+            Some(FAULT_STACK_TOP - last * FAULT_STACK_SIZE)
+        );
         assert!(load_kernel(&mut m).is_ok_and(|(e, t)| e > KERNEL_GPA && t > KERNEL_GPA));
     }
 }

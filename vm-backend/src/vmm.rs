@@ -278,13 +278,13 @@ pub fn set_sregs(vcpu: &VcpuFd, slot: u64, fs: u64) -> Result<(), String> {
     s.gs.base = PERCPU_GPA + slot * PERCPU_SIZE;
     s.fs.base = fs;
     s.gdt.base = GDT_GPA;
-    s.gdt.limit = 0x4f;
+    s.gdt.limit = setup::tss_selector(MAX_VCPUS) as u16 - 1;
     s.idt.base = IDT_GPA;
     s.idt.limit = 0xfff;
     s.tr = kvm_segment {
-        base: TSS_GPA,
-        limit: 0x67,
-        selector: 0x40,
+        base: TSS_GPA + slot * TSS_SIZE,
+        limit: (TSS_SIZE - 1) as u32,
+        selector: setup::tss_selector(slot) as u16,
         type_: 11,
         present: 1,
         ..Default::default()
