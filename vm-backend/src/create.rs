@@ -3,7 +3,7 @@
 //! container process. The VMM builds the VM inside the cgroup, reports ready (or the
 //! error) over a socket pair, then waits on `start.sock` in the state directory.
 
-use crate::vmm::{self, End, Plan};
+use crate::vmm::{self, Plan};
 use crate::{confine, program};
 use hyperjail_isolation::cgroups::Cgroup;
 use hyperjail_isolation::resources;
@@ -248,15 +248,5 @@ fn vmm_main(
         Err(_) => std::process::exit(1),
     }
     drop(listener);
-    match vm.run() {
-        End::Exit(code) => std::process::exit(i32::from(code)),
-        End::Crash(sig, what) => vmm::crash_exit(sig, &what),
-        // The first thread exited: the end, or the last of the others ends the VMM.
-        End::ThreadExit(code) => match vm.retire_first(code) {
-            Some(code) => std::process::exit(i32::from(code)),
-            None => loop {
-                std::thread::park();
-            },
-        },
-    }
+    vm.run()
 }

@@ -54,7 +54,7 @@ pub struct Machine {
 pub enum End {
     /// exit_group(code), or the last thread's exit(code).
     Exit(u8),
-    /// This thread exited with this status (see [`retire`]).
+    /// This thread exited with this status (see [`finish`]).
     ThreadExit(u8),
     /// A fatal fault or guest error, reported as killed by this signal.
     Crash(i32, String),
@@ -123,28 +123,29 @@ pub fn run(m: &Arc<Machine>, vcpu: &mut VcpuFd) -> End {
     }
 }
 
-/// The thread on `slot` has exited and its vCPU stopped: the vCPU goes back for
-/// reuse (when given), the thread count drops, and only then is the slot free
-/// for the guest's next clone. Returns the process's exit status when this was the
-/// last thread.
-pub fn retire(m: &Machine, slot: u64, code: u8, vcpu: Option<VcpuFd>) -> Option<u8> {
+/// Gives back a thread's place: its vCPU (when given) for reuse, then the thread
+/// count. Returns whether it was the last thread.
+fn release(m: &Machine, vcpu: Option<VcpuFd>) -> bool {
     if let (Some(v), Ok(mut spare)) = (vcpu, m.spare.lock()) {
         spare.push(v);
     }
-    let last = m.live.fetch_sub(1, Ordering::SeqCst) == 1;
-    if let Some(busy) = m.mem.atomic_u64(PERCPU_GPA + slot * PERCPU_SIZE + PC_BUSY) {
-        busy.store(0, Ordering::SeqCst);
-    }
-    last.then_some(code)
+    m.live.fetch_sub(1, Ordering::SeqCst) == 1
 }
 
-/// Ends a vCPU thread started by `clone` the way `end` says.
-fn finish(m: &Machine, slot: u64, vcpu: VcpuFd, end: End) {
+/// Ends the vCPU thread of slot `slot` the way `end` says: the process's end, or,
+/// for a thread that exited while others run on, its release (its vCPU, when given,
+/// goes back for reuse; the slot is freed only after that, for the guest's next
+/// clone). Returns only in that last case.
+pub fn finish(m: &Machine, slot: u64, vcpu: Option<VcpuFd>, end: End) {
     match end {
         End::Exit(code) => std::process::exit(i32::from(code)),
         End::Crash(sig, what) => crash_exit(sig, &what),
         End::ThreadExit(code) => {
-            if let Some(code) = retire(m, slot, code, Some(vcpu)) {
+            let last = release(m, vcpu);
+            if let Some(busy) = m.mem.atomic_u64(PERCPU_GPA + slot * PERCPU_SIZE + PC_BUSY) {
+                busy.store(0, Ordering::SeqCst);
+            }
+            if last {
                 std::process::exit(i32::from(code));
             }
         }
@@ -181,10 +182,7 @@ fn start_thread(m: &Arc<Machine>, blk: u64) -> Result<(), i64> {
         })
         .map_err(|_| -EAGAIN)?;
     let give_back = |vcpu: Option<VcpuFd>| {
-        if let (Some(v), Ok(mut spare)) = (vcpu, m.spare.lock()) {
-            spare.push(v);
-        }
-        m.live.fetch_sub(1, Ordering::SeqCst);
+        release(m, vcpu);
         -EAGAIN
     };
     let vcpu = match m.spare.lock().ok().and_then(|mut s| s.pop()) {
@@ -244,7 +242,7 @@ fn start_thread(m: &Arc<Machine>, blk: u64) -> Result<(), i64> {
                 return;
             };
             let end = run(&mach, &mut vcpu);
-            finish(&mach, slot, vcpu, end);
+            finish(&mach, slot, Some(vcpu), end);
         });
     if spawned.is_err() {
         let vcpu = cell.lock().ok().and_then(|mut c| c.take());

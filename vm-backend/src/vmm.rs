@@ -7,7 +7,6 @@ use crate::files::Host;
 use crate::futex::Futexes;
 use crate::mem::GuestMem;
 use crate::ring;
-pub use crate::vcpu::End;
 use crate::vcpu::{self, Machine};
 use crate::{setup, stack};
 use kvm_bindings::{kvm_msr_entry, kvm_regs, kvm_segment, kvm_userspace_memory_region, Msrs};
@@ -314,17 +313,16 @@ impl Vm {
             .map_err(|_| "the ring thread was already started".to_string())
     }
 
-    /// Runs the first thread until the guest exits or crashes, or until that thread
-    /// exits while others run on (then the last one ends the VMM).
-    pub fn run(&mut self) -> End {
+    /// Runs the first thread; ends the VMM when the guest exits or crashes. When that
+    /// thread exits while others run on, this thread waits for the last of them to
+    /// end the VMM.
+    pub fn run(&mut self) -> ! {
         let mut mem = self.machine.mem.alias();
         setup::set_clocks(&mut mem, self.tsc_khz);
-        vcpu::run(&self.machine, &mut self.boot)
-    }
-
-    /// The first thread exited with `code`: the process's status when it was the
-    /// last one, None while other threads run on.
-    pub fn retire_first(&self, code: u8) -> Option<u8> {
-        vcpu::retire(&self.machine, 0, code, None)
+        let end = vcpu::run(&self.machine, &mut self.boot);
+        vcpu::finish(&self.machine, 0, None, end);
+        loop {
+            std::thread::park();
+        }
     }
 }
