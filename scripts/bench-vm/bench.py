@@ -58,6 +58,19 @@ def fail(what, p, cmd):
           f"  output: {msg or '(none)'}", file=sys.stderr)
     sys.exit(1)
 
+def create_vm(c):
+    """`create` of VM domain `c` with its stdio in a file (the container keeps create's
+    stdio: files, never pipes, since a pipe stays open); returns the file's path."""
+    outp = os.path.join(work, c + ".out")
+    with open(outp, "wb") as f:
+        cmd = [hj, "--root", roots["vm"], "create", "--bundle", vm, c]
+        p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=f)
+    if p.returncode != 0:
+        with open(outp, "rb") as f:
+            p.stdout = f.read()
+        fail("vm create", p, cmd)
+    return outp
+
 def crun_(name, pre, bundle):
     cmd = pre + ["--root", roots[name], "run", "--bundle", bundle, cid(name)]
     t0 = time.perf_counter_ns()
@@ -117,15 +130,7 @@ for i in range(ENTRY_RUNS):
     subprocess.run([hj, "--version"], capture_output=True, check=True)
     spawns.append((time.perf_counter_ns() - t0) / 1e6)
     c = cid("entry")
-    outp = os.path.join(work, c + ".out")
-    with open(outp, "wb") as f:
-        cmd = [hj, "--root", roots["vm"], "create", "--bundle", vm, c]
-        # the container keeps create's stdio: files, never pipes (a pipe stays open)
-        p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=f)
-    if p.returncode != 0:
-        with open(outp, "rb") as f:
-            p.stdout = f.read()
-        fail("vm create", p, cmd)
+    outp = create_vm(c)
     cmd = [hj, "--root", roots["vm"], "start", c]
     host0 = time.monotonic_ns()
     p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True)
@@ -257,15 +262,7 @@ def hwm(mib):
     import json
     set_args(vm, ["/touch", str(mib), "30"])
     c = cid("rss")
-    outp = os.path.join(work, c + ".out")
-    with open(outp, "wb") as f:
-        cmd = [hj, "--root", roots["vm"], "create", "--bundle", vm, c]
-        # the container keeps create's stdio: files, never pipes (a pipe stays open)
-        p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=f)
-    if p.returncode != 0:
-        with open(outp, "rb") as f:
-            p.stdout = f.read()
-        fail("vm create", p, cmd)
+    outp = create_vm(c)
     pid = json.loads(subprocess.run([hj, "--root", roots["vm"], "state", c], capture_output=True,
                                     check=True).stdout)["pid"]
     subprocess.run([hj, "--root", roots["vm"], "start", c], capture_output=True, check=True)

@@ -87,6 +87,13 @@ r() {
 rtty() {
     r script -qec "exec timeout --foreground -k 5 $TMO $1" /dev/null </dev/null
 }
+# rtty_ok "CMD ARGS": rtty, which must exit 0; $OUT then holds the output without
+# the terminal's carriage returns.
+rtty_ok() {
+    rtty "$1"
+    expect_rc 0 $? || return 1
+    tr -d '\r' <"$OUT" >"$OUT.x" && mv "$OUT.x" "$OUT"
+}
 # diag LINE...: a diagnostic line for the current (failing) test.
 diag() { printf '%s\n' "$@" >>"$T/diag"; }
 # show: the last command's output, for diagnostics.
@@ -412,10 +419,7 @@ p_exec_opts() {
 t "podman exec --user --workdir --env" p_exec_opts
 
 p_exec_tty() {
-    rtty "${P[*]} exec -t $D tty"
-    local rc=$?
-    expect_rc 0 $rc || return 1
-    tr -d '\r' <"$OUT" >"$OUT.x" && mv "$OUT.x" "$OUT"
+    rtty_ok "${P[*]} exec -t $D tty" || return 1
     grep -q '^/dev/pts/[0-9]*$' "$OUT" || { diag "tty in the exec is not a pts"; show; return 1; }
 }
 t "podman exec -t (console socket): tty is /dev/pts/N" p_exec_tty
@@ -488,10 +492,7 @@ p_wait() {
 t "podman run -d; podman wait gives exit status 7" p_wait
 
 p_run_tty() {
-    rtty "${PN[*]} --rm -t $IMG tty"
-    local rc=$?
-    expect_rc 0 $rc || return 1
-    tr -d '\r' <"$OUT" >"$OUT.x" && mv "$OUT.x" "$OUT"
+    rtty_ok "${PN[*]} --rm -t $IMG tty" || return 1
     grep -q '^/dev/pts/0$' "$OUT" || { diag "tty in the container is not /dev/pts/0"; show; return 1; }
 }
 t "podman run --rm -t IMG tty (console socket): /dev/pts/0" p_run_tty
@@ -507,10 +508,7 @@ p_vm_run() {
     expect_out "in the vm"
 }
 p_vm_tty() {
-    rtty "${PN[*]} --rm -t ${VM_ANN[*]} $IMG sh -c 'test -t 0 && test -t 1 && echo a-terminal'"
-    local rc=$?
-    expect_rc 0 $rc || return 1
-    tr -d '\r' <"$OUT" >"$OUT.x" && mv "$OUT.x" "$OUT"
+    rtty_ok "${PN[*]} --rm -t ${VM_ANN[*]} $IMG sh -c 'test -t 0 && test -t 1 && echo a-terminal'" || return 1
     grep -q '^a-terminal$' "$OUT" || { diag "stdin/stdout in the VM are not a terminal"; show; return 1; }
 }
 if [ -c /dev/kvm ]; then
