@@ -51,3 +51,52 @@ pub fn compile_static(b: &Bundle, name: &str, src: &str, extra: &[&str]) -> bool
     );
     true
 }
+
+/// Compiles `src` with gcc as a dynamically linked program into the rootfs at
+/// `/name`, and copies its loader and libraries (as `ldd` lists them) to the same
+/// paths in the rootfs; false (the test skips) if gcc or ldd does not work here.
+pub fn compile_dynamic(b: &Bundle, name: &str, src: &str, extra: &[&str]) -> bool {
+    let dir = b.path().join("src");
+    fs::create_dir_all(&dir).expect("mkdir src");
+    let c = dir.join(format!("{name}.c"));
+    fs::write(&c, src).expect("write C source");
+    let bin = b.rootfs().join(name);
+    let Ok(out) = Command::new("gcc")
+        .args(["-O2", "-w", "-o"])
+        .arg(&bin)
+        .arg(&c)
+        .args(extra)
+        .output()
+    else {
+        return false;
+    };
+    assert!(
+        out.status.success(),
+        "gcc {name}.c: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let Ok(ldd) = Command::new("ldd").arg(&bin).output() else {
+        return false;
+    };
+    let listing = String::from_utf8_lossy(&ldd.stdout).into_owned();
+    let libs: Vec<&str> = listing
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+        .collect();
+    if !ldd.status.success() || libs.is_empty() {
+        return false;
+    }
+    for lib in libs {
+        copy_into_rootfs(b, lib);
+    }
+    true
+}
+
+/// Copies the host file `path` (symlinks followed) to the same path in the rootfs.
+pub fn copy_into_rootfs(b: &Bundle, path: &str) {
+    let dst = b.rootfs().join(path.trim_start_matches('/'));
+    if let Some(parent) = dst.parent() {
+        fs::create_dir_all(parent).expect("mkdir in the rootfs");
+    }
+    fs::copy(path, &dst).unwrap_or_else(|e| panic!("copy {path} into the rootfs: {e}"));
+}

@@ -1,7 +1,7 @@
 //! Identity and naming: uname, readlink of /proc/self/exe, prctl names.
 
 use crate::abi::*;
-use crate::mem::{put, user_ok};
+use crate::mem::{boot, put, user_ok};
 use crate::sys::{EFAULT, EINVAL};
 
 pub fn uname(buf: u64) -> i64 {
@@ -83,5 +83,43 @@ pub fn prctl(option: u64, arg: u64) -> i64 {
             }
         }
         _ => -EINVAL,
+    }
+}
+
+/// sched_getaffinity: the domain's CPUs (the first `BI_NCPUS`); the size written.
+pub fn getaffinity(len: u64, mask: u64) -> i64 {
+    if len < 8 || len % 8 != 0 {
+        return -EINVAL;
+    }
+    let n = boot(BI_NCPUS).clamp(1, 64);
+    let bits = if n == 64 { u64::MAX } else { (1 << n) - 1 };
+    if put(mask, &bits.to_le_bytes()) {
+        8
+    } else {
+        -EFAULT
+    }
+}
+
+/// sysinfo: uptime, guest RAM, memory not yet handed out, and the running threads.
+pub fn sysinfo(buf: u64) -> i64 {
+    let (brk, low) = crate::sys::with(|s| s.heap_bounds());
+    let procs = (0..MAX_VCPUS)
+        .filter(|&i| {
+            // SAFETY: PC_BUSY of each slot is an aligned u64 of kernel memory.
+            let busy = unsafe { crate::percpu::at(i, PC_BUSY).read_volatile() };
+            busy != 0
+        })
+        .count() as u64;
+    let mut b = [0u64; 14];
+    b[0] = crate::time::uptime_ns() / 1_000_000_000;
+    b[4] = boot(BI_RAM_END);
+    b[5] = low.saturating_sub(brk);
+    b[10] = procs; // u16 at offset 80, then padding
+    b[13] = 1; // mem_unit (u32 at offset 104)
+    let bytes: [u8; 112] = core::array::from_fn(|i| b[i / 8].to_le_bytes()[i % 8]);
+    if put(buf, &bytes) {
+        0
+    } else {
+        -EFAULT
     }
 }

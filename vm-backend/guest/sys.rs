@@ -10,6 +10,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 const ENOMEM: i64 = 12;
 pub const EFAULT: i64 = 14;
 const ENODEV: i64 = 19;
+const EOPNOTSUPP: i64 = 95;
 pub const EINVAL: i64 = 22;
 pub const ENOSYS: i64 = 38;
 
@@ -46,6 +47,14 @@ static STATE: Global = Global {
         reported: [0; 8],
     }),
 };
+
+impl State {
+    /// The heap's highest end so far and the lowest mapping: the room between is
+    /// memory not handed out yet.
+    pub fn heap_bounds(&self) -> (u64, u64) {
+        (self.brk_max, self.mmap_low)
+    }
+}
 
 /// Runs `f` on the kernel state with the lock held (never across a blocking call:
 /// the holder only computes and writes guest memory).
@@ -85,7 +94,7 @@ pub fn dispatch(f: &Frame) -> i64 {
         // readlink: /proc/self/exe is known here, anything else is a rootfs path.
         89 => info::readlink(a[0], a[1], a[2]).unwrap_or_else(|| forward(nr, a)),
         267 => info::readlink(a[1], a[2], a[3]).unwrap_or_else(|| forward(nr, a)),
-        9 => with(|s| mmap(s, a)),
+        9 => mmap(a),
         10 | 11 | 26 | 28 => 0, // mprotect, munmap, msync, madvise: accepted
         12 => with(|s| brk(s, a[0])),
         13 => sigaction(a),
@@ -98,6 +107,11 @@ pub fn dispatch(f: &Frame) -> i64 {
         231 => exit(a[0]),
         202 => thread::futex(a),
         63 => info::uname(a[0]),
+        99 => info::sysinfo(a[0]),
+        204 => info::getaffinity(a[1], a[2]),
+        221 => 0, // fadvise64: advice only
+        // The xattr calls: the guest's file systems keep no extended attributes.
+        188..=199 => -EOPNOTSUPP,
         157 => info::prctl(a[0], a[1]),
         95 => 0o022, // umask
         96 => time::gettimeofday(a[0]),
@@ -154,13 +168,47 @@ pub fn exit(code: u64) -> i64 {
     }
 }
 
-fn mmap(s: &mut State, a: [u64; 6]) -> i64 {
-    const MAP_FIXED: u64 = 0x10;
+/// mmap: anonymous memory, and private file mappings (the file's bytes are read
+/// into fresh memory: a copy, as MAP_PRIVATE promises until a write; a shared
+/// mapping is accepted read-only, where a copy cannot be told apart).
+fn mmap(a: [u64; 6]) -> i64 {
+    const PROT_WRITE: u64 = 2;
+    const MAP_SHARED: u64 = 1;
     const MAP_ANONYMOUS: u64 = 0x20;
-    let (addr, len, flags) = (a[0], a[1], a[3]);
-    if flags & MAP_ANONYMOUS == 0 {
+    let (len, prot, flags, fd, off) = (a[1], a[2], a[3], a[4], a[5]);
+    if flags & MAP_ANONYMOUS != 0 {
+        return with(|s| place(s, a));
+    }
+    if flags & MAP_SHARED != 0 && prot & PROT_WRITE != 0 {
         return -ENODEV;
     }
+    if off % PAGE != 0 || fd > i32::MAX as u64 {
+        return -EINVAL;
+    }
+    let at = with(|s| place(s, a));
+    if at < 0 {
+        return at;
+    }
+    // Outside the lock: the reads may block. Past the file's end the memory stays
+    // zero, as Linux's partial last page.
+    let mut done = 0;
+    while done < len {
+        let n = forward(17, [fd, at as u64 + done, len - done, off + done, 0, 0]);
+        if n < 0 {
+            return n;
+        }
+        if n == 0 {
+            break;
+        }
+        done += n as u64;
+    }
+    at
+}
+
+/// Finds room for a mapping (or zeroes a MAP_FIXED range); its address or -errno.
+fn place(s: &mut State, a: [u64; 6]) -> i64 {
+    const MAP_FIXED: u64 = 0x10;
+    let (addr, len, flags) = (a[0], a[1], a[3]);
     if len == 0 || len > boot(BI_RAM_END) {
         return -EINVAL;
     }

@@ -6,14 +6,19 @@ use crate::sys::{EFAULT, EINVAL};
 
 /// (realtime?, ns) now from the TSC and the VMM's clock bases.
 fn now_ns(realtime: bool) -> u64 {
-    let delta = mem::rdtsc().wrapping_sub(boot(BI_BOOT_TSC));
-    let ns = ((u128::from(delta) * u128::from(boot(BI_TSC_MULT))) >> 32) as u64;
+    let ns = uptime_ns();
     let base = if realtime {
         boot(BI_REALTIME_NS)
     } else {
         boot(BI_MONOTONIC_NS)
     };
     base.wrapping_add(ns)
+}
+
+/// ns since the guest started (its uptime).
+pub fn uptime_ns() -> u64 {
+    let delta = mem::rdtsc().wrapping_sub(boot(BI_BOOT_TSC));
+    ((u128::from(delta) * u128::from(boot(BI_TSC_MULT))) >> 32) as u64
 }
 
 pub fn clock_gettime(clk: u64, ts: u64) -> i64 {

@@ -95,6 +95,9 @@ pub const BI_SEED: u64 = 64;
 pub const BI_UID: u64 = 80;
 /// process.user.gid (u64).
 pub const BI_GID: u64 = 88;
+/// CPUs the domain may use (the VMM's affinity when the VM is built), 1..=64:
+/// sched_getaffinity and sysinfo report it.
+pub const BI_NCPUS: u64 = 96;
 /// Host name, NUL-terminated, 65 bytes.
 pub const BI_HOSTNAME: u64 = 0x100;
 /// Working directory, NUL-terminated, [`BI_CWD_LEN`] bytes.

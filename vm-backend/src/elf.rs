@@ -1,4 +1,5 @@
-//! Checks and describes the program the guest runs: a static x86-64 Linux ELF.
+//! Checks and describes the program the guest runs: an x86-64 Linux ELF executable,
+//! static or dynamically linked (then its PT_INTERP names the loader to run first).
 
 use crate::abi::USER_MIN;
 
@@ -28,6 +29,11 @@ pub struct Image {
     pub segments: Vec<Segment>,
     /// First byte after the highest segment.
     pub end: u64,
+    /// Where an ET_DYN file was placed (0 for a fixed-address one): AT_BASE of a
+    /// loader.
+    pub base: u64,
+    /// PT_INTERP: the path of the program's loader (dynamic linking).
+    pub interp: Option<String>,
 }
 
 const PT_LOAD: u32 = 1;
@@ -52,13 +58,14 @@ fn u64_at(b: &[u8], o: usize) -> u64 {
     u64::from_le_bytes(v)
 }
 
-/// Parses and validates `file` (named `name` in messages). Static PIE executables are
-/// loaded at [`USER_MIN`]; fixed-address ones must lie at or above it.
+/// Parses and validates `file` (named `name` in messages). Position-independent files
+/// (ET_DYN: PIE executables, loaders) are placed at `dyn_base`; fixed-address ones
+/// must lie at or above [`USER_MIN`].
 ///
-/// `file` is the start of the file (enough for the ELF and program headers; a table
-/// beyond it is reported as malformed) and `len` the file's whole length, which the
-/// segments must lie in.
-pub fn parse(name: &str, file: &[u8], len: u64) -> Result<Image, String> {
+/// `file` is the start of the file (enough for the ELF and program headers and
+/// PT_INTERP's path; a table beyond it is reported as malformed) and `len` the
+/// file's whole length, which the segments must lie in.
+pub fn parse(name: &str, file: &[u8], len: u64, dyn_base: u64) -> Result<Image, String> {
     if file.len() < 64 || &file[..4] != b"\x7fELF" {
         return Err(format!("{name} is not an ELF executable"));
     }
@@ -71,7 +78,7 @@ pub fn parse(name: &str, file: &[u8], len: u64) -> Result<Image, String> {
     }
     let base = match u16_at(file, 16) {
         2 => 0,
-        3 => USER_MIN,
+        3 => dyn_base,
         t => return Err(format!("{name} is not an executable (ELF type {t})")),
     };
     let phoff = u64_at(file, 32);
@@ -89,6 +96,8 @@ pub fn parse(name: &str, file: &[u8], len: u64) -> Result<Image, String> {
         phnum,
         segments: Vec::new(),
         end: 0,
+        base,
+        interp: None,
     };
     let mut phdr = None;
     for i in 0..phnum as usize {
@@ -96,11 +105,7 @@ pub fn parse(name: &str, file: &[u8], len: u64) -> Result<Image, String> {
         let (ty, offset, vaddr) = (u32_at(file, p), u64_at(file, p + 8), u64_at(file, p + 16));
         let (filesz, memsz) = (u64_at(file, p + 32), u64_at(file, p + 40));
         match ty {
-            PT_INTERP => {
-                return Err(format!(
-                    "{name} is dynamically linked; not yet supported in the VM backend"
-                ))
-            }
+            PT_INTERP => img.interp = Some(interp_path(name, file, offset, filesz)?),
             PT_PHDR => phdr = Some(vaddr.wrapping_add(base)),
             PT_LOAD => {
                 let in_file = offset.checked_add(filesz).is_some_and(|e| e <= len);
@@ -137,6 +142,21 @@ pub fn parse(name: &str, file: &[u8], len: u64) -> Result<Image, String> {
     Ok(img)
 }
 
+/// The NUL-terminated path PT_INTERP points at.
+fn interp_path(name: &str, file: &[u8], offset: u64, filesz: u64) -> Result<String, String> {
+    let bytes = usize::try_from(offset)
+        .ok()
+        .zip(usize::try_from(filesz).ok())
+        .and_then(|(o, n)| file.get(o..o.checked_add(n)?))
+        .and_then(|b| b.split_last())
+        .filter(|(nul, path)| **nul == 0 && !path.is_empty() && !path.contains(&0))
+        .map(|(_, path)| path);
+    bytes
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .map(str::to_string)
+        .ok_or_else(|| format!("{name}: malformed ELF interpreter path (PT_INTERP)"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,29 +184,62 @@ mod tests {
     #[test]
     fn static_executable() {
         // A segment past the file's end (the header bytes are only its start).
-        assert!(parse("p", &header(2, 62), 100).is_err());
-        let img = parse("p", &header(2, 62), 4096).expect("valid");
+        assert!(parse("p", &header(2, 62), 100, USER_MIN).is_err());
+        let img = parse("p", &header(2, 62), 4096, USER_MIN).expect("valid");
         assert_eq!(img.entry, 0x401000);
         assert_eq!(img.phdr, 0x400040);
         assert_eq!(img.end, 0x402000);
+        assert_eq!((img.base, img.interp), (0, None));
+    }
+
+    /// `header` with a second program header, PT_INTERP, naming `path` (stored
+    /// after the table, `filesz` bytes of it counted).
+    fn dynamic(path: &[u8], filesz: u64) -> Vec<u8> {
+        let mut f = header(3, 62);
+        f[56..58].copy_from_slice(&2u16.to_le_bytes());
+        f[120..124].copy_from_slice(&3u32.to_le_bytes());
+        let off = f.len() as u64;
+        f[128..136].copy_from_slice(&off.to_le_bytes());
+        f[152..160].copy_from_slice(&filesz.to_le_bytes());
+        f.extend_from_slice(path);
+        f
+    }
+
+    #[test]
+    fn dynamically_linked() {
+        let f = dynamic(b"/lib64/ld.so\0", 13);
+        let img = parse("p", &f, 4096, 0x80_0000).expect("valid");
+        assert_eq!(img.interp.as_deref(), Some("/lib64/ld.so"));
+        // ET_DYN: every address moved by the base.
+        assert_eq!((img.base, img.entry), (0x80_0000, 0xc01000));
+        assert_eq!(img.segments[0].vaddr, 0xc00000);
+        // No NUL, an inner NUL, empty, or past the bytes read.
+        for (path, n) in [
+            (&b"/lib64/ld.so"[..], 12),
+            (b"/a\0b\0", 5),
+            (b"\0", 1),
+            (b"/x\0", 99),
+        ] {
+            let err = parse("p", &dynamic(path, n), 4096, 0x80_0000).unwrap_err();
+            assert!(err.contains("interpreter"), "{err}");
+        }
     }
 
     #[test]
     fn rejections() {
-        assert!(parse("p", b"#!/bin/sh\n", 10)
+        assert!(parse("p", b"#!/bin/sh\n", 10, USER_MIN)
             .unwrap_err()
             .contains("not an ELF"));
-        assert!(parse("p", &header(2, 3), 4096)
+        assert!(parse("p", &header(2, 3), 4096, USER_MIN)
             .unwrap_err()
             .contains("x86-64"));
-        let mut dynamic = header(2, 62);
-        dynamic[56..58].copy_from_slice(&2u16.to_le_bytes());
-        dynamic[120..124].copy_from_slice(&3u32.to_le_bytes());
-        assert!(parse("p", &dynamic, dynamic.len() as u64)
+        let mut low = header(2, 62);
+        low[80..88].copy_from_slice(&0x1000u64.to_le_bytes());
+        assert!(parse("p", &low, 4096, USER_MIN)
             .unwrap_err()
-            .contains("dynamically linked"));
+            .contains("below"));
         let mut short = header(2, 62);
         short.truncate(100);
-        assert!(parse("p", &short, short.len() as u64).is_err());
+        assert!(parse("p", &short, short.len() as u64, USER_MIN).is_err());
     }
 }

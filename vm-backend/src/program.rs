@@ -2,7 +2,7 @@
 //! lookup as runc does, symlinks resolved inside the rootfs with openat2
 //! RESOLVE_IN_ROOT), reads and checks the ELF, and sizes guest memory.
 
-use crate::abi::{HUGE, RAM_MAX};
+use crate::abi::{HUGE, RAM_MAX, USER_MIN};
 use crate::elf;
 use crate::vmm::Plan;
 use hyperjail_oci::Bundle;
@@ -107,6 +107,42 @@ pub fn find(bundle: &Bundle, arg0: &str, env: &[String], cwd: &str) -> Result<Fo
     ))
 }
 
+/// The loader (PT_INTERP) of the dynamically linked `execfn`, opened in the rootfs
+/// and placed at the first 2 MiB boundary above the program.
+fn loader(
+    bundle: &Bundle,
+    execfn: &str,
+    path: &str,
+    image: &elf::Image,
+) -> Result<(std::fs::File, elf::Image), String> {
+    let root = std::fs::File::open(&bundle.rootfs)
+        .map_err(|e| format!("open rootfs {}: {e}", bundle.rootfs.display()))?;
+    let missing =
+        || format!("{execfn} is dynamically linked and its loader {path} is not in the rootfs");
+    let file = open_in_root(&root, path)?.ok_or_else(missing)?;
+    let meta = file.metadata().map_err(|e| format!("stat {path}: {e}"))?;
+    if !meta.is_file() {
+        return Err(missing());
+    }
+    if meta.len() > MAX_FILE {
+        return Err(format!("{path} is too large for the VM backend"));
+    }
+    let mut head = vec![0u8; meta.len().min(HEAD) as usize];
+    file.read_exact_at(&mut head, 0)
+        .map_err(|e| format!("read {path}: {e}"))?;
+    let base = image
+        .end
+        .checked_next_multiple_of(HUGE)
+        .ok_or_else(|| format!("{execfn}: no room for its loader"))?;
+    let img = elf::parse(path, &head, meta.len(), base)?;
+    if img.interp.is_some() {
+        return Err(format!(
+            "{path}, the loader of {execfn}, names a loader itself"
+        ));
+    }
+    Ok((file, img))
+}
+
 /// Builds the VM plan for the bundle.
 pub fn plan(bundle: &Bundle) -> Result<Plan, String> {
     let spec = &bundle.spec;
@@ -120,8 +156,13 @@ pub fn plan(bundle: &Bundle) -> Result<Plan, String> {
     let cwd = process.cwd().to_string_lossy().into_owned();
     let found = find(bundle, arg0, &envp, &cwd)?;
     let execfn = found.path;
-    let image = elf::parse(&execfn, &found.head, found.len)?;
+    let image = elf::parse(&execfn, &found.head, found.len, USER_MIN)?;
     let file = found.file;
+    let interp = match &image.interp {
+        Some(path) => Some(loader(bundle, &execfn, path, &image)?),
+        None => None,
+    };
+    let end = interp.as_ref().map_or(image.end, |(_, i)| i.end);
     let limit = spec
         .linux()
         .as_ref()
@@ -132,7 +173,7 @@ pub fn plan(bundle: &Bundle) -> Result<Plan, String> {
         .map_or(DEFAULT_RAM, |l| l as u64);
     let ram = (limit & !(HUGE - 1)).min(RAM_MAX);
     let stack = (ram / 8).clamp(256 << 10, 8 << 20);
-    let need = image.end.saturating_add(MIN_HEAP).saturating_add(stack);
+    let need = end.saturating_add(MIN_HEAP).saturating_add(stack);
     if ram < MIN_RAM || need > ram {
         return Err(format!(
             "memory limit {} MiB is too small for {execfn} in the VM (needs at least {} MiB)",
@@ -144,6 +185,7 @@ pub fn plan(bundle: &Bundle) -> Result<Plan, String> {
         ram,
         file,
         image,
+        interp,
         argv,
         envp,
         execfn,

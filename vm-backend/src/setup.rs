@@ -145,6 +145,8 @@ pub struct BootInfo<'a> {
     pub cwd: &'a str,
     /// readlink("/proc/self/exe").
     pub exe: &'a str,
+    /// CPUs the domain may use.
+    pub ncpus: u64,
 }
 
 /// Writes the boot-info page (clocks are set at `start` by [`set_clocks`]).
@@ -161,6 +163,7 @@ pub fn boot_info(mem: &mut GuestMem, b: &BootInfo<'_>) -> bool {
         && mem.write_u64(g + BI_SEED + 8, b.seed[1])
         && mem.write_u64(g + BI_UID, u64::from(b.user.0))
         && mem.write_u64(g + BI_GID, u64::from(b.user.1))
+        && mem.write_u64(g + BI_NCPUS, b.ncpus.clamp(1, 64))
         && mem.write(g + BI_HOSTNAME, &host)
         && mem.write(g + BI_CWD, &cwd)
         && mem.write(g + BI_EXE, &exe)

@@ -36,6 +36,8 @@ pub struct Process<'a> {
     pub user: (u32, u32),
     /// AT_RANDOM bytes.
     pub random: [u8; 16],
+    /// AT_BASE: where the program's loader was placed (0: statically linked).
+    pub interp_base: u64,
 }
 
 /// Builds the stack below `top` (and not below `floor`); returns the initial rsp.
@@ -82,7 +84,7 @@ pub fn build(
         (AT_PHENT, 56),
         (AT_PHNUM, img.phnum),
         (AT_PAGESZ, 4096),
-        (AT_BASE, 0),
+        (AT_BASE, p.interp_base),
         (AT_FLAGS, 0),
         (AT_ENTRY, img.entry),
         (AT_UID, uid),
@@ -131,6 +133,8 @@ mod tests {
             phnum: 4,
             segments: Vec::new(),
             end: 0,
+            base: 0,
+            interp: None,
         };
         let args = ["echo".to_string(), "hi".to_string()];
         let env = ["A=1".to_string()];
@@ -140,6 +144,7 @@ mod tests {
             execfn,
             user: (0, 0),
             random: [7; 16],
+            interp_base: 0,
         };
         let sp = build(&mut m, (0x8000, 0x10000), &img, &proc_(&args, "/bin/echo")).expect("fits");
         assert_eq!(sp % 16, 0);

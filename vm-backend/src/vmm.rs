@@ -24,6 +24,9 @@ pub struct Plan {
     pub file: std::fs::File,
     /// Parsed program.
     pub image: Image,
+    /// Its loader (PT_INTERP), opened in the rootfs and placed above it, when the
+    /// program is dynamically linked: the vCPU starts at the loader's entry.
+    pub interp: Option<(std::fs::File, Image)>,
     /// process.args.
     pub argv: Vec<String>,
     /// process.env.
@@ -133,6 +136,17 @@ fn random_u64s() -> [u64; 4] {
     [w(0), w(1), w(2), w(3)]
 }
 
+/// CPUs this process may run on (the domain's cpuset once it joined its cgroup).
+fn host_cpus() -> u64 {
+    use nix::sched::{sched_getaffinity, CpuSet};
+    let Ok(set) = sched_getaffinity(nix::unistd::Pid::from_raw(0)) else {
+        return 1;
+    };
+    (0..CpuSet::count())
+        .filter(|&i| set.is_set(i).unwrap_or(false))
+        .count() as u64
+}
+
 /// Opens /dev/kvm (in the runtime, before the VMM joins the domain's cgroup, whose
 /// device rules need not allow it).
 pub fn open_kvm() -> Result<Kvm, String> {
@@ -165,18 +179,26 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
     random[..8].copy_from_slice(&rnd[2].to_le_bytes());
     random[8..].copy_from_slice(&rnd[3].to_le_bytes());
     setup::load_program(&mut mem, &p.image, &p.file)?;
+    if let Some((file, img)) = &p.interp {
+        setup::load_program(&mut mem, img, file)?;
+    }
+    let (end, entry, interp_base) = match &p.interp {
+        Some((_, img)) => (img.end, img.entry, img.base),
+        None => (p.image.end, p.image.entry, 0),
+    };
     let ok = setup::page_tables(&mut mem)
         && setup::descriptors(&mut mem)
         && setup::boot_info(
             &mut mem,
             &setup::BootInfo {
-                brk_start: (p.image.end + PAGE - 1) & !(PAGE - 1),
+                brk_start: (end + PAGE - 1) & !(PAGE - 1),
                 mmap_top: top - p.stack,
                 seed: [rnd[0], rnd[1]],
                 user: p.user,
                 hostname: &p.hostname,
                 cwd: &p.cwd,
                 exe: &p.execfn,
+                ncpus: host_cpus(),
             },
         );
     if !ok {
@@ -188,6 +210,7 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
         execfn: &p.execfn,
         user: p.user,
         random,
+        interp_base,
     };
     let rsp = stack::build(&mut mem, (top - p.stack, top), &p.image, &process)?;
 
@@ -202,7 +225,7 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
         return Err("guest memory is too small for the program".into());
     }
     let regs = kvm_regs {
-        rip: p.image.entry,
+        rip: entry,
         rsp,
         rflags: 0x202,
         ..Default::default()
