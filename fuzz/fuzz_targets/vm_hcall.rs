@@ -9,6 +9,9 @@
 #[path = "../../vm-backend/src/abi.rs"]
 mod abi;
 #[allow(dead_code)]
+#[path = "../../vm-backend/src/events.rs"]
+mod events;
+#[allow(dead_code)]
 #[path = "../../vm-backend/src/files.rs"]
 mod files;
 #[allow(dead_code)]
@@ -26,6 +29,9 @@ mod stat;
 #[allow(dead_code)]
 #[path = "../../vm-backend/src/tty.rs"]
 mod tty;
+#[allow(dead_code)]
+#[path = "../../vm-backend/src/wait.rs"]
+mod wait;
 
 use libfuzzer_sys::fuzz_target;
 use nix::fcntl::OFlag;
@@ -66,8 +72,7 @@ fn host(root: &PathBuf) -> files::Host {
     };
     let r = nix::fcntl::open(root, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty())
         .expect("temp root fd");
-    let mut h = files::Host::new([null(), null(), null()], r, "/", false);
-    h
+    files::Host::new([null(), null(), null()], r, "/", false)
 }
 
 fuzz_target!(|data: &[u8]| {

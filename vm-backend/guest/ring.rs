@@ -64,5 +64,12 @@ pub fn call(nr: u64, a: [u64; 6]) -> i64 {
     }
     fence(Ordering::Acquire);
     // SAFETY: the VMM wrote the result before it published rsp_prod.
+    let ret = unsafe { slot.add((RQ_RET / 8) as usize).read_volatile() };
+    if ret != RQ_BLOCKED {
+        return ret as i64;
+    }
+    // The call would wait: this vCPU's thread waits for it and performs it again.
+    mmio(MMIO_BLOCK, slot as u64);
+    // SAFETY: as above; the VMM wrote the result before the doorbell returned.
     unsafe { slot.add((RQ_RET / 8) as usize).read_volatile() as i64 }
 }

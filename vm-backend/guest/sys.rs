@@ -87,8 +87,10 @@ pub fn dispatch(f: &Frame) -> i64 {
     match nr {
         // Console and file I/O, paths, the fd table and the working directory: the
         // VMM's ring.
-        0..=6 | 8 | 16..=21 | 32 | 33 | 40 | 72 | 79..=84 | 87 | 88 => forward(nr, a),
+        0..=8 | 16..=22 | 32 | 33 | 40 | 72 | 79..=84 | 87 | 88 => forward(nr, a),
         217 | 257 | 258 | 262..=264 | 266 | 269 | 292 | 316 | 332 | 439 => forward(nr, a),
+        // Pipes, eventfds, poll and epoll: host objects in the VMM's fd table.
+        213 | 232 | 233 | 271 | 281 | 284 | 290 | 291 | 293 => forward(nr, a),
         35 => thread::sleep(a[0], None),
         230 => thread::sleep(a[2], (a[1] & 1 != 0).then_some(a[0])),
         // readlink: /proc/self/exe is known here, anything else is a rootfs path.

@@ -155,6 +155,14 @@ pub const MMIO_CLONE: u64 = MMIO_BASE + 0x40;
 /// process's, if it was the last thread).
 pub const MMIO_THREAD_EXIT: u64 = MMIO_BASE + 0x48;
 
+/// Doorbell: the forwarded request at GPA `value` (this vCPU's ring slot) was
+/// answered [`RQ_BLOCKED`]: the vCPU thread waits for it with no lock held and
+/// performs it again; its result is then in the block.
+pub const MMIO_BLOCK: u64 = MMIO_BASE + 0x50;
+/// A forwarded request's result when the call would wait (the kernel's
+/// ERESTARTSYS, never a system call's result): the guest rings [`MMIO_BLOCK`].
+pub const RQ_BLOCKED: u64 = (-512i64) as u64;
+
 /// Futex block: operation (FUTEX_WAIT, FUTEX_WAKE, ... without the private flag).
 pub const FX_OP: u64 = 0;
 /// The futex word's guest address.

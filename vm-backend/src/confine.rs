@@ -41,6 +41,16 @@ const ALLOWED: &[&str] = &[
     "madvise",
     "brk",
     "futex",
+    // The guest's pipes, eventfds, poll and epoll (events.rs), and the waits of
+    // calls that would block (wait.rs).
+    "pipe2",
+    "eventfd2",
+    "epoll_create1",
+    "epoll_ctl",
+    "epoll_wait",
+    "epoll_pwait",
+    "poll",
+    "ppoll",
     "rt_sigreturn",
     "rt_sigprocmask",
     "sigaltstack",

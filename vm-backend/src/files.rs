@@ -39,6 +39,22 @@ struct Slot {
     path: Option<Arc<[u8]>>,
     /// O_NONBLOCK as the guest asked for it (the VMM opens every file O_NONBLOCK).
     nonblock: bool,
+    /// Whether a read or write on it may wait, and how the VMM avoids waiting.
+    kind: Kind,
+}
+
+/// How a guest fd's host file can block, which decides who performs its I/O (see
+/// [`crate::wait`]): never the ring thread, when the call would wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A regular file or directory: I/O never waits.
+    File,
+    /// A file the VMM did not make (the console: a tty, a pipe from the engine),
+    /// whose O_NONBLOCK it must not change: polled before each read or write.
+    Polled,
+    /// A file the VMM made O_NONBLOCK (pipes, eventfds, epoll fds): an EAGAIN means
+    /// the call would wait.
+    Own,
 }
 
 /// What forwarded system calls act on: see the module docs.
@@ -58,11 +74,16 @@ impl Host {
         let fds = console
             .into_iter()
             .map(|f| {
+                let kind = match nix::sys::stat::fstat(&f).map(|st| st.st_mode & libc::S_IFMT) {
+                    Ok(libc::S_IFREG | libc::S_IFDIR) => Kind::File,
+                    _ => Kind::Polled,
+                };
                 Some(Slot {
                     file: Arc::new(f),
                     cloexec: false,
                     path: None,
                     nonblock: false,
+                    kind,
                 })
             })
             .collect();
@@ -151,9 +172,37 @@ impl Host {
                 cloexec,
                 path: Some(path.into()),
                 nonblock,
+                kind: Kind::File,
             },
         );
         Ok(at as i64)
+    }
+
+    /// Installs a file the VMM made O_NONBLOCK (a pipe end, an eventfd, an epoll fd)
+    /// at the lowest free guest fd.
+    pub fn install_own(
+        &mut self,
+        file: OwnedFd,
+        cloexec: bool,
+        nonblock: bool,
+    ) -> Result<i64, Errno> {
+        let at = self.free_slot(0)?;
+        self.put(
+            at,
+            Slot {
+                file: Arc::new(file),
+                cloexec,
+                path: None,
+                nonblock,
+                kind: Kind::Own,
+            },
+        );
+        Ok(at as i64)
+    }
+
+    /// How guest fd `fd` may block, and whether the guest set O_NONBLOCK on it.
+    pub fn kind(&self, fd: u64) -> Result<(Kind, bool), Errno> {
+        self.slot(fd).map(|s| (s.kind, s.nonblock))
     }
 
     /// close(2).
@@ -194,8 +243,8 @@ impl Host {
         Ok(to as i64)
     }
 
-    /// fcntl(2): F_DUPFD, F_DUPFD_CLOEXEC, F_GETFD, F_SETFD, F_GETFL; F_SETFL is
-    /// accepted and not applied.
+    /// fcntl(2): F_DUPFD, F_DUPFD_CLOEXEC, F_GETFD, F_SETFD, F_GETFL, F_SETFL (only
+    /// O_NONBLOCK is applied).
     pub fn fcntl(&mut self, fd: u64, cmd: u64, arg: u64) -> Result<i64, Errno> {
         const FD_CLOEXEC: u64 = 1;
         match cmd as u32 {
@@ -215,12 +264,23 @@ impl Host {
             3 => {
                 let s = self.slot(fd)?;
                 let fl = nix::fcntl::fcntl(s.file.as_fd(), nix::fcntl::FcntlArg::F_GETFL)?;
+                // The VMM's own O_NONBLOCK (files, pipes) or the console's is not
+                // the guest's: it sees the flag it set.
                 let nb = OFlag::O_NONBLOCK.bits();
-                // Files are opened O_NONBLOCK by the VMM; the console is as it is.
-                let hide = s.path.is_some() && !s.nonblock;
-                Ok(i64::from(if hide { fl & !nb } else { fl }))
+                Ok(i64::from((fl & !nb) | if s.nonblock { nb } else { 0 }))
             }
-            4 => self.fd(fd).map(|_| 0),
+            4 => {
+                // F_SETFL: O_NONBLOCK is kept as the guest's view (the VMM never
+                // waits, see crate::wait); the other flags are not applied.
+                let i = guest_fd(fd).ok_or(Errno::EBADF)?;
+                let s = self
+                    .fds
+                    .get_mut(i)
+                    .and_then(Option::as_mut)
+                    .ok_or(Errno::EBADF)?;
+                s.nonblock = arg & OFlag::O_NONBLOCK.bits() as u64 != 0;
+                Ok(0)
+            }
             _ => Err(Errno::EINVAL),
         }
     }

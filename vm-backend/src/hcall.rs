@@ -4,10 +4,13 @@
 //! answered with an errno (-EBADF, -EFAULT, -ENAMETOOLONG, -EMFILE, ...).
 
 use crate::abi::{RQ_ARGS, RQ_NR, RQ_RET, RQ_SIZE};
+use crate::events;
 use crate::files::{Host, AT_FDCWD};
 use crate::fsops::{self, Ret};
 use crate::mem::GuestMem;
+use crate::wait::{self, BLOCKED, WOULD_WAIT};
 use nix::errno::Errno;
+use nix::poll::PollFlags;
 use std::io::IoSlice;
 
 /// Largest single transfer (as Linux's MAX_RW_COUNT).
@@ -20,21 +23,35 @@ const SENDFILE_CHUNK: u64 = 64 << 10;
 /// Performs the request block at `blk`; nothing happens if the block itself is out
 /// of bounds (there is nowhere to put an answer).
 pub fn handle(mem: &mut GuestMem, host: &mut Host, blk: u64) {
-    if blk % 8 != 0 || mem.slice(blk, RQ_SIZE).is_none() {
+    let Some((nr, a)) = decode(mem, blk) else {
         return;
+    };
+    let ret = perform(mem, host, nr, a);
+    mem.write_u64(blk + RQ_RET, ret as u64);
+}
+
+/// The system call number and arguments of the request block at `blk`; None if the
+/// block is out of bounds or misaligned.
+pub fn decode(mem: &GuestMem, blk: u64) -> Option<(u64, [u64; 6])> {
+    if blk % 8 != 0 || mem.slice(blk, RQ_SIZE).is_none() {
+        return None;
     }
     let nr = mem.read_u64(blk + RQ_NR).unwrap_or(u64::MAX);
     let mut a = [0u64; 6];
     for (i, v) in a.iter_mut().enumerate() {
         *v = mem.read_u64(blk + RQ_ARGS + 8 * i as u64).unwrap_or(0);
     }
-    let ret = perform(mem, host, nr, a);
-    mem.write_u64(blk + RQ_RET, ret as u64);
+    Some((nr, a))
 }
 
-/// Runs one forwarded system call; returns its Linux return value.
+/// Runs one forwarded system call; returns its Linux return value, or [`BLOCKED`]
+/// when it would wait (see [`crate::wait`]).
 pub fn perform(mem: &mut GuestMem, host: &mut Host, nr: u64, a: [u64; 6]) -> i64 {
-    dispatch(mem, host, nr, a).unwrap_or_else(|e| -(e as i64))
+    match dispatch(mem, host, nr, a) {
+        Ok(v) => v,
+        Err(WOULD_WAIT) => BLOCKED,
+        Err(e) => -(e as i64),
+    }
 }
 
 fn dispatch(mem: &mut GuestMem, h: &mut Host, nr: u64, a: [u64; 6]) -> Ret {
@@ -44,6 +61,22 @@ fn dispatch(mem: &mut GuestMem, h: &mut Host, nr: u64, a: [u64; 6]) -> Ret {
     match nr {
         0 => read(mem, h, a[0], a[1], a[2], None),
         1 => write(mem, h, a[0], a[1], a[2], None),
+        7 => events::poll(mem, h, a[0], a[1], i64::from(a[2] as i32)),
+        22 => events::pipe2(h, mem, a[0], 0),
+        213 => match a[0] as i32 {
+            n if n <= 0 => Err(Errno::EINVAL),
+            _ => events::epoll_create1(h, 0),
+        },
+        232 | 281 => events::epoll_wait(h, mem, a[0], a[1], a[2], a[3]),
+        233 => events::epoll_ctl(h, mem, a[0], a[1], a[2], a[3]),
+        271 => {
+            let ms = events::timespec_ms(mem, a[2])?;
+            events::poll(mem, h, a[0], a[1], ms)
+        }
+        284 => events::eventfd2(h, a[0], 0),
+        290 => events::eventfd2(h, a[0], a[1]),
+        291 => events::epoll_create1(h, a[0]),
+        293 => events::pipe2(h, mem, a[0], a[1]),
         2 => fsops::openat(h, mem, cwd, a[0], a[1], a[2]),
         3 => h.close(a[0]),
         4 => fsops::newfstatat(h, mem, cwd, a[0], a[1], 0),
@@ -92,25 +125,31 @@ fn offset(off: u64) -> Result<i64, Errno> {
 }
 
 /// read(2), or pread64(2) with `at`.
-fn read(mem: &mut GuestMem, h: &Host, fd: u64, buf: u64, len: u64, at: Option<u64>) -> Ret {
-    let fd = h.fd(fd)?;
+fn read(mem: &mut GuestMem, h: &Host, gfd: u64, buf: u64, len: u64, at: Option<u64>) -> Ret {
+    let fd = h.fd(gfd)?;
     let s = mem.slice_mut(buf, len.min(MAX_RW)).ok_or(Errno::EFAULT)?;
+    if at.is_none() {
+        wait::check(h, gfd, PollFlags::POLLIN)?;
+    }
     let n = match at {
-        None => nix::unistd::read(fd, s)?,
-        Some(off) => nix::sys::uio::pread(fd, s, offset(off)?)?,
+        None => nix::unistd::read(fd, s),
+        Some(off) => nix::sys::uio::pread(fd, s, offset(off)?),
     };
-    Ok(n as i64)
+    wait::after(h, gfd, n.map(|n| n as i64))
 }
 
 /// write(2), or pwrite64(2) with `at`.
-fn write(mem: &GuestMem, h: &Host, fd: u64, buf: u64, len: u64, at: Option<u64>) -> Ret {
-    let fd = h.fd(fd)?;
+fn write(mem: &GuestMem, h: &Host, gfd: u64, buf: u64, len: u64, at: Option<u64>) -> Ret {
+    let fd = h.fd(gfd)?;
     let s = mem.slice(buf, len.min(MAX_RW)).ok_or(Errno::EFAULT)?;
+    if at.is_none() {
+        wait::check(h, gfd, PollFlags::POLLOUT)?;
+    }
     let n = match at {
-        None => nix::unistd::write(fd, s)?,
-        Some(off) => nix::sys::uio::pwrite(fd, s, offset(off)?)?,
+        None => nix::unistd::write(fd, s),
+        Some(off) => nix::sys::uio::pwrite(fd, s, offset(off)?),
     };
-    Ok(n as i64)
+    wait::after(h, gfd, n.map(|n| n as i64))
 }
 
 fn lseek(h: &Host, fd: u64, off: u64, whence: u64) -> Ret {
@@ -128,7 +167,16 @@ fn lseek(h: &Host, fd: u64, off: u64, whence: u64) -> Ret {
 
 /// sendfile(2) through a VMM buffer, at most [`SENDFILE_CHUNK`] bytes per call.
 fn sendfile(mem: &mut GuestMem, h: &Host, out: u64, inp: u64, offp: u64, count: u64) -> Ret {
+    let r = sendfile_once(mem, h, out, inp, offp, count);
+    wait::after(h, out, wait::after(h, inp, r))
+}
+
+fn sendfile_once(mem: &mut GuestMem, h: &Host, out: u64, inp: u64, offp: u64, count: u64) -> Ret {
     let (o, i) = (h.fd(out)?, h.fd(inp)?);
+    wait::check(h, out, PollFlags::POLLOUT)?;
+    if offp == 0 {
+        wait::check(h, inp, PollFlags::POLLIN)?;
+    }
     let at = match offp {
         0 => None,
         p => Some(offset(mem.read_u64(p).ok_or(Errno::EFAULT)?)?),
@@ -180,14 +228,16 @@ fn iovecs(mem: &GuestMem, iov: u64, cnt: u64) -> Result<Vec<(u64, u64)>, Errno> 
     Ok(v)
 }
 
-fn writev(mem: &GuestMem, h: &Host, fd: u64, iov: u64, cnt: u64) -> Ret {
-    let fd = h.fd(fd)?;
+fn writev(mem: &GuestMem, h: &Host, gfd: u64, iov: u64, cnt: u64) -> Ret {
+    let fd = h.fd(gfd)?;
     let list = iovecs(mem, iov, cnt)?;
     let slices: Vec<IoSlice<'_>> = list
         .iter()
         .filter_map(|&(b, l)| mem.slice(b, l).map(IoSlice::new))
         .collect();
-    Ok(nix::sys::uio::writev(fd, &slices)? as i64)
+    wait::check(h, gfd, PollFlags::POLLOUT)?;
+    let n = nix::sys::uio::writev(fd, &slices).map(|n| n as i64);
+    wait::after(h, gfd, n)
 }
 
 fn readv(mem: &mut GuestMem, h: &Host, fd: u64, iov: u64, cnt: u64) -> Ret {
@@ -210,7 +260,6 @@ fn readv(mem: &mut GuestMem, h: &Host, fd: u64, iov: u64, cnt: u64) -> Ret {
     Ok(done)
 }
 
-/// Reads a struct timespec; None if out of bounds or not normalised.
 #[cfg(test)]
 mod tests {
     use super::*;

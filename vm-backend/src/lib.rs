@@ -29,6 +29,8 @@ mod confine;
 #[allow(unsafe_code)]
 mod create;
 mod elf;
+#[allow(unsafe_code)]
+mod events;
 mod files;
 #[allow(unsafe_code)]
 mod fsops;
@@ -48,6 +50,7 @@ mod tty;
 mod vcpu;
 #[allow(unsafe_code)]
 mod vmm;
+mod wait;
 
 use hyperjail_jail::JailBackend;
 use hyperjail_runtime::{

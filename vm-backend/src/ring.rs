@@ -23,6 +23,7 @@ use crate::abi::*;
 use crate::files::Host;
 use crate::hcall;
 use crate::mem::GuestMem;
+use crate::wait;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -168,6 +169,55 @@ impl Kicker {
         let last = self.last_kick.swap(now, Ordering::Relaxed);
         if last != 0 && now.saturating_sub(last) < BURST.as_nanos() as u64 {
             let _ = self.shared.kick.write(1);
+        }
+    }
+
+    /// The guest's request at `blk` was answered [`RQ_BLOCKED`]: this vCPU thread waits
+    /// for what the call needs with no lock held (other vCPUs' I/O goes on), then
+    /// performs it again, until it completes or its timeout passes (then it
+    /// returns 0, as poll and epoll_wait do).
+    pub fn block(&self, blk: u64) {
+        let mut deadline = None;
+        let mut first = true;
+        loop {
+            let wait = match self.shared.consumer.lock() {
+                Ok(c) => {
+                    if c.mem.read_u64(blk + RQ_RET) != Some(RQ_BLOCKED) {
+                        return;
+                    }
+                    hcall::decode(&c.mem, blk)
+                        .and_then(|(nr, a)| wait::what(&c.mem, &c.host, nr, a))
+                }
+                Err(_) => return,
+            };
+            let ms = match (&wait, deadline) {
+                (Some(w), None) if first && w.timeout_ms >= 0 => {
+                    deadline = Some(Instant::now() + Duration::from_millis(w.timeout_ms as u64));
+                    w.timeout_ms
+                }
+                (_, Some(d)) => d.saturating_duration_since(Instant::now()).as_millis() as i64,
+                _ => -1,
+            };
+            first = false;
+            if let Some(w) = &wait {
+                w.poll(ms);
+            }
+            let Ok(mut c) = self.shared.consumer.lock() else {
+                return;
+            };
+            let c = &mut *c;
+            hcall::handle(&mut c.mem, &mut c.host, blk);
+            if c.mem.read_u64(blk + RQ_RET) != Some(RQ_BLOCKED) {
+                return;
+            }
+            // Its time is up, or it has nothing to wait for (its fd was closed
+            // meanwhile; a call that cannot make progress is not retried).
+            let expired = deadline.is_some_and(|d| Instant::now() >= d);
+            if expired || wait.is_none() {
+                let ret = if expired { 0 } else { -(libc::EAGAIN as i64) };
+                c.mem.write_u64(blk + RQ_RET, ret as u64);
+                return;
+            }
         }
     }
 

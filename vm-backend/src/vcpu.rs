@@ -98,6 +98,11 @@ pub fn run(m: &Arc<Machine>, vcpu: &mut VcpuFd) -> End {
                     r.wait();
                 }
             }
+            Event::Write(MMIO_BLOCK, blk) => {
+                if let Some(r) = m.ring.get() {
+                    r.block(blk);
+                }
+            }
             Event::Write(MMIO_FUTEX, blk) => m.futexes.perform(&m.mem, blk),
             Event::Write(MMIO_CLONE, blk) => clone(m, blk),
             Event::Write(MMIO_THREAD_EXIT, code) => return End::ThreadExit(code as u8),

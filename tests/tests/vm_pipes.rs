@@ -1,0 +1,236 @@
+//! Pipes, eventfds, poll and epoll in the VM: host objects in the VMM's fd table.
+//! A call that would wait (a read from an empty pipe, epoll_wait with a timeout)
+//! waits on its own vCPU thread, so other guest threads' I/O goes on meanwhile. The
+//! program prints only what the host run prints too.
+
+use hyperjail_tests::vm::{compile_static, vm_bundle};
+use hyperjail_tests::{require_kvm, skip_unless, Hyperjail};
+use std::process::Command;
+
+const PIPES: &str = r#"
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+static long ms_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static void nap(long ms) {
+    struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&t, 0);
+}
+
+static int p[2], efd;
+static volatile long io_done_at, wrote_at;
+
+static void *late_writer(void *arg) {
+    nap(300);
+    wrote_at = ms_now();
+    write(p[1], "hello", 5);
+    return 0;
+}
+
+/* File I/O while the main thread is blocked in a read. */
+static void *file_io(void *arg) {
+    nap(50);
+    int fd = open("io.tmp", O_CREAT | O_RDWR | O_TRUNC, 0644);
+    char b[64];
+    for (int i = 0; i < 200; i++) {
+        pwrite(fd, "0123456789", 10, i * 10);
+        pread(fd, b, 10, 0);
+    }
+    close(fd);
+    io_done_at = ms_now();
+    return 0;
+}
+
+static void *bulk_writer(void *arg) {
+    static unsigned char buf[1 << 20];
+    for (int i = 0; i < (int)sizeof buf; i++) buf[i] = (unsigned char)(i * 7 + 3);
+    size_t off = 0;
+    while (off < sizeof buf) {
+        ssize_t n = write(p[1], buf + off, sizeof buf - off);
+        if (n <= 0) { perror("bulk write"); return 0; }
+        off += n;
+    }
+    close(p[1]);
+    return 0;
+}
+
+static void *ticker(void *arg) {
+    nap(80);
+    uint64_t one = 5;
+    write(efd, &one, 8);
+    return 0;
+}
+
+int main(void) {
+    signal(SIGPIPE, SIG_IGN);
+    pthread_t a, b;
+
+    /* A blocking read waits for the writer; other threads' file I/O is not held
+       up meanwhile. */
+    pipe(p);
+    pthread_create(&a, 0, late_writer, 0);
+    pthread_create(&b, 0, file_io, 0);
+    char got[16] = {0};
+    ssize_t n = read(p[0], got, sizeof got - 1);
+    pthread_join(a, 0);
+    pthread_join(b, 0);
+    printf("read=%zd %s io-not-held-up=%d\n", n, got, io_done_at != 0 && io_done_at < wrote_at);
+
+    /* poll: nothing ready waits out its timeout; data ready answers at once. */
+    struct pollfd pf = {p[0], POLLIN, 0};
+    long t0 = ms_now();
+    int r = poll(&pf, 1, 150);
+    long waited = ms_now() - t0;
+    printf("poll-empty=%d waited-timeout=%d\n", r, waited >= 140);
+    write(p[1], "x", 1);
+    r = poll(&pf, 1, -1);
+    printf("poll-ready=%d revents-in=%d\n", r, (pf.revents & POLLIN) != 0);
+    read(p[0], got, 1);
+    struct pollfd bad = {999, POLLIN, 0};
+    r = poll(&bad, 1, 0);
+    printf("poll-nval=%d %d\n", r, bad.revents == POLLNVAL);
+
+    /* O_NONBLOCK, from pipe2 and from fcntl. */
+    int q[2];
+    pipe2(q, O_NONBLOCK | O_CLOEXEC);
+    n = read(q[0], got, 1);
+    int e = errno;
+    printf("nonblock-read=%zd %s getfl=%d cloexec=%d\n", n, strerror(e),
+           (fcntl(q[0], F_GETFL) & O_NONBLOCK) != 0, fcntl(q[0], F_GETFD));
+    fcntl(p[0], F_SETFL, fcntl(p[0], F_GETFL) | O_NONBLOCK);
+    n = read(p[0], got, 1);
+    e = errno;
+    printf("setfl-read=%zd %s\n", n, strerror(e));
+    fcntl(p[0], F_SETFL, fcntl(p[0], F_GETFL) & ~O_NONBLOCK);
+    printf("getfl-cleared=%d\n", (fcntl(p[0], F_GETFL) & O_NONBLOCK) == 0);
+
+    /* EOF once the write end is closed; EPIPE once the read end is. */
+    close(q[1]);
+    printf("eof=%zd\n", read(q[0], got, 1));
+    int s[2];
+    pipe(s);
+    close(s[0]);
+    n = write(s[1], "x", 1);
+    e = errno;
+    printf("epipe=%zd %s\n", n, strerror(e));
+
+    /* A megabyte through a pipe between two threads, every byte in order. */
+    pthread_create(&a, 0, bulk_writer, 0);
+    unsigned long sum = 0, total = 0, bad_bytes = 0;
+    unsigned char buf[4096];
+    while ((n = read(p[0], buf, sizeof buf)) > 0) {
+        for (ssize_t i = 0; i < n; i++) {
+            if (buf[i] != (unsigned char)((total + i) * 7 + 3)) bad_bytes++;
+            sum += buf[i];
+        }
+        total += n;
+    }
+    pthread_join(a, 0);
+    printf("bulk=%lu sum=%lu bad=%lu\n", total, sum, bad_bytes);
+
+    /* epoll on an eventfd and a pipe: epoll_wait sleeps until the eventfd is
+       written and hands back the data the guest registered. */
+    efd = eventfd(0, EFD_CLOEXEC);
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {EPOLLIN, {.u64 = 0xfeedbeef}};
+    epoll_ctl(ep, EPOLL_CTL_ADD, efd, &ev);
+    struct epoll_event ev2 = {EPOLLIN, {.u64 = 42}};
+    epoll_ctl(ep, EPOLL_CTL_ADD, q[0], &ev2);
+    struct epoll_event out[4];
+    r = epoll_ctl(ep, EPOLL_CTL_ADD, efd, &ev);
+    e = errno;
+    printf("epoll-add-twice=%d %s\n", r, strerror(e));
+    epoll_ctl(ep, EPOLL_CTL_DEL, q[0], 0);
+    pthread_create(&a, 0, ticker, 0);
+    int k = epoll_wait(ep, out, 4, -1);
+    pthread_join(a, 0);
+    uint64_t v = 0;
+    read(efd, &v, 8);
+    printf("epoll=%d data=%llx value=%llu\n", k, (unsigned long long)out[0].data.u64,
+           (unsigned long long)v);
+    t0 = ms_now();
+    k = epoll_wait(ep, out, 4, 100);
+    printf("epoll-timeout=%d waited=%d\n", k, ms_now() - t0 >= 90);
+    r = epoll_wait(ep, out, 0, 0);
+    e = errno;
+    printf("epoll-bad-max=%d %s\n", r, strerror(e));
+
+    /* A semaphore eventfd counts down by one. */
+    int sem = eventfd(2, EFD_SEMAPHORE | EFD_NONBLOCK);
+    uint64_t x1 = 0, x2 = 0, x3 = 0;
+    read(sem, &x1, 8);
+    read(sem, &x2, 8);
+    ssize_t r3 = read(sem, &x3, 8);
+    e = errno;
+    printf("semaphore=%llu %llu %zd %s\n", (unsigned long long)x1, (unsigned long long)x2, r3,
+           strerror(e));
+    int bad1 = pipe2(q, 0x1234) == -1 && errno == EINVAL;
+    int bad2 = eventfd(0, 0x4000) == -1 && errno == EINVAL;
+    printf("bad-flags=%d %d\n", bad1, bad2);
+    return 0;
+}
+"#;
+
+#[test]
+fn pipes_poll_and_epoll_match_the_host() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    skip_unless!(
+        compile_static(&b, "pipes", PIPES, &["-static", "-pthread"]),
+        "gcc -static -pthread does not work here (apt-get install gcc libc6-dev)"
+    );
+    // The program writes io.tmp in its working directory: on the host, a scratch
+    // directory of the bundle; in the VM, the rootfs.
+    let host_dir = b.path().join("hostrun");
+    std::fs::create_dir_all(&host_dir).expect("mkdir");
+    let host = Command::new(b.rootfs().join("pipes"))
+        .current_dir(&host_dir)
+        .output()
+        .expect("run the program on the host");
+    let host_out = String::from_utf8_lossy(&host.stdout).to_string();
+    assert!(host.status.success(), "host run: {host_out}");
+    for want in [
+        "read=5 hello io-not-held-up=1",
+        "poll-empty=0 waited-timeout=1",
+        "poll-ready=1 revents-in=1",
+        "poll-nval=1 1",
+        "nonblock-read=-1 Resource temporarily unavailable getfl=1 cloexec=1",
+        "setfl-read=-1 Resource temporarily unavailable",
+        "eof=0",
+        "epipe=-1 Broken pipe",
+        "bulk=1048576 ",
+        "bad=0",
+        "epoll=1 data=feedbeef value=5",
+        "epoll-add-twice=-1 File exists",
+        "epoll-timeout=0 waited=1",
+        "epoll-bad-max=-1 Invalid argument",
+        "semaphore=1 1 -1 Resource temporarily unavailable",
+        "bad-flags=1 1",
+    ] {
+        assert!(host_out.contains(want), "host: {want:?} in {host_out}");
+    }
+
+    b.args(&["/pipes"]);
+    let c = hj.container("vmpipes");
+    let out = c.run(&b, &[]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_eq!(out.stdout, host_out, "{out}");
+    assert!(out.stderr.is_empty(), "{out}");
+    c.assert_nothing_left(&b);
+}

@@ -1,0 +1,266 @@
+//! Pipes, eventfds, `poll` and epoll for the guest: host objects the VMM makes
+//! O_NONBLOCK and keeps in the guest's fd table; a call that would wait is handed
+//! to the guest's vCPU thread ([`crate::wait`]), so here every call returns at once.
+
+use crate::files::{Host, MAX_FDS};
+use crate::fsops::Ret;
+use crate::mem::GuestMem;
+use crate::wait::WOULD_WAIT;
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+
+const O_CLOEXEC: u64 = 0o2000000;
+const O_NONBLOCK: u64 = 0o4000;
+const O_DIRECT: u64 = 0o40000;
+const EFD_SEMAPHORE: u64 = 1;
+/// Size of a guest `struct epoll_event` (packed on x86-64).
+const EPOLL_EVENT: u64 = 12;
+/// Most events one epoll_wait returns (a guest asking for more gets them in turns).
+const MAX_EVENTS: u64 = 1024;
+
+/// A host fd a libc call just returned (or its errno).
+fn owned(fd: i32) -> Result<OwnedFd, Errno> {
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: `fd` was just returned by the kernel to this thread and is owned by
+    // nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// pipe2(2) (`pipe` with flags 0): a host pipe, both ends O_NONBLOCK on the host.
+pub fn pipe2(h: &mut Host, mem: &mut GuestMem, fds: u64, flags: u64) -> Ret {
+    if flags & !(O_CLOEXEC | O_NONBLOCK | O_DIRECT) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    if mem.slice(fds, 8).is_none() {
+        return Err(Errno::EFAULT);
+    }
+    let host =
+        nix::fcntl::OFlag::from_bits_truncate((O_CLOEXEC | O_NONBLOCK | (flags & O_DIRECT)) as i32);
+    let (r, w) = nix::unistd::pipe2(host)?;
+    let (cloexec, nonblock) = (flags & O_CLOEXEC != 0, flags & O_NONBLOCK != 0);
+    let gr = h.install_own(r, cloexec, nonblock)?;
+    let gw = match h.install_own(w, cloexec, nonblock) {
+        Ok(fd) => fd,
+        Err(e) => {
+            let _ = h.close(gr as u64);
+            return Err(e);
+        }
+    };
+    let mut out = [0u8; 8];
+    out[..4].copy_from_slice(&(gr as i32).to_le_bytes());
+    out[4..].copy_from_slice(&(gw as i32).to_le_bytes());
+    mem.write(fds, &out);
+    Ok(0)
+}
+
+/// eventfd2(2) (`eventfd` with flags 0).
+pub fn eventfd2(h: &mut Host, init: u64, flags: u64) -> Ret {
+    if flags & !(O_CLOEXEC | O_NONBLOCK | EFD_SEMAPHORE) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let host = libc::EFD_CLOEXEC | libc::EFD_NONBLOCK | (flags & EFD_SEMAPHORE) as i32;
+    // SAFETY: eventfd takes plain integers and returns a new fd or -1.
+    let f = owned(unsafe { libc::eventfd(init as u32, host) })?;
+    h.install_own(f, flags & O_CLOEXEC != 0, flags & O_NONBLOCK != 0)
+}
+
+/// epoll_create1(2) (`epoll_create` with flags 0, its size ignored as Linux does).
+pub fn epoll_create1(h: &mut Host, flags: u64) -> Ret {
+    if flags & !O_CLOEXEC != 0 {
+        return Err(Errno::EINVAL);
+    }
+    // SAFETY: epoll_create1 takes a flag and returns a new fd or -1.
+    let f = owned(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+    h.install_own(f, flags & O_CLOEXEC != 0, false)
+}
+
+/// epoll_ctl(2): the guest's event data is kept verbatim by the host epoll, which
+/// hands it back in epoll_wait.
+pub fn epoll_ctl(h: &Host, mem: &GuestMem, epfd: u64, op: u64, fd: u64, ev: u64) -> Ret {
+    let (ep, target) = (h.file(epfd)?, h.file(fd)?);
+    let mut e = libc::epoll_event { events: 0, u64: 0 };
+    if op != libc::EPOLL_CTL_DEL as u64 {
+        let b = mem.slice(ev, EPOLL_EVENT).ok_or(Errno::EFAULT)?;
+        let mut data = [0u8; 8];
+        data.copy_from_slice(&b[4..12]);
+        e = libc::epoll_event {
+            events: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            u64: u64::from_le_bytes(data),
+        };
+    }
+    // SAFETY: both fds are open (held by the Arcs) and `e` is a valid epoll_event
+    // that outlives the call.
+    let r = unsafe { libc::epoll_ctl(ep.as_raw_fd(), op as i32, target.as_raw_fd(), &mut e) };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    Ok(0)
+}
+
+/// epoll_wait(2) and epoll_pwait(2) (the signal mask is not used: the guest gets
+/// no signals while it waits), with a zero timeout: [`WOULD_WAIT`] when nothing is
+/// ready and the guest's timeout is not zero.
+pub fn epoll_wait(
+    h: &Host,
+    mem: &mut GuestMem,
+    epfd: u64,
+    events: u64,
+    max: u64,
+    timeout: u64,
+) -> Ret {
+    let max = max as i32;
+    if max <= 0 || max as u64 > i32::MAX as u64 / EPOLL_EVENT {
+        return Err(Errno::EINVAL);
+    }
+    let n = (max as u64).min(MAX_EVENTS);
+    let ep = h.file(epfd)?;
+    let out = mem
+        .slice_mut(events, n * EPOLL_EVENT)
+        .ok_or(Errno::EFAULT)?;
+    let mut buf = vec![libc::epoll_event { events: 0, u64: 0 }; n as usize];
+    // SAFETY: `buf` has room for `n` events and the epoll fd is held open by `ep`.
+    let got = unsafe { libc::epoll_wait(ep.as_raw_fd(), buf.as_mut_ptr(), n as i32, 0) };
+    if got < 0 {
+        return Err(Errno::last());
+    }
+    if got == 0 && timeout as i32 != 0 {
+        return Err(WOULD_WAIT);
+    }
+    for (i, e) in buf.iter().take(got as usize).enumerate() {
+        let (events, data) = (e.events, e.u64);
+        let at = i * EPOLL_EVENT as usize;
+        out[at..at + 4].copy_from_slice(&events.to_le_bytes());
+        out[at + 4..at + 12].copy_from_slice(&data.to_le_bytes());
+    }
+    Ok(i64::from(got))
+}
+
+/// One guest pollfd: its host file (None: ignored or not open) and events.
+pub type PollEntry = (Option<Arc<OwnedFd>>, PollFlags);
+
+/// A guest pollfd array: each entry's host file (None for a negative fd, ignored,
+/// or one that is not open: POLLNVAL) and events; EFAULT/EINVAL as poll(2).
+pub fn pollfds(mem: &GuestMem, h: &Host, fds: u64, nfds: u64) -> Result<Vec<PollEntry>, Errno> {
+    if nfds > MAX_FDS as u64 {
+        return Err(Errno::EINVAL);
+    }
+    let b = mem.slice(fds, nfds * 8).ok_or(Errno::EFAULT)?;
+    Ok(b.chunks(8)
+        .map(|p| {
+            let fd = i32::from_le_bytes([p[0], p[1], p[2], p[3]]);
+            let ev = PollFlags::from_bits_truncate(i16::from_le_bytes([p[4], p[5]]));
+            let file = if fd < 0 { None } else { h.file(fd as u64).ok() };
+            (file, ev)
+        })
+        .collect())
+}
+
+/// poll(2) and ppoll(2) with a zero timeout (`timeout_ms` is the guest's):
+/// [`WOULD_WAIT`] when nothing is ready and the guest's timeout is not zero.
+pub fn poll(mem: &mut GuestMem, h: &Host, fds: u64, nfds: u64, timeout_ms: i64) -> Ret {
+    let list = pollfds(mem, h, fds, nfds)?;
+    let mut revents = vec![0i16; list.len()];
+    {
+        let open: Vec<(usize, PollFd<'_>)> = list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (f, ev))| f.as_ref().map(|f| (i, PollFd::new(f.as_fd(), *ev))))
+            .collect();
+        let (idx, mut pfds): (Vec<usize>, Vec<PollFd<'_>>) = open.into_iter().unzip();
+        nix::poll::poll(&mut pfds, PollTimeout::ZERO)?;
+        for (i, p) in idx.into_iter().zip(&pfds) {
+            revents[i] = p.revents().map_or(0, |r| r.bits());
+        }
+    }
+    let b = mem.slice(fds, nfds * 8).ok_or(Errno::EFAULT)?.to_vec();
+    let mut ready = 0;
+    for (i, (file, _)) in list.iter().enumerate() {
+        let fd = i32::from_le_bytes([b[8 * i], b[8 * i + 1], b[8 * i + 2], b[8 * i + 3]]);
+        if file.is_none() && fd >= 0 {
+            revents[i] = PollFlags::POLLNVAL.bits();
+        }
+        if revents[i] != 0 {
+            ready += 1;
+        }
+        mem.write(fds + 8 * i as u64 + 6, &revents[i].to_le_bytes());
+    }
+    if ready == 0 && timeout_ms != 0 {
+        return Err(WOULD_WAIT);
+    }
+    Ok(ready)
+}
+
+/// A ppoll timeout: ms (rounded up), -1 for NULL (no limit).
+pub fn timespec_ms(mem: &GuestMem, at: u64) -> Result<i64, Errno> {
+    if at == 0 {
+        return Ok(-1);
+    }
+    let sec = mem.read_u64(at).ok_or(Errno::EFAULT)? as i64;
+    let nsec = mem.read_u64(at + 8).ok_or(Errno::EFAULT)? as i64;
+    if sec < 0 || !(0..1_000_000_000).contains(&nsec) {
+        return Err(Errno::EINVAL);
+    }
+    Ok(sec
+        .saturating_mul(1000)
+        .saturating_add((nsec + 999_999) / 1_000_000))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::files::tests::{tempfile_dir, test_host};
+    use crate::hcall::perform;
+    use crate::mem::GuestMem;
+    use crate::wait::{self, BLOCKED};
+
+    const FDS: u64 = 0x1000;
+    const BUF: u64 = 0x2000;
+
+    fn fds(m: &GuestMem) -> (u64, u64) {
+        let b = m.slice(FDS, 8).expect("fds");
+        let r = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let w = i32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+        (r as u64, w as u64)
+    }
+
+    /// A call that would wait is answered BLOCKED (never waited for here), or
+    /// EAGAIN once the guest asks for O_NONBLOCK; `what` names the fd to wait on.
+    #[test]
+    fn would_wait_is_blocked_not_waited() {
+        let dir = tempfile_dir();
+        let mut h = test_host(&dir);
+        let mut m = GuestMem::new(0x10000).expect("mem");
+        assert_eq!(perform(&mut m, &mut h, 293, [FDS, 0, 0, 0, 0, 0]), 0);
+        let (r, w) = fds(&m);
+        assert_eq!(perform(&mut m, &mut h, 0, [r, BUF, 16, 0, 0, 0]), BLOCKED);
+        let wait = wait::what(&m, &h, 0, [r, BUF, 16, 0, 0, 0]).expect("waits");
+        assert_eq!((wait.fds.len(), wait.timeout_ms), (1, -1));
+        // poll: a zero timeout answers 0; any other is BLOCKED.
+        let mut pfd = [0u8; 8];
+        pfd[..4].copy_from_slice(&(r as i32).to_le_bytes());
+        pfd[4..6].copy_from_slice(&1i16.to_le_bytes());
+        assert!(m.write(BUF, &pfd));
+        assert_eq!(perform(&mut m, &mut h, 7, [BUF, 1, 0, 0, 0, 0]), 0);
+        assert_eq!(perform(&mut m, &mut h, 7, [BUF, 1, 50, 0, 0, 0]), BLOCKED);
+        assert!(m.write(BUF + 8, b"hi"));
+        assert_eq!(perform(&mut m, &mut h, 1, [w, BUF + 8, 2, 0, 0, 0]), 2);
+        assert_eq!(perform(&mut m, &mut h, 7, [BUF, 1, 50, 0, 0, 0]), 1);
+        assert_eq!(perform(&mut m, &mut h, 0, [r, BUF, 16, 0, 0, 0]), 2);
+        // F_SETFL O_NONBLOCK: the guest's own EAGAIN.
+        assert_eq!(perform(&mut m, &mut h, 72, [r, 4, 0o4000, 0, 0, 0]), 0);
+        assert_eq!(perform(&mut m, &mut h, 0, [r, BUF, 16, 0, 0, 0]), -11);
+        // Bad arguments.
+        assert_eq!(perform(&mut m, &mut h, 293, [FDS, 1, 0, 0, 0, 0]), -22);
+        assert_eq!(
+            perform(&mut m, &mut h, 293, [u64::MAX - 3, 0, 0, 0, 0, 0]),
+            -14
+        );
+        assert_eq!(perform(&mut m, &mut h, 7, [BUF, 5000, 0, 0, 0, 0]), -22);
+        assert_eq!(perform(&mut m, &mut h, 290, [0, 0x4000, 0, 0, 0, 0]), -22);
+        assert_eq!(perform(&mut m, &mut h, 232, [99, BUF, 1, 0, 0, 0]), -9);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
