@@ -64,8 +64,11 @@ pub fn readlink(path: u64, buf: u64, size: u64) -> Option<i64> {
     if p != EXE {
         return None;
     }
-    let n = boot_strlen(BI_EXE, BI_EXE_LEN).min(size);
-    if !put_boot_str(BI_EXE, n, buf) {
+    // The process's block, as an offset from the boot-info page.
+    let p = crate::percpu::get(PC_PROC).min(MAX_PROCS - 1);
+    let exe = PROC_INFO_GPA + p * PROC_INFO_SIZE + PI_EXE - BOOT_INFO_GPA;
+    let n = boot_strlen(exe, PI_EXE_LEN).min(size);
+    if !put_boot_str(exe, n, buf) {
         return Some(-EFAULT);
     }
     Some(n as i64)
@@ -102,7 +105,7 @@ pub fn getaffinity(len: u64, mask: u64) -> i64 {
 
 /// sysinfo: uptime, guest RAM, memory not yet handed out, and the running threads.
 pub fn sysinfo(buf: u64) -> i64 {
-    let (brk, low) = crate::sys::with(|s| s.heap_bounds());
+    let (brk, low) = crate::sys::with(|s| s.me().heap_bounds());
     let procs = (0..MAX_VCPUS)
         .filter(|&i| {
             // SAFETY: PC_BUSY of each slot is an aligned u64 of kernel memory.

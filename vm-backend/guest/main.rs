@@ -20,6 +20,7 @@ mod info;
 mod mem;
 mod patch;
 mod percpu;
+mod proc;
 mod ring;
 mod sys;
 mod thread;

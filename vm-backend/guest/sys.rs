@@ -3,11 +3,15 @@
 use crate::abi::*;
 use crate::mem::{boot, mmio, put, put_u64s, user_ok, zero};
 use crate::entry::Frame;
-use crate::{info, percpu, thread, time};
+use crate::{info, percpu, proc, thread, time};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 const ENOMEM: i64 = 12;
+const SIGCHLD: u64 = 17;
+const CLONE_VM: u64 = 0x100;
+const CLONE_VFORK: u64 = 0x4000;
+const CLONE_THREAD: u64 = 0x1_0000;
 pub const EFAULT: i64 = 14;
 const ENODEV: i64 = 19;
 const EOPNOTSUPP: i64 = 95;
@@ -17,15 +21,120 @@ pub const ENOSYS: i64 = 38;
 /// Gap kept free between the heap (brk) and the lowest anonymous mapping.
 const GAP: u64 = 0x10_000;
 
-/// Process-wide kernel state, shared by every vCPU under [`with`]'s spin lock.
-pub struct State {
-    init: bool,
+/// Most exited children not yet waited for, in the whole VM.
+const MAX_ZOMBIES: usize = 64;
+
+/// One process's kernel state (its memory bookkeeping and identity).
+#[derive(Clone, Copy)]
+pub struct Proc {
+    /// The PI_GEN its memory bookkeeping was taken from.
+    gen: u64,
     brk_start: u64,
     brk_cur: u64,
     brk_max: u64,
     mmap_low: u64,
+    /// Process id, parent's, group, session.
+    pub pid: u64,
+    /// Parent process id.
+    pub ppid: u64,
+    /// Process group id.
+    pub pgid: u64,
+    /// Session id.
+    pub sid: u64,
+    /// Its threads.
+    pub threads: u64,
+    /// Whether the slot holds a running process.
+    pub live: bool,
+}
+
+impl Proc {
+    const EMPTY: Proc = Proc {
+        gen: 0,
+        brk_start: 0,
+        brk_cur: 0,
+        brk_max: 0,
+        mmap_low: 0,
+        pid: 0,
+        ppid: 0,
+        pgid: 0,
+        sid: 0,
+        threads: 0,
+        live: false,
+    };
+
+    /// The heap's highest end so far and the lowest mapping: the room between is
+    /// memory not handed out yet.
+    pub fn heap_bounds(&self) -> (u64, u64) {
+        (self.brk_max, self.mmap_low)
+    }
+
+    /// The user ranges a fork copies: the image and heap, the mappings, and the
+    /// stack from `rsp` (less the red zone) up.
+    pub fn used_ranges(&self, rsp: u64) -> [(u64, u64); CL_NRANGES as usize] {
+        let top = boot(BI_RAM_END);
+        let mmap_top = pi(self.slot_hint(), PI_MMAP_TOP);
+        [
+            (LOW, self.brk_max),
+            (self.mmap_low, mmap_top),
+            (rsp.saturating_sub(128) & !(PAGE - 1), top),
+            (0, 0),
+        ]
+    }
+
+    fn slot_hint(&self) -> u64 {
+        crate::percpu::get(PC_PROC).min(MAX_PROCS - 1)
+    }
+}
+
+/// A child that exited and was not waited for yet.
+#[derive(Clone, Copy)]
+pub struct Zombie {
+    /// Whether the entry is taken.
+    pub used: bool,
+    /// Its pid, parent, group.
+    pub pid: u64,
+    /// Its parent's pid.
+    pub ppid: u64,
+    /// Its process group.
+    pub pgid: u64,
+    /// Its wait status.
+    pub status: u64,
+}
+
+/// The kernel state, shared by every vCPU (of every process: kernel memory is
+/// the same in every address space) under [`with`]'s spin lock.
+pub struct State {
+    init: bool,
+    /// Every process slot's state.
+    pub procs: [Proc; MAX_PROCS as usize],
+    /// Exited children not waited for.
+    pub zombies: [Zombie; MAX_ZOMBIES],
     rng: [u64; 2],
     reported: [u64; 8],
+}
+
+/// A u64 of process slot `p`'s block (written by the VMM).
+pub fn pi(p: u64, off: u64) -> u64 {
+    // SAFETY: the process blocks are kernel memory laid out by abi.rs; p is clamped.
+    unsafe { ((PROC_INFO_GPA + p.min(MAX_PROCS - 1) * PROC_INFO_SIZE + off) as *const u64).read_volatile() }
+}
+
+impl State {
+    /// The calling process's state; its memory bookkeeping starts afresh when the
+    /// VMM gave it a new image (its PI_GEN moved).
+    pub fn me(&mut self) -> &mut Proc {
+        let p = crate::percpu::get(PC_PROC).min(MAX_PROCS - 1);
+        let pr = &mut self.procs[p as usize];
+        let gen = pi(p, PI_GEN);
+        if pr.gen != gen {
+            pr.gen = gen;
+            pr.brk_start = pi(p, PI_BRK_START);
+            pr.brk_cur = pr.brk_start;
+            pr.brk_max = pr.brk_start;
+            pr.mmap_low = pi(p, PI_MMAP_TOP);
+        }
+        pr
+    }
 }
 
 struct Global {
@@ -39,22 +148,18 @@ static STATE: Global = Global {
     locked: AtomicBool::new(false),
     state: UnsafeCell::new(State {
         init: false,
-        brk_start: 0,
-        brk_cur: 0,
-        brk_max: 0,
-        mmap_low: 0,
+        procs: [Proc::EMPTY; MAX_PROCS as usize],
+        zombies: [Zombie {
+            used: false,
+            pid: 0,
+            ppid: 0,
+            pgid: 0,
+            status: 0,
+        }; MAX_ZOMBIES],
         rng: [0; 2],
         reported: [0; 8],
     }),
 };
-
-impl State {
-    /// The heap's highest end so far and the lowest mapping: the room between is
-    /// memory not handed out yet.
-    pub fn heap_bounds(&self) -> (u64, u64) {
-        (self.brk_max, self.mmap_low)
-    }
-}
 
 /// Runs `f` on the kernel state with the lock held (never across a blocking call:
 /// the holder only computes and writes guest memory).
@@ -70,11 +175,10 @@ pub fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
     let s = unsafe { &mut *STATE.state.get() };
     if !s.init {
         s.init = true;
-        s.brk_start = boot(BI_BRK_START);
-        s.brk_cur = s.brk_start;
-        s.brk_max = s.brk_start;
-        s.mmap_low = boot(BI_MMAP_TOP);
         s.rng = [boot(BI_SEED) | 1, boot(BI_SEED + 8) | 1];
+        // The first process: pid 1, its own group and session.
+        let first = &mut s.procs[0];
+        (first.pid, first.pgid, first.sid, first.threads, first.live) = (1, 1, 1, 1, true);
     }
     let r = f(s);
     STATE.locked.store(false, Ordering::Release);
@@ -82,7 +186,7 @@ pub fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
 }
 
 /// Runs the system call in `f` (number in rax); returns the Linux return value.
-pub fn dispatch(f: &Frame) -> i64 {
+pub fn dispatch(f: &mut Frame) -> i64 {
     let (nr, a) = (f.rax, [f.rdi, f.rsi, f.rdx, f.r10, f.r8, f.r9]);
     match nr {
         // Console and file I/O, paths, the fd table and the working directory: the
@@ -97,16 +201,23 @@ pub fn dispatch(f: &Frame) -> i64 {
         89 => info::readlink(a[0], a[1], a[2]).unwrap_or_else(|| forward(nr, a)),
         267 => info::readlink(a[1], a[2], a[3]).unwrap_or_else(|| forward(nr, a)),
         9 => mmap(a),
+        57 => proc::fork(f, SIGCHLD, 0, 0, 0, 0),
+        58 => proc::fork(f, CLONE_VM | CLONE_VFORK | SIGCHLD, 0, 0, 0, 0),
+        59 => proc::execve(f, a[0], a[1], a[2]),
+        61 => proc::wait4(a[0] as i32 as i64, a[1], a[2], a[3]),
+        109 => proc::setpgid(a[0], a[1]),
+        112 => proc::setsid(),
         10 | 11 | 26 | 28 => 0, // mprotect, munmap, msync, madvise: accepted
-        12 => with(|s| brk(s, a[0])),
+        12 => with(|s| brk(s.me(), a[0])),
         13 => sigaction(a),
         14 => sigprocmask(a),
         24 => 0, // sched_yield
-        39 => 1, // getpid
+        39 => proc::getpid(),
         186 => percpu::get(PC_TID) as i64,
-        56 => thread::clone(f),
+        56 if a[0] & CLONE_THREAD != 0 => thread::clone(f),
+        56 => proc::fork(f, a[0], a[1], a[2], a[3], a[4]),
         60 => thread::exit(a[0]),
-        231 => exit(a[0]),
+        231 => proc::exit_group(a[0]),
         202 => thread::futex(a),
         63 => info::uname(a[0]),
         99 => info::sysinfo(a[0]),
@@ -120,8 +231,10 @@ pub fn dispatch(f: &Frame) -> i64 {
         97 => rlimit(a[0], 0, a[1]),
         102 | 107 => boot(BI_UID) as i64, // getuid, geteuid
         104 | 108 => boot(BI_GID) as i64, // getgid, getegid
-        110 => 0,                         // getppid
-        111 | 121 | 124 => 1,             // getpgrp, getpgid, getsid
+        110 => proc::getppid(),
+        111 => proc::getpgid(0),
+        121 => proc::getpgid(a[0]),
+        124 => proc::getsid(a[0]),
         115 => 0,                         // getgroups: none
         131 => 0,                         // sigaltstack
         158 => arch_prctl(a[0], a[1]),
@@ -163,8 +276,8 @@ pub fn forward(nr: u64, a: [u64; 6]) -> i64 {
     crate::ring::call(nr, a)
 }
 
-/// exit_group: ends the VM with `code`.
-pub fn exit(code: u64) -> i64 {
+/// The VM ends with `code` (the first process's exit).
+pub fn exit(code: u64) -> ! {
     loop {
         mmio(MMIO_EXIT, code & 0xff);
     }
@@ -179,7 +292,7 @@ fn mmap(a: [u64; 6]) -> i64 {
     const MAP_ANONYMOUS: u64 = 0x20;
     let (len, prot, flags, fd, off) = (a[1], a[2], a[3], a[4], a[5]);
     if flags & MAP_ANONYMOUS != 0 {
-        return with(|s| place(s, a));
+        return with(|s| place(s.me(), a));
     }
     if flags & MAP_SHARED != 0 && prot & PROT_WRITE != 0 {
         return -ENODEV;
@@ -187,7 +300,7 @@ fn mmap(a: [u64; 6]) -> i64 {
     if off % PAGE != 0 || fd > i32::MAX as u64 {
         return -EINVAL;
     }
-    let at = with(|s| place(s, a));
+    let at = with(|s| place(s.me(), a));
     if at < 0 {
         return at;
     }
@@ -208,7 +321,7 @@ fn mmap(a: [u64; 6]) -> i64 {
 }
 
 /// Finds room for a mapping (or zeroes a MAP_FIXED range); its address or -errno.
-fn place(s: &mut State, a: [u64; 6]) -> i64 {
+fn place(s: &mut Proc, a: [u64; 6]) -> i64 {
     const MAP_FIXED: u64 = 0x10;
     let (addr, len, flags) = (a[0], a[1], a[3]);
     if len == 0 || len > boot(BI_RAM_END) {
@@ -230,7 +343,7 @@ fn place(s: &mut State, a: [u64; 6]) -> i64 {
     }
 }
 
-fn brk(s: &mut State, addr: u64) -> i64 {
+fn brk(s: &mut Proc, addr: u64) -> i64 {
     if addr < s.brk_start || addr.saturating_add(GAP) > s.mmap_low {
         return s.brk_cur as i64;
     }

@@ -34,7 +34,7 @@ pub fn single() -> bool {
 }
 
 /// Takes a free per-CPU slot (slot 0 is the first thread's).
-fn take_slot() -> Option<u64> {
+pub fn take_slot() -> Option<u64> {
     (1..MAX_VCPUS).find(|&i| {
         // SAFETY: PC_BUSY of slot i is an aligned u64 of kernel memory; every access
         // to it is atomic.
@@ -44,30 +44,21 @@ fn take_slot() -> Option<u64> {
     })
 }
 
-fn write_tid(addr: u64, tid: u64) -> bool {
+pub fn write_tid(addr: u64, tid: u64) -> bool {
     put(addr, &(tid as u32).to_le_bytes())
 }
 
-/// clone(2): threads only (CLONE_VM | CLONE_THREAD); a new process is -ENOSYS.
-pub fn clone(f: &Frame) -> i64 {
-    let (flags, stack, ptid, ctid, tls) = (f.rdi, f.rsi, f.rdx, f.r10, f.r8);
-    let thread = CLONE_VM | CLONE_SIGHAND | CLONE_THREAD;
-    if flags & thread != thread {
-        return unsupported(56);
-    }
-    let Some(slot) = take_slot() else {
-        return -EAGAIN;
-    };
-    let tid = NEXT_TID.fetch_add(1, Ordering::Relaxed);
+/// Prepares taken per-CPU slot `slot` for a new thread `tid` of process slot
+/// `proc` that starts at user `rip` with clear_child_tid `clear`.
+pub fn prepare_slot(slot: u64, tid: u64, clear: u64, rip: u64, proc: u64) {
     let area = |off| percpu::at(slot, off);
     let ring_posted = (RING_GPA + slot * PAGE + RG_REQ_PROD) as *const u64;
-    // SAFETY: the slot is ours (taken above) and no vCPU runs on it: its area is
+    // SAFETY: the slot was taken by the caller and no vCPU runs on it: its area is
     // kernel memory nothing else touches until the VMM starts the thread.
     unsafe {
         area(PC_KSTACK_TOP).write_volatile(PERCPU_GPA + (slot + 1) * PERCPU_SIZE);
         area(PC_TID).write_volatile(tid);
         area(PC_TRAPPED).write_volatile(0);
-        let clear = if flags & CLONE_CHILD_CLEARTID != 0 { ctid } else { 0 };
         area(PC_CLEAR_TID).write_volatile(clear);
         // The slot's ring carries on from where its last thread left it.
         area(PC_POSTED).write_volatile(ring_posted.read_volatile());
@@ -80,23 +71,21 @@ pub fn clone(f: &Frame) -> i64 {
             in(reg) &mut mxcsr, in(reg) &mut fcw, options(att_syntax, nostack));
         area(PC_MXCSR).write_volatile(u64::from(mxcsr));
         area(PC_FCW).write_volatile(u64::from(fcw));
-        area(PC_START_RIP).write_volatile(f.rcx);
+        area(PC_START_RIP).write_volatile(rip);
+        area(PC_PROC).write_volatile(proc);
     }
-    if (flags & CLONE_PARENT_SETTID != 0 && !write_tid(ptid, tid))
-        || (flags & CLONE_CHILD_SETTID != 0 && !write_tid(ctid, tid))
-    {
-        // SAFETY: as above.
-        unsafe { area(PC_BUSY).write_volatile(0) };
-        return -EFAULT;
-    }
-    let fs = if flags & CLONE_SETTLS != 0 {
-        tls
-    } else {
+}
+
+/// Fills this vCPU's clone block for a thread or process that starts on `slot`
+/// with the caller's registers (rax 0), on `stack` (0: the caller's), with FS base
+/// `tls` (None: the caller's); returns the block's address.
+pub fn start_block(f: &Frame, stack: u64, tls: Option<u64>, slot: u64) -> u64 {
+    let fs = tls.unwrap_or_else(|| {
         let v: u64;
         // SAFETY: rdfsbase reads FS.base.
         unsafe { core::arch::asm!("rdfsbase {}", out(reg) v, options(nomem, nostack)) };
         v
-    };
+    });
     // Without a new stack the child carries on on the parent's (as Linux does).
     let stack = if stack == 0 {
         percpu::get(PC_USER_RSP)
@@ -119,12 +108,43 @@ pub fn clone(f: &Frame) -> i64 {
     w(CL_RFLAGS, f.r11);
     w(CL_FS, fs);
     w(CL_SLOT, slot);
+    blk
+}
+
+/// clone(2): threads only (CLONE_VM | CLONE_THREAD); a new process is -ENOSYS.
+pub fn clone(f: &Frame) -> i64 {
+    let (flags, stack, ptid, ctid, tls) = (f.rdi, f.rsi, f.rdx, f.r10, f.r8);
+    let thread = CLONE_VM | CLONE_SIGHAND | CLONE_THREAD;
+    if flags & thread != thread {
+        return unsupported(56);
+    }
+    let Some(slot) = take_slot() else {
+        return -EAGAIN;
+    };
+    let tid = NEXT_TID.fetch_add(1, Ordering::Relaxed);
+    let area = |off| percpu::at(slot, off);
+    let clear = if flags & CLONE_CHILD_CLEARTID != 0 { ctid } else { 0 };
+    prepare_slot(slot, tid, clear, f.rcx, percpu::get(PC_PROC));
+    if (flags & CLONE_PARENT_SETTID != 0 && !write_tid(ptid, tid))
+        || (flags & CLONE_CHILD_SETTID != 0 && !write_tid(ctid, tid))
+    {
+        // SAFETY: as above.
+        unsafe { area(PC_BUSY).write_volatile(0) };
+        return -EFAULT;
+    }
+    let blk = start_block(f, stack, (flags & CLONE_SETTLS != 0).then_some(tls), slot);
+    let w = |off: u64, v: u64| {
+        // SAFETY: the block is in this vCPU's per-CPU area.
+        unsafe { ((blk + off) as *mut u64).write_volatile(v) }
+    };
     w(CL_RET, (-ENOSYS) as u64);
     THREADS.store(true, Ordering::Release);
+    crate::sys::with(|s| s.me().threads += 1);
     mmio(MMIO_CLONE, blk);
     // SAFETY: as for the writes.
     let ret = unsafe { ((blk + CL_RET) as *const u64).read_volatile() } as i64;
     if ret < 0 {
+        crate::sys::with(|s| s.me().threads -= 1);
         // SAFETY: the VMM did not start a vCPU on the slot.
         unsafe { area(PC_BUSY).write_volatile(0) };
         return ret;
@@ -132,13 +152,38 @@ pub fn clone(f: &Frame) -> i64 {
     tid as i64
 }
 
+/// Marks that a second vCPU runs (a thread or another process): code is no longer
+/// rewritten.
+pub fn many() {
+    THREADS.store(true, Ordering::Release);
+}
+
+/// The next thread (and process) id.
+pub fn next_tid() -> u64 {
+    NEXT_TID.fetch_add(1, Ordering::Relaxed)
+}
+
 /// exit(2): ends this thread; clear_child_tid is cleared and woken first (how
 /// pthread_join learns of it). The VMM frees the slot once the vCPU has stopped.
+/// The last thread of a process ends the process.
 pub fn exit(code: u64) -> i64 {
     let clear = percpu::get(PC_CLEAR_TID);
     if clear != 0 && write_tid(clear, 0) {
         futex_call(1, clear, 1, u64::MAX, 0);
     }
+    let last = crate::sys::with(|s| {
+        let me = s.me();
+        me.threads = me.threads.saturating_sub(1);
+        me.threads == 0
+    });
+    if last {
+        crate::proc::exit_group(code);
+    }
+    release(code)
+}
+
+/// Gives this thread's vCPU back to the VMM (it never returns).
+pub fn release(code: u64) -> ! {
     loop {
         mmio(MMIO_THREAD_EXIT, code & 0xff);
     }
@@ -146,7 +191,7 @@ pub fn exit(code: u64) -> i64 {
 
 /// Performs a futex operation in the VMM (which sleeps this vCPU's thread for a
 /// wait); returns the Linux result.
-fn futex_call(op: u64, addr: u64, val: u64, timeout: u64, absolute: u64) -> i64 {
+pub fn futex_call(op: u64, addr: u64, val: u64, timeout: u64, absolute: u64) -> i64 {
     let blk = percpu::base() + PC_BLOCK;
     let w = |off: u64, v: u64| {
         // SAFETY: the block is in this vCPU's per-CPU area.

@@ -77,10 +77,6 @@ pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"HJBOOT01");
 pub const BI_MAGIC: u64 = 0;
 /// End of guest RAM.
 pub const BI_RAM_END: u64 = 8;
-/// First byte after the program's bss: where brk starts.
-pub const BI_BRK_START: u64 = 16;
-/// Bottom of the stack region: anonymous mmap grows down from here.
-pub const BI_MMAP_TOP: u64 = 24;
 /// ns = (tsc - boot_tsc) * mult >> 32.
 pub const BI_TSC_MULT: u64 = 32;
 /// TSC when the clock bases were read.
@@ -104,13 +100,45 @@ pub const BI_HOSTNAME: u64 = 0x100;
 pub const BI_CWD: u64 = 0x200;
 /// Room for the working directory (with its NUL).
 pub const BI_CWD_LEN: u64 = 0x400;
-/// Path of the program (readlink of /proc/self/exe), NUL-terminated.
-pub const BI_EXE: u64 = 0x600;
-/// Room for the program path (with its NUL).
-pub const BI_EXE_LEN: u64 = 0x400;
 
 /// Most vCPUs (guest threads at once) a VM runs.
 pub const MAX_VCPUS: u64 = 16;
+
+/// Processes. The low [`LOW`] bytes of guest memory (kernel, tables, rings,
+/// per-CPU areas) are one memory shared by every address space at the same
+/// addresses. The user part of process slot `p`'s address space, VA [`LOW`] to the
+/// end of RAM, is GPA `p * WINDOW + VA` (slot 0, the first process: identity), each
+/// window a memslot of its own, mapped by the process's own page tables.
+pub const LOW: u64 = HUGE;
+/// Most processes at once.
+pub const MAX_PROCS: u64 = 16;
+/// Distance between two processes' windows in guest-physical space.
+pub const WINDOW: u64 = 1 << 32;
+/// Page tables of process slot `p` (1..MAX_PROCS): PML4, PDPT and four page
+/// directories, [`PROC_PT_SIZE`] bytes from `PROC_PT_GPA + p * PROC_PT_SIZE`.
+/// Slot 0 uses the boot tables at [`PML4_GPA`].
+pub const PROC_PT_GPA: u64 = 0x7_0000 - PROC_PT_SIZE;
+/// Size of one process's page tables.
+pub const PROC_PT_SIZE: u64 = 6 * PAGE;
+/// Per-process blocks written by the VMM (at start and at execve), read by the
+/// guest kernel: `PROC_INFO_GPA + p * PROC_INFO_SIZE`, PI_* offsets.
+pub const PROC_INFO_GPA: u64 = 0xd_0000;
+/// Size of one process block.
+pub const PROC_INFO_SIZE: u64 = 0x800;
+/// Bumped by the VMM when the process's image changes (execve): the guest kernel
+/// then starts its memory bookkeeping afresh.
+pub const PI_GEN: u64 = 0;
+/// Non-zero while the process slot is taken; the VMM clears it once the process's
+/// memory and files are released.
+pub const PI_BUSY: u64 = 8;
+/// First byte of the heap (brk).
+pub const PI_BRK_START: u64 = 16;
+/// Bottom of the stack region: anonymous mmap grows down from here.
+pub const PI_MMAP_TOP: u64 = 24;
+/// Path of the program (readlink of /proc/self/exe), NUL-terminated.
+pub const PI_EXE: u64 = 0x100;
+/// Room for the program path (with its NUL).
+pub const PI_EXE_LEN: u64 = 0x400;
 
 /// Per-CPU areas, one per vCPU slot, [`PERCPU_SIZE`] bytes each; a vCPU's GS base
 /// is its area's address. The kernel stack fills the area above [`PC_STACK_BOTTOM`].
@@ -142,6 +170,8 @@ pub const PC_MXCSR: u64 = 64;
 pub const PC_FCW: u64 = 72;
 /// See [`PC_MXCSR`].
 pub const PC_START_RIP: u64 = 80;
+/// The process slot of the thread on this vCPU.
+pub const PC_PROC: u64 = 88;
 /// A block for requests the vCPU thread performs (futex, clone): see FX_*, CL_*.
 pub const PC_BLOCK: u64 = 0x100;
 /// Lowest address of the kernel stack.
@@ -188,6 +218,38 @@ pub const CL_FS: u64 = 144;
 pub const CL_SLOT: u64 = 152;
 /// Result: 0, or a negative errno.
 pub const CL_RET: u64 = 160;
+/// fork only: the child's process slot (prepared by the guest kernel).
+pub const CL_PROC: u64 = 168;
+/// fork only: where the child's tid goes in the child's memory (0: nowhere).
+pub const CL_CTID: u64 = 176;
+/// fork only: the child's tid.
+pub const CL_TID: u64 = 184;
+/// fork only: the user ranges to copy, as (start, end) pairs ([`CL_NRANGES`]).
+pub const CL_RANGES: u64 = 192;
+/// Number of ranges in a fork block.
+pub const CL_NRANGES: u64 = 4;
+
+/// Doorbell: fork the process on this vCPU; value = GPA of a clone block with the
+/// CL_PROC/CL_CTID/CL_TID/CL_RANGES fields filled.
+pub const MMIO_FORK: u64 = MMIO_BASE + 0x58;
+/// Doorbell: execve; value = GPA of an exec block (EX_*).
+pub const MMIO_EXEC: u64 = MMIO_BASE + 0x60;
+/// Doorbell: the process on this vCPU ended (its last thread); value = its wait
+/// status. The VMM releases its memory and files, then clears its PI_BUSY.
+pub const MMIO_PROC_EXIT: u64 = MMIO_BASE + 0x68;
+
+/// Exec block: the path (a guest pointer in the calling process).
+pub const EX_PATH: u64 = 0;
+/// argv (a guest pointer to a NULL-terminated array).
+pub const EX_ARGV: u64 = 8;
+/// envp.
+pub const EX_ENVP: u64 = 16;
+/// Result: 0 (the process has a new image) or a negative errno.
+pub const EX_RET: u64 = 24;
+/// On success: the new image's first rip.
+pub const EX_RIP: u64 = 32;
+/// On success: its first rsp.
+pub const EX_RSP: u64 = 40;
 
 /// The forwarding rings (Xen's split-driver model), one page per vCPU slot (ring
 /// `i` at `RING_GPA + i * PAGE`): the guest kernel posts

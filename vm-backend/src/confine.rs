@@ -51,6 +51,8 @@ const ALLOWED: &[&str] = &[
     "epoll_pwait",
     "poll",
     "ppoll",
+    // Processes (process.rs): AT_RANDOM for a new image.
+    "getrandom",
     "rt_sigreturn",
     "rt_sigprocmask",
     "sigaltstack",
@@ -79,6 +81,7 @@ const THREAD_CLONE: u64 = 0x3d0f00;
 /// KVM_SET_FPU (a vCPU for a new guest thread); and the terminal requests of
 /// [`crate::tty::HOST_REQUESTS`] on the guest's console.
 const IOCTLS: &[u64] = &[
+    0x4020_ae46, // KVM_SET_USER_MEMORY_REGION: a forked process's window
     0xae80,
     0x8090_ae81,
     0x8138_ae83,
@@ -144,6 +147,16 @@ fn rules() -> Result<Vec<LinuxSyscall>, String> {
             .names(vec!["clone3".to_string()])
             .action(LinuxSeccompAction::ScmpActErrno)
             .errno_ret(libc::ENOSYS as u32)
+            .build()
+            .map_err(err)?,
+    );
+    // glibc's malloc opens /proc/sys/vm/overcommit_memory when it trims a thread's
+    // heap, and copes when it cannot: a refusal, not a kill (nothing is opened).
+    v.push(
+        LinuxSyscallBuilder::default()
+            .names(vec!["open".to_string(), "openat".to_string()])
+            .action(LinuxSeccompAction::ScmpActErrno)
+            .errno_ret(libc::EACCES as u32)
             .build()
             .map_err(err)?,
     );

@@ -57,13 +57,21 @@ pub enum Kind {
     Own,
 }
 
-/// What forwarded system calls act on: see the module docs.
+/// One guest process's files: its working directory and fd table.
+#[derive(Debug, Clone, Default)]
+struct Files {
+    cwd: Vec<u8>,
+    fds: Vec<Option<Slot>>,
+}
+
+/// What forwarded system calls act on: see the module docs. Each guest process
+/// has its own [`Files`]; calls act on the current one ([`Host::set_current`]).
 #[derive(Debug)]
 pub struct Host {
     root: OwnedFd,
     readonly: bool,
-    cwd: Vec<u8>,
-    fds: Vec<Option<Slot>>,
+    procs: Vec<Files>,
+    cur: usize,
 }
 
 impl Host {
@@ -87,12 +95,61 @@ impl Host {
                 })
             })
             .collect();
+        let mut procs = vec![Files::default(); crate::abi::MAX_PROCS as usize];
+        procs[0] = Files {
+            cwd: normalize(&absolute_cwd(cwd)),
+            fds,
+        };
         Host {
             root,
             readonly,
-            cwd: normalize(&absolute_cwd(cwd)),
-            fds,
+            procs,
+            cur: 0,
         }
+    }
+
+    /// Makes process slot `p`'s files the ones calls act on (slot 0 for a bad `p`).
+    pub fn set_current(&mut self, p: u64) {
+        self.cur = if p < self.procs.len() as u64 {
+            p as usize
+        } else {
+            0
+        };
+    }
+
+    /// fork: process slot `child` gets a copy of `parent`'s working directory and fd
+    /// table (the copies share their open files, as a forked process's do).
+    pub fn fork_files(&mut self, parent: u64, child: u64) {
+        let (p, c) = (parent as usize, child as usize);
+        if p < self.procs.len() && c < self.procs.len() && p != c {
+            self.procs[c] = self.procs[p].clone();
+        }
+    }
+
+    /// A process ended: its fds are closed (a host file closes with its last one).
+    pub fn drop_files(&mut self, p: u64) {
+        if let Some(f) = self.procs.get_mut(p as usize) {
+            *f = Files::default();
+        }
+    }
+
+    /// execve: the process's close-on-exec fds are closed.
+    pub fn exec_files(&mut self, p: u64) {
+        if let Some(f) = self.procs.get_mut(p as usize) {
+            for s in f.fds.iter_mut() {
+                if s.as_ref().is_some_and(|s| s.cloexec) {
+                    *s = None;
+                }
+            }
+        }
+    }
+
+    fn files(&self) -> &Files {
+        &self.procs[self.cur]
+    }
+
+    fn files_mut(&mut self) -> &mut Files {
+        &mut self.procs[self.cur]
     }
 
     /// The real thing: the VMM's stdio (duplicated) and the rootfs at `rootfs`.
@@ -125,7 +182,8 @@ impl Host {
     }
 
     fn slot(&self, fd: u64) -> Result<&Slot, Errno> {
-        self.fds
+        self.files()
+            .fds
             .get(guest_fd(fd).ok_or(Errno::EBADF)?)
             .and_then(Option::as_ref)
             .ok_or(Errno::EBADF)
@@ -144,15 +202,16 @@ impl Host {
     /// Lowest free guest fd at or above `min`.
     fn free_slot(&self, min: usize) -> Result<usize, Errno> {
         (min..MAX_FDS)
-            .find(|&i| self.fds.get(i).is_none_or(Option::is_none))
+            .find(|&i| self.files().fds.get(i).is_none_or(Option::is_none))
             .ok_or(Errno::EMFILE)
     }
 
     fn put(&mut self, at: usize, slot: Slot) {
-        if self.fds.len() <= at {
-            self.fds.resize(at + 1, None);
+        let fds = &mut self.files_mut().fds;
+        if fds.len() <= at {
+            fds.resize(at + 1, None);
         }
-        self.fds[at] = Some(slot);
+        fds[at] = Some(slot);
     }
 
     /// Installs a freshly opened host fd (opened O_NONBLOCK; `nonblock` says whether
@@ -208,7 +267,7 @@ impl Host {
     /// close(2).
     pub fn close(&mut self, fd: u64) -> Result<i64, Errno> {
         let i = guest_fd(fd).ok_or(Errno::EBADF)?;
-        match self.fds.get_mut(i).and_then(Option::take) {
+        match self.files_mut().fds.get_mut(i).and_then(Option::take) {
             Some(_) => Ok(0),
             None => Err(Errno::EBADF),
         }
@@ -253,7 +312,7 @@ impl Host {
             1 => Ok(i64::from(self.slot(fd)?.cloexec)),
             2 => {
                 let i = guest_fd(fd).ok_or(Errno::EBADF)?;
-                match self.fds.get_mut(i).and_then(Option::as_mut) {
+                match self.files_mut().fds.get_mut(i).and_then(Option::as_mut) {
                     Some(s) => {
                         s.cloexec = arg & FD_CLOEXEC != 0;
                         Ok(0)
@@ -274,6 +333,7 @@ impl Host {
                 // waits, see crate::wait); the other flags are not applied.
                 let i = guest_fd(fd).ok_or(Errno::EBADF)?;
                 let s = self
+                    .files_mut()
                     .fds
                     .get_mut(i)
                     .and_then(Option::as_mut)
@@ -287,14 +347,14 @@ impl Host {
 
     /// getcwd(2): the path with its NUL; its length is the return value.
     pub fn cwd(&self) -> &[u8] {
-        &self.cwd
+        &self.files().cwd
     }
 
     /// Sets the working directory to the (absolute, normalised) guest path `abs`,
     /// which must name a directory in the rootfs.
     pub fn chdir(&mut self, abs: &[u8]) -> Result<i64, Errno> {
         self.resolve(abs, OFlag::O_PATH | OFlag::O_DIRECTORY, 0)?;
-        self.cwd = normalize(abs);
+        self.files_mut().cwd = normalize(abs);
         Ok(0)
     }
 
@@ -310,7 +370,7 @@ impl Host {
             return Ok(path.to_vec());
         }
         let mut p = if dirfd as u32 as i32 == AT_FDCWD {
-            self.cwd.clone()
+            self.files().cwd.clone()
         } else {
             self.fd_path(dirfd)?.to_vec()
         };

@@ -7,7 +7,7 @@
 use crate::abi::*;
 use crate::mem::GuestMem;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -40,29 +40,38 @@ impl Futexes {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Performs the futex block at `blk` (abi.rs, FX_*) and writes its result.
-    pub fn perform(&self, mem: &GuestMem, blk: u64) {
+    /// Performs the futex block at `blk` (abi.rs, FX_*) for a thread of the process
+    /// whose memory `mem` is and whose window starts at GPA `window`, and writes its
+    /// result. Futexes are keyed by guest-physical address: the same word in the
+    /// shared low memory for every process, a process's own word in its window.
+    pub fn perform(&self, mem: &GuestMem, blk: u64, window: u64) {
         let Some(ret_word) = mem.atomic_u64(blk + FX_RET) else {
             return;
         };
         let field = |off| mem.read_u64(blk + off).unwrap_or(u64::MAX);
         let (op, addr, val) = (field(FX_OP), field(FX_ADDR), field(FX_VAL));
+        let key = if addr < LOW {
+            addr
+        } else {
+            window.wrapping_add(addr)
+        };
         let ret = match op {
             0 => match deadline(field(FX_TIMEOUT), field(FX_ABSOLUTE)) {
-                Ok(d) => self.wait(mem, addr, val as u32, d),
+                Ok(d) => match mem.atomic_u32(addr) {
+                    Some(word) => self.wait(word, key, val as u32, d),
+                    None => -EFAULT,
+                },
                 Err(e) => e,
             },
-            1 => self.wake(addr, val),
+            1 => self.wake(key, val),
             _ => -ENOSYS,
         };
         ret_word.store(ret as u64, Ordering::SeqCst);
     }
 
-    /// FUTEX_WAIT: sleeps while the word at `addr` is `val`, until woken or `until`.
-    fn wait(&self, mem: &GuestMem, addr: u64, val: u32, until: Option<Instant>) -> i64 {
-        let Some(word) = mem.atomic_u32(addr) else {
-            return -EFAULT;
-        };
+    /// FUTEX_WAIT: sleeps while `word` (keyed `addr`) is `val`, until woken or
+    /// `until`.
+    fn wait(&self, word: &AtomicU32, addr: u64, val: u32, until: Option<Instant>) -> i64 {
         let mut t = self.lock();
         if word.load(Ordering::SeqCst) != val {
             return -EAGAIN;
@@ -147,22 +156,30 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    impl Futexes {
+        /// A wait on the word at `addr` of `mem`, keyed by `addr`.
+        fn wait_at(&self, mem: &GuestMem, addr: u64, val: u32, until: Option<Instant>) -> i64 {
+            mem.atomic_u32(addr)
+                .map_or(-EFAULT, |w| self.wait(w, addr, val, until))
+        }
+    }
+
     #[test]
     fn wait_checks_the_value_and_wakes_count() {
         let mem = Arc::new(GuestMem::new(0x2000).expect("mmap"));
         let f = Arc::new(Futexes::default());
         // The word is 0, not 1: no sleep.
-        assert_eq!(f.wait(&mem, 0x100, 1, None), -EAGAIN);
-        assert_eq!(f.wait(&mem, 0x101, 0, None), -EFAULT);
-        assert_eq!(f.wait(&mem, 0x4000, 0, None), -EFAULT);
+        assert_eq!(f.wait_at(&mem, 0x100, 1, None), -EAGAIN);
+        assert_eq!(f.wait_at(&mem, 0x101, 0, None), -EFAULT);
+        assert_eq!(f.wait_at(&mem, 0x4000, 0, None), -EFAULT);
         // Times out.
         let soon = Instant::now() + Duration::from_millis(20);
-        assert_eq!(f.wait(&mem, 0x100, 0, Some(soon)), -ETIMEDOUT);
+        assert_eq!(f.wait_at(&mem, 0x100, 0, Some(soon)), -ETIMEDOUT);
         assert_eq!(f.wake(0x100, 1), 0, "nobody waits any more");
         // Two waiters, woken one by one.
         let spawn = || {
             let (m, f) = (Arc::clone(&mem), Arc::clone(&f));
-            std::thread::spawn(move || f.wait(&m, 0x100, 0, None))
+            std::thread::spawn(move || f.wait_at(&m, 0x100, 0, None))
         };
         let (a, b) = (spawn(), spawn());
         let mut woken = 0;
@@ -185,7 +202,7 @@ mod tests {
         let mem = Arc::new(GuestMem::new(0x2000).expect("mmap"));
         let f = Arc::new(Futexes::default());
         let (m, ff) = (Arc::clone(&mem), Arc::clone(&f));
-        let a = std::thread::spawn(move || ff.wait(&m, 0x200, 0, None));
+        let a = std::thread::spawn(move || ff.wait_at(&m, 0x200, 0, None));
         let end = Instant::now() + Duration::from_secs(10);
         while f.lock().queues.get(&0x200).map_or(0, |q| q.len()) == 0 && Instant::now() < end {
             std::thread::sleep(Duration::from_millis(1));
@@ -195,7 +212,7 @@ mod tests {
             .store(1, Ordering::SeqCst);
         assert_eq!(f.wake(0x200, 1), 1);
         let soon = Instant::now() + Duration::from_millis(30);
-        assert_eq!(f.wait(&mem, 0x200, 1, Some(soon)), -ETIMEDOUT);
+        assert_eq!(f.wait_at(&mem, 0x200, 1, Some(soon)), -ETIMEDOUT);
         assert_eq!(a.join().expect("waiter a"), 0);
     }
 }

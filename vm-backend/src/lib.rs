@@ -39,6 +39,8 @@ mod hcall;
 #[allow(unsafe_code)]
 mod mem;
 mod names;
+#[allow(unsafe_code)]
+mod process;
 mod program;
 mod ring;
 #[allow(unsafe_code)]

@@ -1,9 +1,13 @@
-//! Guest memory: one anonymous MAP_NORESERVE mapping, registered as memslot 0 at
-//! GPA 0. Every access from the VMM goes through bounds-checked methods, because
-//! guest-supplied addresses and lengths are hostile.
+//! Guest memory as the VMM sees one process's address space: an anonymous
+//! MAP_NORESERVE mapping whose first [`LOW`](crate::abi::LOW) bytes are the memory
+//! every process shares (a memfd mapped MAP_SHARED into each process's view), so a
+//! guest address means the same bytes here as in that process. Every access from
+//! the VMM goes through bounds-checked methods, because guest-supplied addresses and
+//! lengths are hostile.
 
-use nix::sys::mman::{mmap_anonymous, munmap, MapFlags, ProtFlags};
+use nix::sys::mman::{madvise, mmap, mmap_anonymous, munmap, MapFlags, MmapAdvise, ProtFlags};
 use std::num::NonZeroUsize;
+use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::Arc;
@@ -66,6 +70,55 @@ impl GuestMem {
             ptr,
             len,
         })
+    }
+
+    /// A process's view: `len` bytes whose first `low` are the shared memory in
+    /// `shared` (a memfd at least `low` long), the rest private and zeroed.
+    pub fn with_shared_low(
+        len: usize,
+        shared: BorrowedFd<'_>,
+        low: usize,
+    ) -> nix::Result<GuestMem> {
+        let m = GuestMem::new(len)?;
+        let n = NonZeroUsize::new(low.min(len)).ok_or(nix::errno::Errno::EINVAL)?;
+        // SAFETY: MAP_FIXED over the start of the mapping just made, which nothing
+        // else refers to yet; the memfd mapping stays inside it and is unmapped with
+        // it (munmap of the whole range in Mapping::drop).
+        unsafe {
+            mmap(
+                Some(NonZeroUsize::new(m.host_addr() as usize).ok_or(nix::errno::Errno::EINVAL)?),
+                n,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED | MapFlags::MAP_FIXED,
+                shared,
+                0,
+            )
+        }?;
+        Ok(m)
+    }
+
+    /// Drops the private contents from `from` to the end: they read as zero again
+    /// and their host memory is given back (a process's exit or execve).
+    pub fn discard(&self, from: u64) -> bool {
+        let Some(off) = self.range(from, 0) else {
+            return false;
+        };
+        let off = (off + 0xfff) & !0xfff;
+        if off >= self.len {
+            return true;
+        }
+        // SAFETY: [off, len) is inside the mapping and page-aligned; MADV_DONTNEED
+        // on private anonymous memory only zeroes it, and nothing in the VMM holds a
+        // reference into guest memory across this call (slices borrow a GuestMem
+        // of the process that is being replaced, which is not running).
+        unsafe {
+            madvise(
+                NonNull::new_unchecked(self.ptr.as_ptr().add(off)).cast(),
+                self.len - off,
+                MmapAdvise::MADV_DONTNEED,
+            )
+        }
+        .is_ok()
     }
 
     /// A second handle on the same memory, for another VMM thread.

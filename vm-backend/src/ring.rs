@@ -70,15 +70,42 @@ impl Words<'_> {
     }
 }
 
-/// The consumer side: the host state the requests run against, and how far each
-/// ring has been consumed. Held by one thread at a time.
+/// Which process slot runs on each vCPU slot (set when a vCPU is started), so a
+/// ring's requests are performed in that process's memory and files.
+pub type SlotProcs = [AtomicU64; MAX_VCPUS as usize];
+
+/// The consumer side: the host state the requests run against, each process's
+/// view of guest memory, and how far each ring has been consumed. Held by one
+/// thread at a time.
 struct Consumer {
-    mem: GuestMem,
+    views: Vec<Option<GuestMem>>,
     host: Host,
     cons: [u64; MAX_VCPUS as usize],
+    slot_proc: Arc<SlotProcs>,
 }
 
 impl Consumer {
+    /// Performs request block `blk` of a request on vCPU slot `slot`, in its
+    /// process's memory and files.
+    fn handle(&mut self, slot: usize, blk: u64) {
+        let p = self.slot_proc[slot].load(Ordering::Acquire) as usize;
+        let p = if self.views.get(p).is_some_and(Option::is_some) {
+            p
+        } else {
+            0
+        };
+        self.host.set_current(p as u64);
+        if let Some(mem) = self.views[p].as_mut() {
+            hcall::handle(mem, &mut self.host, blk);
+        }
+    }
+
+    /// The view of the process on vCPU slot `slot`.
+    fn view(&self, slot: usize) -> Option<&GuestMem> {
+        let p = self.slot_proc.get(slot)?.load(Ordering::Acquire) as usize;
+        self.views.get(p)?.as_ref().or(self.views[0].as_ref())
+    }
+
     /// Performs every posted request, ring by ring, and publishes the completions;
     /// Ok(whether there were any), or Err when the guest has corrupted a ring (more
     /// posted than there are slots).
@@ -86,17 +113,17 @@ impl Consumer {
         let mut did = false;
         for (i, r) in w.rings.iter().enumerate() {
             let prod = r.req_prod.load(Ordering::Acquire);
-            let cons = &mut self.cons[i];
-            if prod.wrapping_sub(*cons) > RING_SLOTS {
+            let cons = self.cons[i];
+            if prod.wrapping_sub(cons) > RING_SLOTS {
                 return Err(());
             }
-            did |= *cons != prod;
-            while *cons != prod {
+            did |= cons != prod;
+            while self.cons[i] != prod {
                 let page = RING_GPA + i as u64 * PAGE;
-                let slot = page + RG_SLOTS + (*cons % RING_SLOTS) * RQ_SIZE;
-                hcall::handle(&mut self.mem, &mut self.host, slot);
-                *cons += 1;
-                r.rsp_prod.store(*cons, Ordering::Release);
+                let slot = page + RG_SLOTS + (self.cons[i] % RING_SLOTS) * RQ_SIZE;
+                self.handle(i, slot);
+                self.cons[i] += 1;
+                r.rsp_prod.store(self.cons[i], Ordering::Release);
             }
         }
         Ok(did)
@@ -172,21 +199,26 @@ impl Kicker {
         }
     }
 
-    /// The guest's request at `blk` was answered [`RQ_BLOCKED`]: this vCPU thread waits
+    /// The guest's request at `blk` (on vCPU slot `slot`'s ring) was answered [`RQ_BLOCKED`]: this vCPU thread waits
     /// for what the call needs with no lock held (other vCPUs' I/O goes on), then
     /// performs it again, until it completes or its timeout passes (then it
     /// returns 0, as poll and epoll_wait do).
-    pub fn block(&self, blk: u64) {
+    pub fn block(&self, slot: u64, blk: u64) {
+        let slot = (slot as usize).min(MAX_VCPUS as usize - 1);
         let mut deadline = None;
         let mut first = true;
         loop {
             let wait = match self.shared.consumer.lock() {
-                Ok(c) => {
-                    if c.mem.read_u64(blk + RQ_RET) != Some(RQ_BLOCKED) {
+                Ok(mut c) => {
+                    if self.mem.read_u64(blk + RQ_RET) != Some(RQ_BLOCKED) {
                         return;
                     }
-                    hcall::decode(&c.mem, blk)
-                        .and_then(|(nr, a)| wait::what(&c.mem, &c.host, nr, a))
+                    let p = c.slot_proc[slot].load(Ordering::Acquire);
+                    c.host.set_current(p);
+                    let c = &*c;
+                    c.view(slot).and_then(|mem| {
+                        hcall::decode(mem, blk).and_then(|(nr, a)| wait::what(mem, &c.host, nr, a))
+                    })
                 }
                 Err(_) => return,
             };
@@ -205,9 +237,8 @@ impl Kicker {
             let Ok(mut c) = self.shared.consumer.lock() else {
                 return;
             };
-            let c = &mut *c;
-            hcall::handle(&mut c.mem, &mut c.host, blk);
-            if c.mem.read_u64(blk + RQ_RET) != Some(RQ_BLOCKED) {
+            c.handle(slot, blk);
+            if self.mem.read_u64(blk + RQ_RET) != Some(RQ_BLOCKED) {
                 return;
             }
             // Its time is up, or it has nothing to wait for (its fd was closed
@@ -215,10 +246,24 @@ impl Kicker {
             let expired = deadline.is_some_and(|d| Instant::now() >= d);
             if expired || wait.is_none() {
                 let ret = if expired { 0 } else { -(libc::EAGAIN as i64) };
-                c.mem.write_u64(blk + RQ_RET, ret as u64);
+                if let Some(w) = self.mem.atomic_u64(blk + RQ_RET) {
+                    w.store(ret as u64, Ordering::SeqCst);
+                }
                 return;
             }
         }
+    }
+
+    /// Runs `f` on the host files and the processes' memory views, with the
+    /// consumer lock held (no request is being performed meanwhile); None if the
+    /// lock is poisoned.
+    pub fn with_host<R>(
+        &self,
+        f: impl FnOnce(&mut Host, &mut Vec<Option<GuestMem>>) -> R,
+    ) -> Option<R> {
+        let mut c = self.shared.consumer.lock().ok()?;
+        let c = &mut *c;
+        Some(f(&mut c.host, &mut c.views))
     }
 
     /// The guest stopped polling for a completion (a long call: a sleep, a read
@@ -238,6 +283,7 @@ impl Kicker {
 pub fn start(
     mem: &GuestMem,
     host: Host,
+    slot_proc: Arc<SlotProcs>,
     setup: impl FnOnce() -> Result<(), String> + Send + 'static,
 ) -> Result<Kicker, String> {
     let w = words(mem).ok_or("guest memory has no room for the rings")?;
@@ -247,9 +293,12 @@ pub fn start(
     }
     let shared = Arc::new(Shared {
         consumer: Mutex::new(Consumer {
-            mem: mem.alias(),
+            views: (0..MAX_PROCS)
+                .map(|p| (p == 0).then(|| mem.alias()))
+                .collect(),
             host,
             cons,
+            slot_proc,
         }),
         kick: EventFd::new(0).map_err(|e| format!("eventfd: {e}"))?,
     });

@@ -50,6 +50,59 @@ pub fn page_tables(mem: &mut GuestMem) -> bool {
     )
 }
 
+/// Page tables of process slot `p` (1..MAX_PROCS): the shared low 2 MiB as in
+/// every address space, the user part mapped to the process's window, the MMIO
+/// doorbells. Returns the PML4's address (the process's CR3), or None when `p` is
+/// out of range or RAM is larger than the four page directories cover.
+pub fn proc_tables(mem: &mut GuestMem, p: u64) -> Option<u64> {
+    if p == 0 || p >= MAX_PROCS || mem.size() > 4 << 30 {
+        return None;
+    }
+    let base = PROC_PT_GPA + p * PROC_PT_SIZE;
+    let (pdpt, pd) = (base + PAGE, base + 2 * PAGE);
+    let mut ok = mem.write_u64(base, pdpt | P_RW_U);
+    for gib in 0..4 {
+        ok &= mem.write_u64(pdpt + 8 * gib, (pd + PAGE * gib) | P_RW_U);
+    }
+    ok &= mem.write_u64(pd, PT0_GPA | P_RW_U);
+    let mut va = LOW;
+    while va + HUGE <= mem.size() {
+        ok &= mem.write_u64(pd + 8 * (va / HUGE), (p * WINDOW + va) | P_RW_U | HUGE_PAGE);
+        va += HUGE;
+    }
+    ok &= mem.write_u64(pd + 8 * (MMIO_BASE / HUGE), MMIO_BASE | P_RW_U | HUGE_PAGE);
+    ok.then_some(base)
+}
+
+/// What the guest kernel needs to know of a process's image (its PI_* block).
+#[derive(Debug)]
+pub struct ProcInfo<'a> {
+    /// First byte of the heap.
+    pub brk_start: u64,
+    /// Bottom of the stack region.
+    pub mmap_top: u64,
+    /// readlink("/proc/self/exe").
+    pub exe: &'a str,
+}
+
+/// Writes process slot `p`'s block for a new image (bumping its generation).
+pub fn proc_info(mem: &mut GuestMem, p: u64, info: &ProcInfo<'_>) -> bool {
+    let b = PROC_INFO_GPA + p * PROC_INFO_SIZE;
+    let exe: Vec<u8> = info
+        .exe
+        .bytes()
+        .take(PI_EXE_LEN as usize - 1)
+        .chain([0])
+        .collect();
+    let gen = mem.read_u64(b + PI_GEN).unwrap_or(0).wrapping_add(1);
+    p < MAX_PROCS
+        && mem.write_u64(b + PI_BRK_START, info.brk_start)
+        && mem.write_u64(b + PI_MMAP_TOP, info.mmap_top)
+        && mem.write(b + PI_EXE, &exe)
+        && mem.write_u64(b + PI_BUSY, 1)
+        && mem.write_u64(b + PI_GEN, gen)
+}
+
 /// GDT selector of slot `slot`'s TSS.
 pub const fn tss_selector(slot: u64) -> u64 {
     0x40 + 16 * slot
@@ -131,10 +184,6 @@ pub fn percpu(mem: &mut GuestMem, slot: u64, tid: u64) -> bool {
 /// What the boot-info page carries besides the clocks.
 #[derive(Debug)]
 pub struct BootInfo<'a> {
-    /// First byte of the heap.
-    pub brk_start: u64,
-    /// Bottom of the stack region.
-    pub mmap_top: u64,
     /// getrandom seed.
     pub seed: [u64; 2],
     /// process.user (uid, gid).
@@ -143,8 +192,6 @@ pub struct BootInfo<'a> {
     pub hostname: &'a str,
     /// getcwd.
     pub cwd: &'a str,
-    /// readlink("/proc/self/exe").
-    pub exe: &'a str,
     /// CPUs the domain may use.
     pub ncpus: u64,
 }
@@ -154,11 +201,8 @@ pub fn boot_info(mem: &mut GuestMem, b: &BootInfo<'_>) -> bool {
     let g = BOOT_INFO_GPA;
     let host: Vec<u8> = b.hostname.bytes().take(64).collect();
     let cwd: Vec<u8> = b.cwd.bytes().take(BI_CWD_LEN as usize - 1).collect();
-    let exe: Vec<u8> = b.exe.bytes().take(BI_EXE_LEN as usize - 1).collect();
     mem.write_u64(g + BI_MAGIC, BOOT_MAGIC)
         && mem.write_u64(g + BI_RAM_END, mem.size())
-        && mem.write_u64(g + BI_BRK_START, b.brk_start)
-        && mem.write_u64(g + BI_MMAP_TOP, b.mmap_top)
         && mem.write_u64(g + BI_SEED, b.seed[0])
         && mem.write_u64(g + BI_SEED + 8, b.seed[1])
         && mem.write_u64(g + BI_UID, u64::from(b.user.0))
@@ -166,7 +210,6 @@ pub fn boot_info(mem: &mut GuestMem, b: &BootInfo<'_>) -> bool {
         && mem.write_u64(g + BI_NCPUS, b.ncpus.clamp(1, 64))
         && mem.write(g + BI_HOSTNAME, &host)
         && mem.write(g + BI_CWD, &cwd)
-        && mem.write(g + BI_EXE, &exe)
 }
 
 /// Sets the guest's clock bases: the TSC now and the host clocks now, and the

@@ -7,7 +7,7 @@
 use crate::abi::*;
 use crate::futex::Futexes;
 use crate::mem::GuestMem;
-use crate::ring::Kicker;
+use crate::ring::{Kicker, SlotProcs};
 use crate::vmm::{crash_exit, kvm_err, set_msrs, set_sregs, warn};
 use kvm_bindings::{kvm_fpu, kvm_regs, CpuId};
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
@@ -47,6 +47,49 @@ pub struct Machine {
     pub spare: Mutex<Vec<VcpuFd>>,
     /// System calls already reported as unsupported.
     pub reported: Mutex<BTreeSet<u64>>,
+    /// The shared low memory (a memfd), mapped into every process's view.
+    pub shared_low: std::os::fd::OwnedFd,
+    /// Each process slot's view of guest memory (slot 0: `mem`), made at its first
+    /// fork and kept (its memslot cannot move).
+    pub views: Mutex<Vec<Option<GuestMem>>>,
+    /// The process slot on each vCPU slot.
+    pub slot_proc: Arc<SlotProcs>,
+    /// process.user, for a new image's auxiliary vector.
+    pub user: (u32, u32),
+    /// Size of the stack region at the top of a process's memory.
+    pub stack: u64,
+}
+
+/// What a vCPU thread runs: its per-CPU slot, its process slot and that
+/// process's view of guest memory.
+#[derive(Debug)]
+pub struct Ctx {
+    /// Per-CPU (and ring) slot.
+    pub slot: u64,
+    /// Process slot.
+    pub proc: u64,
+    /// The process's memory.
+    pub mem: GuestMem,
+}
+
+/// The page-table root (CR3) of process slot `p`.
+pub fn cr3(p: u64) -> u64 {
+    if p == 0 {
+        PML4_GPA
+    } else {
+        PROC_PT_GPA + p * PROC_PT_SIZE
+    }
+}
+
+impl Machine {
+    /// A handle on process slot `p`'s view of memory (slot 0's if it has none).
+    pub fn view(&self, p: u64) -> GuestMem {
+        self.views
+            .lock()
+            .ok()
+            .and_then(|v| v.get(p as usize)?.as_ref().map(GuestMem::alias))
+            .unwrap_or_else(|| self.mem.alias())
+    }
 }
 
 /// How a vCPU's run ended.
@@ -68,7 +111,7 @@ enum Event {
 }
 
 /// Runs `vcpu` until its thread or the guest ends.
-pub fn run(m: &Arc<Machine>, vcpu: &mut VcpuFd) -> End {
+pub fn run(m: &Arc<Machine>, vcpu: &mut VcpuFd, ctx: &mut Ctx) -> End {
     loop {
         let ev = match vcpu.run() {
             Ok(VcpuExit::MmioWrite(addr, data)) => {
@@ -100,11 +143,14 @@ pub fn run(m: &Arc<Machine>, vcpu: &mut VcpuFd) -> End {
             }
             Event::Write(MMIO_BLOCK, blk) => {
                 if let Some(r) = m.ring.get() {
-                    r.block(blk);
+                    r.block(ctx.slot, blk);
                 }
             }
-            Event::Write(MMIO_FUTEX, blk) => m.futexes.perform(&m.mem, blk),
-            Event::Write(MMIO_CLONE, blk) => clone(m, blk),
+            Event::Write(MMIO_FUTEX, blk) => m.futexes.perform(&ctx.mem, blk, ctx.proc * WINDOW),
+            Event::Write(MMIO_CLONE, blk) => clone(m, ctx, blk),
+            Event::Write(MMIO_FORK, blk) => crate::process::fork(m, ctx, blk),
+            Event::Write(MMIO_EXEC, blk) => crate::process::exec(m, ctx, blk),
+            Event::Write(MMIO_PROC_EXIT, _) => crate::process::exit(m, ctx),
             Event::Write(MMIO_THREAD_EXIT, code) => return End::ThreadExit(code as u8),
             Event::Write(MMIO_EXIT, code) => return End::Exit(code as u8),
             // Only numbers below 512 (the guest kernel's table): a guest cannot grow
@@ -118,7 +164,7 @@ pub fn run(m: &Arc<Machine>, vcpu: &mut VcpuFd) -> End {
                     ));
                 }
             }
-            Event::Write(MMIO_FAULT, vector) => return fault(&m.mem, vcpu, vector),
+            Event::Write(MMIO_FAULT, vector) => return fault(&ctx.mem, vcpu, vector),
             Event::Write(MMIO_PANIC, line) => {
                 return End::Crash(libc::SIGABRT, format!("guest kernel panic (line {line})"))
             }
@@ -157,10 +203,14 @@ pub fn finish(m: &Machine, slot: u64, vcpu: Option<VcpuFd>, end: End) {
     }
 }
 
-/// MMIO_CLONE: starts the thread described by the clone block at `blk`.
-fn clone(m: &Arc<Machine>, blk: u64) {
-    let ret = match start_thread(m, blk) {
-        Ok(()) => 0,
+/// MMIO_CLONE: starts the thread described by the clone block at `blk`, in the
+/// caller's process.
+fn clone(m: &Arc<Machine>, ctx: &Ctx, blk: u64) {
+    let ret = match read_start(m, blk) {
+        Ok(mut start) => {
+            start.proc = ctx.proc;
+            launch(m, start).map_or_else(|e| e, |()| 0)
+        }
         Err(e) => e,
     };
     if let Some(w) = m.mem.atomic_u64(blk + CL_RET) {
@@ -168,14 +218,46 @@ fn clone(m: &Arc<Machine>, blk: u64) {
     }
 }
 
-fn start_thread(m: &Arc<Machine>, blk: u64) -> Result<(), i64> {
+/// How to start a vCPU for a new thread or process.
+#[derive(Debug)]
+pub struct Start {
+    /// General registers in KVM's order (rax, rbx, rcx, rdx, rsi, rdi, rsp, rbp,
+    /// r8..r15).
+    pub regs: [u64; 16],
+    /// User rflags.
+    pub rflags: u64,
+    /// FS base (TLS).
+    pub fs: u64,
+    /// Per-CPU slot the guest kernel prepared.
+    pub slot: u64,
+    /// Process slot.
+    pub proc: u64,
+}
+
+/// The registers, flags, TLS and slot of the clone block at `blk`.
+pub fn read_start(m: &Machine, blk: u64) -> Result<Start, i64> {
     let word = |off| m.mem.read_u64(blk + off).ok_or(-EINVAL);
-    let mut r = [0u64; 16];
-    for (i, v) in r.iter_mut().enumerate() {
+    let mut regs = [0u64; 16];
+    for (i, v) in regs.iter_mut().enumerate() {
         *v = word(CL_REGS + 8 * i as u64)?;
     }
     let (rflags, fs, slot) = (word(CL_RFLAGS)?, word(CL_FS)?, word(CL_SLOT)?);
     if slot == 0 || slot >= MAX_VCPUS {
+        return Err(-EINVAL);
+    }
+    Ok(Start {
+        regs,
+        rflags,
+        fs,
+        slot,
+        proc: 0,
+    })
+}
+
+/// Starts a vCPU (a spare one or a new one) on a host thread of its own.
+pub fn launch(m: &Arc<Machine>, s: Start) -> Result<(), i64> {
+    let (r, slot, proc) = (s.regs, s.slot, s.proc);
+    if proc >= MAX_PROCS {
         return Err(-EINVAL);
     }
     // The guest's kernel cannot have more threads than slots; a guest that asks
@@ -221,7 +303,7 @@ fn start_thread(m: &Arc<Machine>, blk: u64) -> Result<(), i64> {
         // control words and jumps to `rip` (kept in the slot's per-CPU area).
         rip: m.thread_start,
         // Only the user-visible flags; IF stays set.
-        rflags: (rflags & 0xcd5) | 0x202,
+        rflags: (s.rflags & 0xcd5) | 0x202,
     };
     // A reused vCPU starts clean (the thread entry then loads the control words).
     let fpu = kvm_fpu {
@@ -229,14 +311,20 @@ fn start_thread(m: &Arc<Machine>, blk: u64) -> Result<(), i64> {
         mxcsr: 0x1f80,
         ..Default::default()
     };
-    let ready = set_sregs(&vcpu, slot, fs)
+    let ready = set_sregs(&vcpu, slot, s.fs, cr3(proc))
         .and_then(|()| vcpu.set_regs(&regs).map_err(kvm_err("set registers")))
         .and_then(|()| vcpu.set_fpu(&fpu).map_err(kvm_err("set FPU")));
     if let Err(e) = ready {
         warn(&format!("vm: cannot start a thread: {e}"));
         return Err(give_back(Some(vcpu)));
     }
+    m.slot_proc[slot as usize].store(proc, Ordering::Release);
     let mach = Arc::clone(m);
+    let mut ctx = Ctx {
+        slot,
+        proc,
+        mem: m.view(proc),
+    };
     // Shared with the new thread, so the vCPU can be taken back if it cannot start.
     let cell = Arc::new(Mutex::new(Some(vcpu)));
     let theirs = Arc::clone(&cell);
@@ -246,7 +334,7 @@ fn start_thread(m: &Arc<Machine>, blk: u64) -> Result<(), i64> {
             let Some(mut vcpu) = theirs.lock().ok().and_then(|mut c| c.take()) else {
                 return;
             };
-            let end = run(&mach, &mut vcpu);
+            let end = run(&mach, &mut vcpu, &mut ctx);
             finish(&mach, slot, Some(vcpu), end);
         });
     if spawned.is_err() {

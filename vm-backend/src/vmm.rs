@@ -12,6 +12,7 @@ use crate::{setup, stack};
 use kvm_bindings::{kvm_msr_entry, kvm_regs, kvm_segment, kvm_userspace_memory_region, Msrs};
 use kvm_ioctls::{Kvm, VcpuFd};
 use std::collections::BTreeSet;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -160,17 +161,29 @@ pub fn open_kvm() -> Result<Kvm, String> {
 /// Builds the VM described by `p`.
 pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
     let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
-    let mut mem = GuestMem::new(p.ram as usize).map_err(|e| format!("guest memory: {e}"))?;
-    let region = kvm_userspace_memory_region {
-        slot: 0,
-        guest_phys_addr: 0,
-        memory_size: mem.size(),
-        userspace_addr: mem.host_addr(),
-        flags: 0,
-    };
-    // SAFETY: the region is the whole of `mem`, which lives in the returned Vm as long
-    // as the VmFd does (fields drop in order: the VM before its memory).
-    unsafe { vm.set_user_memory_region(region) }.map_err(kvm_err("memory slot"))?;
+    // The low memory every process shares (kernel, tables, rings): a memfd that
+    // each process's view maps at the same place.
+    let shared_low = nix::sys::memfd::memfd_create(
+        c"hyperjail-guest-low",
+        nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
+    )
+    .and_then(|f| nix::unistd::ftruncate(&f, LOW as i64).map(|()| f))
+    .map_err(|e| format!("guest memory: {e}"))?;
+    let mut mem = GuestMem::with_shared_low(p.ram as usize, shared_low.as_fd(), LOW as usize)
+        .map_err(|e| format!("guest memory: {e}"))?;
+    for (slot, gpa) in [(0, 0), (1, LOW)] {
+        let size = if gpa == 0 { LOW } else { mem.size() - LOW };
+        let region = kvm_userspace_memory_region {
+            slot,
+            guest_phys_addr: gpa,
+            memory_size: size,
+            userspace_addr: mem.host_addr() + gpa,
+            flags: 0,
+        };
+        // SAFETY: the region is part of `mem`, which lives in the returned Vm as
+        // long as the VmFd does (fields drop in order: the VM before its memory).
+        unsafe { vm.set_user_memory_region(region) }.map_err(kvm_err("memory slot"))?;
+    }
 
     let (lstar, thread_start) = setup::load_kernel(&mut mem)?;
     let top = mem.size();
@@ -191,14 +204,20 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
         && setup::boot_info(
             &mut mem,
             &setup::BootInfo {
-                brk_start: (end + PAGE - 1) & !(PAGE - 1),
-                mmap_top: top - p.stack,
                 seed: [rnd[0], rnd[1]],
                 user: p.user,
                 hostname: &p.hostname,
                 cwd: &p.cwd,
-                exe: &p.execfn,
                 ncpus: host_cpus(),
+            },
+        )
+        && setup::proc_info(
+            &mut mem,
+            0,
+            &setup::ProcInfo {
+                brk_start: (end + PAGE - 1) & !(PAGE - 1),
+                mmap_top: top - p.stack,
+                exe: &p.execfn,
             },
         );
     if !ok {
@@ -220,7 +239,7 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
         .map_err(kvm_err("CPUID"))?;
     vcpu.set_cpuid2(&cpuid).map_err(kvm_err("set CPUID"))?;
     set_msrs(&vcpu, lstar)?;
-    set_sregs(&vcpu, 0, 0)?;
+    set_sregs(&vcpu, 0, 0, PML4_GPA)?;
     if !setup::percpu(&mut mem, 0, 1) {
         return Err("guest memory is too small for the program".into());
     }
@@ -236,7 +255,6 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
     let host = Host::open(&p.rootfs, &p.cwd, p.readonly)?;
     let machine = Arc::new(Machine {
         vm,
-        mem,
         cpuid,
         lstar,
         thread_start,
@@ -246,6 +264,16 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
         next_id: AtomicU64::new(1),
         spare: Mutex::new(Vec::new()),
         reported: Mutex::new(BTreeSet::new()),
+        views: Mutex::new(
+            (0..MAX_PROCS)
+                .map(|i| (i == 0).then(|| mem.alias()))
+                .collect(),
+        ),
+        mem,
+        shared_low,
+        slot_proc: Arc::new(Default::default()),
+        user: p.user,
+        stack: p.stack,
     });
     Ok(Vm {
         _kvm: kvm,
@@ -274,8 +302,9 @@ pub fn set_msrs(vcpu: &VcpuFd, lstar: u64) -> Result<(), String> {
 }
 
 /// Long mode, paging on, CPL3 code and data segments, GDT/IDT/TR in guest memory,
-/// GS at per-CPU slot `slot`'s area, FS at `fs` (the thread's TLS).
-pub fn set_sregs(vcpu: &VcpuFd, slot: u64, fs: u64) -> Result<(), String> {
+/// GS at per-CPU slot `slot`'s area, FS at `fs` (the thread's TLS), the page
+/// tables at `cr3` (its process's).
+pub fn set_sregs(vcpu: &VcpuFd, slot: u64, fs: u64, cr3: u64) -> Result<(), String> {
     let mut s = vcpu.get_sregs().map_err(kvm_err("get sregs"))?;
     let seg = |selector, type_, l, db| kvm_segment {
         base: 0,
@@ -291,7 +320,7 @@ pub fn set_sregs(vcpu: &VcpuFd, slot: u64, fs: u64) -> Result<(), String> {
         ..Default::default()
     };
     s.cr0 = 0x8005_0033;
-    s.cr3 = PML4_GPA;
+    s.cr3 = cr3;
     s.cr4 = 0x620; // PAE, OSFXSR, OSXMMEXCPT
     s.efer = 0xd01;
     s.cs = seg(0x33, 0xb, 1, 0);
@@ -329,7 +358,12 @@ impl Vm {
             .host
             .take()
             .ok_or("the ring thread was already started")?;
-        let kicker = ring::start(&self.machine.mem, host, setup)?;
+        let kicker = ring::start(
+            &self.machine.mem,
+            host,
+            Arc::clone(&self.machine.slot_proc),
+            setup,
+        )?;
         self.machine
             .ring
             .set(kicker)
@@ -342,7 +376,12 @@ impl Vm {
     pub fn run(&mut self) -> ! {
         let mut mem = self.machine.mem.alias();
         setup::set_clocks(&mut mem, self.tsc_khz);
-        let end = vcpu::run(&self.machine, &mut self.boot);
+        let mut ctx = vcpu::Ctx {
+            slot: 0,
+            proc: 0,
+            mem: self.machine.mem.alias(),
+        };
+        let end = vcpu::run(&self.machine, &mut self.boot, &mut ctx);
         vcpu::finish(&self.machine, 0, None, end);
         loop {
             std::thread::park();

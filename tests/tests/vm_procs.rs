@@ -1,0 +1,173 @@
+//! Processes in the VM: fork (the child's memory is a copy in an address space of
+//! its own), execve (a new image loaded by the VMM, close-on-exec honoured),
+//! wait4 with exit statuses, pipes between processes, and a busybox shell running
+//! pipelines, subshells and command substitution.
+
+use hyperjail_tests::vm::{compile_static, vm_bundle};
+use hyperjail_tests::{require_kvm, skip_unless, Hyperjail};
+use std::process::Command;
+
+const PROCS: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int counter = 1;
+
+int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "child")) {
+        /* The exec'd image: its arguments, environment and inherited fds. */
+        errno = 0;
+        int closed = fcntl(9, F_GETFD) == -1 && errno == EBADF;
+        printf("exec'd argv=%s env=%s cloexec-closed=%d inherited=%d counter=%d\n", argv[2],
+               getenv("PT"), closed, fcntl(8, F_GETFD) == 0, counter);
+        return 42;
+    }
+    setvbuf(stdout, 0, _IONBF, 0);
+    int st;
+    pid_t me = getpid();
+
+    /* Exit statuses. */
+    pid_t p = fork();
+    if (p == 0) _exit(3);
+    int right = waitpid(p, &st, 0) == p;
+    printf("waited-right=%d exit=%d\n", right, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+
+    /* The child's memory is a copy: its writes stay its own. */
+    counter = 5;
+    p = fork();
+    if (p == 0) {
+        int ok = counter == 5 && getppid() == me && getpid() != me;
+        counter = 99;
+        char *big = malloc(4 << 20);
+        memset(big, 7, 4 << 20);
+        _exit(ok && big[(4 << 20) - 1] == 7 ? 0 : 1);
+    }
+    waitpid(p, &st, 0);
+    printf("child-ok=%d parent-counter=%d\n", WEXITSTATUS(st) == 0, counter);
+
+    /* A pipe between parent and child; the child execs this program again (busybox
+       sh below execs through /proc/self/exe) with
+       stdout on the pipe, fd 9 close-on-exec and fd 8 inherited. */
+    int fd[2];
+    pipe(fd);
+    p = fork();
+    if (p == 0) {
+        dup2(fd[1], 1);
+        close(fd[0]);
+        close(fd[1]);
+        dup3(open("/procs", O_RDONLY), 9, O_CLOEXEC);
+        dup2(open("/procs", O_RDONLY), 8);
+        char *av[] = {"procs", "child", "A1", 0};
+        char *ev[] = {"PT=e1", 0};
+        execve("/procs", av, ev);
+        _exit(127);
+    }
+    close(fd[1]);
+    char buf[256] = {0};
+    int n = 0, r;
+    while ((r = read(fd[0], buf + n, sizeof buf - 1 - n)) > 0) n += r;
+    waitpid(p, &st, 0);
+    printf("piped=[%s] status=%d\n", strtok(buf, "\n"), WEXITSTATUS(st));
+
+    /* execve failures come back to the caller. */
+    char *none[] = {"x", 0};
+    errno = 0;
+    int e1 = execve("/no/such/program", none, none) == -1 ? errno : 0;
+    errno = 0;
+    int e2 = execve("/", none, none) == -1 ? errno : 0;
+    printf("exec-missing=%s exec-dir=%s\n", strerror(e1), strerror(e2));
+
+    /* wait4 corner cases. */
+    int none_left = waitpid(-1, &st, 0);
+    printf("no-children=%d %s\n", none_left, strerror(errno));
+    p = fork();
+    if (p == 0) { usleep(100000); _exit(0); }
+    int nohang = waitpid(p, &st, WNOHANG);
+    printf("wnohang=%d\n", nohang);
+    int then = waitpid(-1, &st, 0) == p;
+    printf("then=%d\n", then);
+
+    /* Many in a row: slots are given back. */
+    int good = 0;
+    for (int i = 0; i < 40; i++) {
+        p = fork();
+        if (p == 0) _exit(i & 0x7f);
+        if (waitpid(p, &st, 0) == p && WEXITSTATUS(st) == (i & 0x7f)) good++;
+    }
+    printf("forty=%d\n", good);
+    return 0;
+}
+"#;
+
+#[test]
+fn fork_exec_wait_match_the_host() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    skip_unless!(
+        compile_static(&b, "procs", PROCS, &["-static"]),
+        "gcc -static does not work here (apt-get install gcc libc6-dev)"
+    );
+    // On the host the program finds itself at /procs only through the rootfs.
+    let host = Command::new("chroot")
+        .arg(b.rootfs())
+        .arg("/procs")
+        .output()
+        .expect("run the program on the host");
+    let host_out = String::from_utf8_lossy(&host.stdout).to_string();
+    assert!(host.status.success(), "host run: {host_out} {host:?}");
+    for want in [
+        "waited-right=1 exit=3",
+        "child-ok=1 parent-counter=5",
+        "piped=[exec'd argv=A1 env=e1 cloexec-closed=1 inherited=1 counter=1] status=42",
+        "exec-missing=No such file or directory exec-dir=Permission denied",
+        "no-children=-1 No child processes",
+        "wnohang=0",
+        "then=1",
+        "forty=40",
+    ] {
+        assert!(host_out.contains(want), "host: {want:?} in {host_out}");
+    }
+
+    b.args(&["/procs"]);
+    let c = hj.container("vmprocs");
+    let out = c.run(&b, &[]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_eq!(out.stdout, host_out, "{out}");
+    assert!(out.stderr.is_empty(), "{out}");
+    c.assert_nothing_left(&b);
+}
+
+/// busybox sh: external commands (fork + exec of busybox applets), pipelines,
+/// subshells and their statuses, command substitution, a missing command.
+#[test]
+fn busybox_shell_pipelines() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    let script = r#"
+        echo one two three | wc -w
+        printf 'b\na\nc\n' | sort | head -n 2 | tr '\n' ' '; echo
+        (exit 3); echo sub=$?
+        x=$(echo inner | tr a-z A-Z); echo sub2=$x
+        sh -c 'exit 7'; echo sh=$?
+        false | true; echo pipe=$?
+        nosuchcommand 2>/dev/null; echo missing=$?
+        ls /bin | grep -c '^sh$'
+        i=0; while [ $i -lt 25 ]; do /bin/true; i=$((i+1)); done; echo loop=$i
+        echo ppid-of-child=$(sh -c 'echo $PPID') self=$$
+    "#;
+    b.args(&["/bin/sh", "-c", script]);
+    let c = hj.container("vmsh");
+    let out = c.run(&b, &[]);
+    assert_eq!(out.code, Some(0), "{out}");
+    let want = "3\na b \nsub=3\nsub2=INNER\nsh=7\npipe=0\nmissing=127\n1\nloop=25\nppid-of-child=1 self=1\n";
+    assert_eq!(out.stdout, want, "{out}");
+    c.assert_nothing_left(&b);
+}

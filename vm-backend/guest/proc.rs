@@ -1,0 +1,364 @@
+//! Processes: fork, execve, exit and wait. Each process has an address space of its
+//! own (the VMM's window and page tables for its slot); the kernel, its tables and
+//! this process table are in the low memory every address space shares. A forked
+//! child runs on a vCPU of its own, like a thread; the VMM copies the parent's used
+//! memory into the child's window and loads a new image for execve.
+
+use crate::abi::*;
+use crate::entry::Frame;
+use crate::mem::{mmio, put, user_ok};
+use crate::percpu;
+use crate::sys::{pi, unsupported, with, Zombie, EFAULT, EINVAL, ENOSYS};
+use crate::thread;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+const EAGAIN: i64 = 11;
+const ECHILD: i64 = 10;
+const EPERM: i64 = 1;
+const ESRCH: i64 = 3;
+const SIGSEGV: u64 = 11;
+
+const CLONE_VM: u64 = 0x100;
+const CLONE_VFORK: u64 = 0x4000;
+const CLONE_SETTLS: u64 = 0x8_0000;
+const CLONE_PARENT_SETTID: u64 = 0x10_0000;
+const CLONE_CHILD_CLEARTID: u64 = 0x20_0000;
+const CLONE_CHILD_SETTID: u64 = 0x100_0000;
+/// The VMM's answer to an execve that failed after the old image was gone.
+const EXEC_LOST: i64 = -4095;
+
+/// Bumped (and futex-woken) when a child of the process in that slot exits.
+static CHILD_EVENT: [AtomicU32; MAX_PROCS as usize] =
+    [const { AtomicU32::new(0) }; MAX_PROCS as usize];
+
+fn me() -> u64 {
+    percpu::get(PC_PROC).min(MAX_PROCS - 1)
+}
+
+/// Takes a free process slot (its PI_BUSY from 0 to 1).
+fn take_proc() -> Option<u64> {
+    (1..MAX_PROCS).find(|&p| {
+        // SAFETY: PI_BUSY of each slot is an aligned u64 of kernel memory, only
+        // ever accessed atomically.
+        let busy = unsafe {
+            AtomicU64::from_ptr((PROC_INFO_GPA + p * PROC_INFO_SIZE + PI_BUSY) as *mut u64)
+        };
+        busy.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    })
+}
+
+fn free_proc(p: u64) {
+    // SAFETY: as in `take_proc`.
+    let busy =
+        unsafe { AtomicU64::from_ptr((PROC_INFO_GPA + p * PROC_INFO_SIZE + PI_BUSY) as *mut u64) };
+    busy.store(0, Ordering::Release);
+}
+
+/// fork(2), vfork(2) (a copy too: its child may only exec or exit anyway) and
+/// clone(2) without CLONE_THREAD.
+pub fn fork(f: &Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tls: u64) -> i64 {
+    let known = 0xff
+        | CLONE_SETTLS
+        | CLONE_PARENT_SETTID
+        | CLONE_CHILD_CLEARTID
+        | CLONE_CHILD_SETTID
+        | CLONE_VM
+        | CLONE_VFORK;
+    let vm_ok = flags & CLONE_VM == 0 || flags & CLONE_VFORK != 0;
+    if flags & !known != 0 || !vm_ok {
+        return unsupported(56);
+    }
+    let Some(slot) = thread::take_slot() else {
+        return -EAGAIN;
+    };
+    let Some(child) = take_proc() else {
+        // SAFETY: the per-CPU slot was taken above and is given back unused.
+        unsafe { percpu::at(slot, PC_BUSY).write_volatile(0) };
+        return -EAGAIN;
+    };
+    let pid = thread::next_tid();
+    let parent = me();
+    // The child's block and state start as copies of the parent's.
+    // SAFETY: both blocks are kernel memory; the child's slot is ours (taken).
+    unsafe {
+        let (from, to) = (PROC_INFO_GPA + parent * PROC_INFO_SIZE, PROC_INFO_GPA + child * PROC_INFO_SIZE);
+        core::ptr::copy_nonoverlapping(
+            (from + PI_BRK_START) as *const u8,
+            (to + PI_BRK_START) as *mut u8,
+            (PROC_INFO_SIZE - PI_BRK_START) as usize,
+        );
+        ((to + PI_GEN) as *mut u64).write_volatile(pi(parent, PI_GEN));
+    }
+    let ranges = with(|s| {
+        let mut c = *s.me();
+        let ranges = c.used_ranges(percpu::get(PC_USER_RSP));
+        (c.ppid, c.pid, c.threads, c.live) = (c.pid, pid, 1, true);
+        s.procs[child as usize] = c;
+        ranges
+    });
+    let clear = if flags & CLONE_CHILD_CLEARTID != 0 { ctid } else { 0 };
+    thread::prepare_slot(slot, pid, clear, f.rcx, child);
+    let undo = |e: i64| {
+        with(|s| s.procs[child as usize].live = false);
+        free_proc(child);
+        // SAFETY: no vCPU was started on the slot.
+        unsafe { percpu::at(slot, PC_BUSY).write_volatile(0) };
+        e
+    };
+    if flags & CLONE_PARENT_SETTID != 0 && !thread::write_tid(ptid, pid) {
+        return undo(-EFAULT);
+    }
+    let blk = thread::start_block(f, stack, (flags & CLONE_SETTLS != 0).then_some(tls), slot);
+    let w = |off: u64, v: u64| {
+        // SAFETY: the block is in this vCPU's per-CPU area.
+        unsafe { ((blk + off) as *mut u64).write_volatile(v) }
+    };
+    w(CL_PROC, child);
+    w(CL_CTID, if flags & CLONE_CHILD_SETTID != 0 { ctid } else { 0 });
+    w(CL_TID, pid);
+    for (i, (a, b)) in ranges.iter().enumerate() {
+        w(CL_RANGES + 16 * i as u64, *a);
+        w(CL_RANGES + 16 * i as u64 + 8, *b);
+    }
+    w(CL_RET, (-ENOSYS) as u64);
+    thread::many();
+    mmio(MMIO_FORK, blk);
+    // SAFETY: as for the writes.
+    let ret = unsafe { ((blk + CL_RET) as *const u64).read_volatile() } as i64;
+    if ret < 0 {
+        return undo(ret);
+    }
+    pid as i64
+}
+
+/// execve(2): the VMM loads the new image into this process's memory; on success
+/// the system call returns into it with fresh registers.
+pub fn execve(f: &mut Frame, path: u64, argv: u64, envp: u64) -> i64 {
+    if with(|s| s.me().threads) > 1 {
+        // Linux ends the other threads first; this kernel cannot stop a vCPU yet.
+        return -EAGAIN;
+    }
+    let blk = percpu::base() + PC_BLOCK;
+    let w = |off: u64, v: u64| {
+        // SAFETY: the block is in this vCPU's per-CPU area.
+        unsafe { ((blk + off) as *mut u64).write_volatile(v) }
+    };
+    let r = |off: u64| {
+        // SAFETY: as above.
+        unsafe { ((blk + off) as *const u64).read_volatile() }
+    };
+    w(EX_PATH, path);
+    w(EX_ARGV, argv);
+    w(EX_ENVP, envp);
+    w(EX_RET, (-ENOSYS) as u64);
+    mmio(MMIO_EXEC, blk);
+    let ret = r(EX_RET) as i64;
+    if ret == EXEC_LOST {
+        // The old image is gone and the new one could not be loaded.
+        end(SIGSEGV);
+    }
+    if ret < 0 {
+        return ret;
+    }
+    // A fresh start: every register zero but rip and rsp, default FPU/SSE state,
+    // no TLS, flags with interrupts on.
+    let (rip, rsp) = (r(EX_RIP), r(EX_RSP));
+    // SAFETY: the entry saved 512 bytes of fxsave image right below the frame
+    // (entry.rs: `sub $520, %rsp; fxsave64 (%rsp)`, then the frame 520 bytes up);
+    // the restore loads this image on the way out.
+    unsafe {
+        let fx = (f as *mut Frame as *mut u8).sub(520);
+        core::ptr::write_bytes(fx, 0, 512);
+        (fx as *mut u16).write_unaligned(0x37f);
+        (fx.add(24) as *mut u32).write_unaligned(0x1f80);
+        core::arch::asm!("wrfsbase {}", in(reg) 0u64, options(nostack));
+        core::ptr::write_bytes(f as *mut Frame, 0, 1);
+    }
+    f.rcx = rip;
+    f.r11 = 0x202;
+    percpu::set(PC_USER_RSP, rsp);
+    percpu::set(PC_CLEAR_TID, 0);
+    0
+}
+
+/// exit_group(2): the first process's exit ends the VM; another's ends it alone.
+pub fn exit_group(code: u64) -> ! {
+    end((code & 0xff) << 8)
+}
+
+/// Ends the calling process with wait status `status`.
+fn end(status: u64) -> ! {
+    let p = me();
+    if p == 0 {
+        let code = if status & 0x7f != 0 { 128 + (status & 0x7f) } else { status >> 8 };
+        crate::sys::exit(code);
+    }
+    // Memory and files go first (a pipe's reader then sees its end).
+    mmio(MMIO_PROC_EXIT, status);
+    let (parent, orphans) = with(|s| {
+        let me = s.procs[p as usize];
+        s.procs[p as usize].live = false;
+        // Children go to the first process (pid 1), as to init.
+        let mut orphans = false;
+        for q in s.procs.iter_mut().filter(|q| q.live && q.ppid == me.pid) {
+            q.ppid = 1;
+        }
+        for z in s.zombies.iter_mut().filter(|z| z.used && z.ppid == me.pid) {
+            z.ppid = 1;
+            orphans = true;
+        }
+        let z = Zombie {
+            used: true,
+            pid: me.pid,
+            ppid: me.ppid,
+            pgid: me.pgid,
+            status,
+        };
+        // A full table drops the oldest entry (its parent never waits).
+        let at = s.zombies.iter().position(|z| !z.used).unwrap_or(0);
+        s.zombies[at] = z;
+        let parent = s
+            .procs
+            .iter()
+            .position(|q| q.live && q.pid == me.ppid)
+            .unwrap_or(0) as u64;
+        (parent, orphans)
+    });
+    free_proc(p);
+    for slot in [Some(parent), orphans.then_some(0)].into_iter().flatten() {
+        let ev = &CHILD_EVENT[slot as usize];
+        ev.fetch_add(1, Ordering::SeqCst);
+        thread::futex_call(1, ev.as_ptr() as u64, u64::from(u32::MAX >> 1), u64::MAX, 0);
+    }
+    thread::release(status >> 8)
+}
+
+/// What a wait found.
+enum Found {
+    Reaped(u64, u64),
+    Wait,
+    None,
+}
+
+/// wait4(2) (rusage reported as zero).
+pub fn wait4(pid: i64, wstatus: u64, options: u64, rusage: u64) -> i64 {
+    const WNOHANG: u64 = 1;
+    const KNOWN: u64 = 1 | 2 | 8 | 0x2000_0000 | 0x4000_0000 | 0x8000_0000;
+    if options & !KNOWN != 0 || pid == i64::from(i32::MIN) {
+        return -EINVAL;
+    }
+    if (wstatus != 0 && !user_ok(wstatus, 4)) || (rusage != 0 && !user_ok(rusage, 144)) {
+        return -EFAULT;
+    }
+    let p = me();
+    loop {
+        let ev = CHILD_EVENT[p as usize].load(Ordering::SeqCst);
+        let found = with(|s| {
+            let (mine, group) = (s.procs[p as usize].pid, s.procs[p as usize].pgid);
+            let matches = |zpid: u64, zpgid: u64| match pid {
+                -1 => true,
+                0 => zpgid == group,
+                x if x > 0 => zpid == x as u64,
+                x => zpgid == x.unsigned_abs(),
+            };
+            if let Some(z) = s
+                .zombies
+                .iter_mut()
+                .find(|z| z.used && z.ppid == mine && matches(z.pid, z.pgid))
+            {
+                z.used = false;
+                return Found::Reaped(z.pid, z.status);
+            }
+            if s.procs
+                .iter()
+                .any(|q| q.live && q.ppid == mine && matches(q.pid, q.pgid))
+            {
+                Found::Wait
+            } else {
+                Found::None
+            }
+        });
+        match found {
+            Found::Reaped(child, status) => {
+                if wstatus != 0 {
+                    put(wstatus, &(status as u32).to_le_bytes());
+                }
+                if rusage != 0 {
+                    crate::mem::zero(rusage, 144);
+                }
+                return child as i64;
+            }
+            Found::None => return -ECHILD,
+            Found::Wait if options & WNOHANG != 0 => return 0,
+            Found::Wait => {
+                let word = CHILD_EVENT[p as usize].as_ptr() as u64;
+                thread::futex_call(0, word, u64::from(ev), u64::MAX, 0);
+            }
+        }
+    }
+}
+
+/// getpid(2).
+pub fn getpid() -> i64 {
+    with(|s| s.me().pid) as i64
+}
+
+/// getppid(2) (0 for the first process, whose parent is outside the VM).
+pub fn getppid() -> i64 {
+    with(|s| s.me().ppid) as i64
+}
+
+/// The slot of the live process `pid` (0: the caller).
+fn find(s: &mut crate::sys::State, pid: u64) -> Option<usize> {
+    if pid == 0 {
+        return Some(me() as usize);
+    }
+    s.procs.iter().position(|q| q.live && q.pid == pid)
+}
+
+/// getpgid(2) (getpgrp with 0).
+pub fn getpgid(pid: u64) -> i64 {
+    with(|s| find(s, pid).map_or(-ESRCH, |i| s.procs[i].pgid as i64))
+}
+
+/// getsid(2).
+pub fn getsid(pid: u64) -> i64 {
+    with(|s| find(s, pid).map_or(-ESRCH, |i| s.procs[i].sid as i64))
+}
+
+/// setpgid(2): the caller or one of its children, into a group of its session.
+pub fn setpgid(pid: u64, pgid: u64) -> i64 {
+    if pgid as i64 > i64::from(i32::MAX) {
+        return -EINVAL;
+    }
+    with(|s| {
+        let mine = s.procs[me() as usize];
+        let Some(i) = find(s, pid) else {
+            return -ESRCH;
+        };
+        let t = s.procs[i];
+        if t.pid != mine.pid && t.ppid != mine.pid {
+            return -ESRCH;
+        }
+        if t.sid != mine.sid || t.pid == t.sid {
+            return -EPERM;
+        }
+        s.procs[i].pgid = if pgid == 0 { t.pid } else { pgid };
+        0
+    })
+}
+
+/// setsid(2).
+pub fn setsid() -> i64 {
+    with(|s| {
+        let i = me() as usize;
+        let pid = s.procs[i].pid;
+        if s.procs.iter().any(|q| q.live && q.pgid == pid) {
+            return -EPERM;
+        }
+        s.procs[i].sid = pid;
+        s.procs[i].pgid = pid;
+        pid as i64
+    })
+}

@@ -1,0 +1,317 @@
+//! Guest processes, the VMM's half: each process slot has its own window of
+//! guest-physical memory (a memslot) and page tables, so `fork` is a copy of the
+//! parent's used memory into the child's window and a vCPU started on the child's
+//! page tables; `execve` loads a new image into the calling process's window; a
+//! process's exit gives its memory back and closes its files. The guest kernel
+//! keeps the process table (pids, parents, exit statuses, waits).
+
+use crate::abi::*;
+use crate::elf;
+use crate::files::{read_path, AT_FDCWD, PATH_MAX};
+use crate::mem::GuestMem;
+use crate::setup;
+use crate::stack;
+use crate::vcpu::{self, Ctx, Machine};
+use kvm_bindings::kvm_userspace_memory_region;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Most bytes of arguments and environment together (Linux's ARG_MAX default).
+const ARG_MAX: usize = 2 << 20;
+/// Longest single argument or environment string (MAX_ARG_STRLEN).
+const ARG_STRLEN: usize = 128 << 10;
+/// Most arguments plus environment strings.
+const ARG_COUNT: usize = 0x10000;
+/// Heap room a new image needs at least, above itself.
+const MIN_HEAP: u64 = 1 << 20;
+/// Bytes read from the start of a program to parse it.
+const HEAD: u64 = 64 << 10;
+/// A failure after the old image was dropped: the process cannot go on (the guest
+/// kernel ends it with SIGSEGV, as Linux does).
+pub const EXEC_LOST: i64 = -4095;
+
+/// Process slot `p`'s view of memory, made (with its memslot) at first use.
+fn view(m: &Machine, p: u64) -> Result<GuestMem, i64> {
+    let mut views = m.views.lock().map_err(|_| -(Errno::EAGAIN as i64))?;
+    let slot = views.get_mut(p as usize).ok_or(-(Errno::EINVAL as i64))?;
+    if let Some(v) = slot {
+        return Ok(v.alias());
+    }
+    let ram = m.mem.size();
+    let v = GuestMem::with_shared_low(ram as usize, m.shared_low.as_fd(), LOW as usize)
+        .map_err(|e| -(e as i64))?;
+    let region = kvm_userspace_memory_region {
+        slot: 1 + p as u32,
+        guest_phys_addr: p * WINDOW + LOW,
+        memory_size: ram - LOW,
+        userspace_addr: v.host_addr() + LOW,
+        flags: 0,
+    };
+    // SAFETY: the region is the private part of `v`, which is kept in `m.views`
+    // for as long as the Machine (and so the VM) lives: it is never removed.
+    unsafe { m.vm.set_user_memory_region(region) }.map_err(|e| -(e.errno() as i64))?;
+    let alias = v.alias();
+    *slot = Some(v);
+    Ok(alias)
+}
+
+/// Copies the used pages of `ranges` from `from` to `to` (pages of zeros are left
+/// out: the child's fresh memory reads as zero there too).
+fn copy_used(from: &GuestMem, to: &mut GuestMem, ranges: &[(u64, u64)]) {
+    for &(start, end) in ranges {
+        let start = start.max(LOW) & !(PAGE - 1);
+        let end = end.min(from.size());
+        let mut at = start;
+        while at < end {
+            if let Some(src) = from.slice(at, PAGE) {
+                if src.iter().any(|&b| b != 0) {
+                    to.write(at, src);
+                }
+            }
+            at += PAGE;
+        }
+    }
+}
+
+/// MMIO_FORK: starts the child the fork block at `blk` describes; writes 0 or a
+/// negative errno to its CL_RET.
+pub fn fork(m: &Arc<Machine>, ctx: &Ctx, blk: u64) {
+    let ret = fork_inner(m, ctx, blk).map_or_else(|e| e, |()| 0);
+    if let Some(w) = m.mem.atomic_u64(blk + CL_RET) {
+        w.store(ret as u64, Ordering::SeqCst);
+    }
+}
+
+fn fork_inner(m: &Arc<Machine>, ctx: &Ctx, blk: u64) -> Result<(), i64> {
+    let einval = -(Errno::EINVAL as i64);
+    let word = |off| m.mem.read_u64(blk + off).ok_or(einval);
+    let (child, ctid, tid) = (word(CL_PROC)?, word(CL_CTID)?, word(CL_TID)?);
+    if child == 0 || child >= MAX_PROCS || child == ctx.proc {
+        return Err(einval);
+    }
+    let mut start = vcpu::read_start(m, blk)?;
+    start.proc = child;
+    let mut ranges = Vec::new();
+    for i in 0..CL_NRANGES {
+        ranges.push((word(CL_RANGES + 16 * i)?, word(CL_RANGES + 16 * i + 8)?));
+    }
+    let mut to = view(m, child)?;
+    // A slot the guest reuses had its memory given back at its exit; the tables
+    // are rewritten every time (cheap, and the guest could have changed them).
+    to.discard(LOW);
+    let mut low = m.mem.alias();
+    setup::proc_tables(&mut low, child).ok_or(einval)?;
+    copy_used(&ctx.mem, &mut to, &ranges);
+    if ctid != 0 && !to.write(ctid, &(tid as u32).to_le_bytes()) {
+        return Err(-(Errno::EFAULT as i64));
+    }
+    let ring = m.ring.get().ok_or(einval)?;
+    let (parent, alias) = (ctx.proc, to.alias());
+    ring.with_host(|h, views| {
+        h.fork_files(parent, child);
+        views[child as usize] = Some(alias);
+    })
+    .ok_or(einval)?;
+    vcpu::launch(m, start).inspect_err(|_| {
+        ring.with_host(|h, _| h.drop_files(child));
+        to.discard(LOW);
+    })
+}
+
+/// MMIO_PROC_EXIT: the process on this vCPU ended; its memory is given back and
+/// its files closed (the guest kernel then frees its slot).
+pub fn exit(m: &Machine, ctx: &Ctx) {
+    if ctx.proc == 0 {
+        return;
+    }
+    if let Some(r) = m.ring.get() {
+        r.with_host(|h, _| h.drop_files(ctx.proc));
+    }
+    ctx.mem.discard(LOW);
+}
+
+/// A NUL-terminated string array (argv, envp) from the process's memory.
+fn strings(mem: &GuestMem, at: u64, total: &mut usize) -> Result<Vec<String>, i64> {
+    let mut v = Vec::new();
+    if at == 0 {
+        return Ok(v);
+    }
+    for i in 0.. {
+        let p = mem.read_u64(at + 8 * i).ok_or(-(Errno::EFAULT as i64))?;
+        if p == 0 {
+            break;
+        }
+        if v.len() >= ARG_COUNT {
+            return Err(-(Errno::E2BIG as i64));
+        }
+        let s = c_string(mem, p, ARG_STRLEN)?;
+        *total += s.len() + 1 + 8;
+        if *total > ARG_MAX {
+            return Err(-(Errno::E2BIG as i64));
+        }
+        v.push(String::from_utf8_lossy(&s).into_owned());
+    }
+    Ok(v)
+}
+
+/// The NUL-terminated string at `at`, at most `max` bytes long.
+fn c_string(mem: &GuestMem, at: u64, max: usize) -> Result<Vec<u8>, i64> {
+    let mut s = Vec::new();
+    loop {
+        let b = mem
+            .slice(at + s.len() as u64, 1)
+            .ok_or(-(Errno::EFAULT as i64))?[0];
+        if b == 0 {
+            return Ok(s);
+        }
+        if s.len() >= max {
+            return Err(-(Errno::E2BIG as i64));
+        }
+        s.push(b);
+    }
+}
+
+/// A program file opened in the rootfs, with its start and length.
+struct Program {
+    file: std::fs::File,
+    head: Vec<u8>,
+    len: u64,
+}
+
+/// Opens `abs` (an absolute guest path) in the rootfs for execution.
+fn open_program(m: &Machine, proc: u64, abs: &[u8], need_exec: bool) -> Result<Program, i64> {
+    let ring = m.ring.get().ok_or(-(Errno::EINVAL as i64))?;
+    let fd: OwnedFd = ring
+        .with_host(|h, _| {
+            h.set_current(proc);
+            h.resolve(abs, OFlag::O_RDONLY | OFlag::O_CLOEXEC, 0)
+        })
+        .ok_or(-(Errno::EINVAL as i64))?
+        .map_err(|e| -(e as i64))?;
+    let st = nix::sys::stat::fstat(&fd).map_err(|e| -(e as i64))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG || (need_exec && st.st_mode & 0o111 == 0) {
+        return Err(-(Errno::EACCES as i64));
+    }
+    let file = std::fs::File::from(fd);
+    let len = st.st_size as u64;
+    let mut head = vec![0u8; len.min(HEAD) as usize];
+    file.read_exact_at(&mut head, 0)
+        .map_err(|e| -(e.raw_os_error().unwrap_or(libc::EIO) as i64))?;
+    Ok(Program { file, head, len })
+}
+
+/// MMIO_EXEC: replaces the calling process's image; writes EX_RET (and EX_RIP,
+/// EX_RSP on success).
+pub fn exec(m: &Arc<Machine>, ctx: &mut Ctx, blk: u64) {
+    let mut low = m.mem.alias();
+    match exec_inner(m, ctx, blk) {
+        Ok((rip, rsp)) => {
+            low.write_u64(blk + EX_RIP, rip);
+            low.write_u64(blk + EX_RSP, rsp);
+            low.write_u64(blk + EX_RET, 0);
+        }
+        Err(e) => {
+            low.write_u64(blk + EX_RET, e as u64);
+        }
+    }
+}
+
+fn exec_inner(m: &Machine, ctx: &mut Ctx, blk: u64) -> Result<(u64, u64), i64> {
+    let efault = -(Errno::EFAULT as i64);
+    let word = |off| m.mem.read_u64(blk + off).ok_or(efault);
+    let (path_at, argv_at, envp_at) = (word(EX_PATH)?, word(EX_ARGV)?, word(EX_ENVP)?);
+    let path = read_path(&ctx.mem, path_at).map_err(|e| -(e as i64))?;
+    if path.is_empty() {
+        return Err(-(Errno::ENOENT as i64));
+    }
+    let mut total = 0;
+    let argv = strings(&ctx.mem, argv_at, &mut total)?;
+    let envp = strings(&ctx.mem, envp_at, &mut total)?;
+    let info = PROC_INFO_GPA + ctx.proc * PROC_INFO_SIZE;
+    let abs: Vec<u8> = if path == b"/proc/self/exe" {
+        c_string(&m.mem, info + PI_EXE, PATH_MAX)?
+    } else {
+        let ring = m.ring.get().ok_or(-(Errno::EINVAL as i64))?;
+        ring.with_host(|h, _| {
+            h.set_current(ctx.proc);
+            h.absolute(AT_FDCWD as u32 as u64, &path)
+        })
+        .ok_or(-(Errno::EINVAL as i64))?
+        .map_err(|e| -(e as i64))?
+    };
+    let name = String::from_utf8_lossy(&abs).into_owned();
+    let prog = open_program(m, ctx.proc, &abs, true)?;
+    let image =
+        elf::parse(&name, &prog.head, prog.len, USER_MIN).map_err(|_| -(Errno::ENOEXEC as i64))?;
+    let interp = match &image.interp {
+        Some(path) => {
+            let base = image
+                .end
+                .checked_next_multiple_of(HUGE)
+                .ok_or(-(Errno::ENOMEM as i64))?;
+            let p = open_program(m, ctx.proc, path.as_bytes(), false)?;
+            let img =
+                elf::parse(path, &p.head, p.len, base).map_err(|_| -(Errno::ELIBBAD as i64))?;
+            if img.interp.is_some() {
+                return Err(-(Errno::ELIBBAD as i64));
+            }
+            Some((p, img))
+        }
+        None => None,
+    };
+    let ram = ctx.mem.size();
+    let end = interp.as_ref().map_or(image.end, |(_, i)| i.end);
+    if end.saturating_add(MIN_HEAP).saturating_add(m.stack) > ram {
+        return Err(-(Errno::ENOMEM as i64));
+    }
+    // The point of no return: the old image goes.
+    ctx.mem.discard(LOW);
+    let lost = |_| EXEC_LOST;
+    setup::load_program(&mut ctx.mem, &image, &prog.file).map_err(lost)?;
+    if let Some((p, img)) = &interp {
+        setup::load_program(&mut ctx.mem, img, &p.file).map_err(lost)?;
+    }
+    let (entry, interp_base) = match &interp {
+        Some((_, img)) => (img.entry, img.base),
+        None => (image.entry, 0),
+    };
+    let mut random = [0u8; 16];
+    let _ = getrandom(&mut random);
+    let process = stack::Process {
+        argv: &argv,
+        envp: &envp,
+        execfn: &name,
+        user: m.user,
+        random,
+        interp_base,
+    };
+    let rsp = stack::build(&mut ctx.mem, (ram - m.stack, ram), &image, &process).map_err(lost)?;
+    let mut low = m.mem.alias();
+    let ok = setup::proc_info(
+        &mut low,
+        ctx.proc,
+        &setup::ProcInfo {
+            brk_start: (end + PAGE - 1) & !(PAGE - 1),
+            mmap_top: ram - m.stack,
+            exe: &name,
+        },
+    );
+    if !ok {
+        return Err(EXEC_LOST);
+    }
+    if let Some(r) = m.ring.get() {
+        r.with_host(|h, _| h.exec_files(ctx.proc));
+    }
+    Ok((entry, rsp))
+}
+
+/// AT_RANDOM bytes (the getrandom system call: the VMM can open nothing by now).
+fn getrandom(buf: &mut [u8]) -> bool {
+    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    n == buf.len() as isize
+}
