@@ -146,6 +146,33 @@ fn fork_exec_wait_match_the_host() {
 
 /// busybox sh: external commands (fork + exec of busybox applets), pipelines,
 /// subshells and their statuses, command substitution, a missing command.
+/// The guest's device nodes come from the VMM whatever the rootfs holds:
+/// /dev/null, /dev/zero, /dev/full, /dev/urandom and /dev/std{in,out,err}.
+#[test]
+fn device_nodes() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    let _ = std::fs::remove_dir_all(b.rootfs().join("dev"));
+    let script = r#"
+        echo gone > /dev/null; echo null=$?
+        head -c 4096 /dev/zero | tr -d '\0' | wc -c
+        head -c 64 /dev/urandom | wc -c
+        echo x > /dev/full 2>/dev/null; echo full=$?
+        echo to-stderr > /dev/stderr
+        wc -c < /dev/null
+    "#;
+    b.args(&["/bin/sh", "-c", script]);
+    let c = hj.container("vmdev");
+    let out = c.run(&b, &[]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_eq!(out.stdout, "null=0\n0\n64\nfull=1\n0\n", "{out}");
+    assert_eq!(out.stderr, "to-stderr\n", "{out}");
+    // Nothing was created in the rootfs (there is not even a /dev there).
+    assert!(!b.rootfs().join("dev").exists());
+    c.assert_nothing_left(&b);
+}
+
 #[test]
 fn busybox_shell_pipelines() {
     require_kvm!();

@@ -72,7 +72,20 @@ pub struct Host {
     readonly: bool,
     procs: Vec<Files>,
     cur: usize,
+    /// The device nodes the guest gets whatever its rootfs holds (see [`DEVICES`]),
+    /// opened on the host before the VMM is confined.
+    devices: Vec<(&'static [u8], Arc<OwnedFd>)>,
 }
+
+/// The guest's device nodes: its path and the host device behind it. Device nodes
+/// in the rootfs itself are refused (see fsops::openat).
+pub const DEVICES: &[(&[u8], &str)] = &[
+    (b"/dev/null", "/dev/null"),
+    (b"/dev/zero", "/dev/zero"),
+    (b"/dev/full", "/dev/full"),
+    (b"/dev/random", "/dev/urandom"),
+    (b"/dev/urandom", "/dev/urandom"),
+];
 
 impl Host {
     /// A host whose guest fds 0-2 are `console`, whose files live under the directory
@@ -105,7 +118,45 @@ impl Host {
             readonly,
             procs,
             cur: 0,
+            devices: Vec::new(),
         }
+    }
+
+    /// Gives the guest the host devices of [`DEVICES`] (opened now: the VMM can
+    /// open nothing once confined).
+    pub fn open_devices(&mut self) -> Result<(), String> {
+        for (guest, host) in DEVICES {
+            let f = nix::fcntl::open(*host, OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(|e| format!("open {host} for the guest: {e}"))?;
+            self.devices.push((guest, Arc::new(f)));
+        }
+        Ok(())
+    }
+
+    /// Opens the guest device at `abs` (a normalised path), if it is one: /dev/null
+    /// and the others of [`DEVICES`], and /dev/stdin, /dev/stdout, /dev/stderr (the
+    /// caller's fds 0-2, as their /proc/self/fd links reopen them).
+    pub fn open_device(&mut self, abs: &[u8], cloexec: bool) -> Option<Result<i64, Errno>> {
+        let std = [&b"/dev/stdin"[..], b"/dev/stdout", b"/dev/stderr"];
+        if let Some(fd) = std.iter().position(|p| *p == abs) {
+            return Some(self.dup(fd as u64, 0, cloexec).map_err(|_| Errno::ENXIO));
+        }
+        let file = self.devices.iter().find(|(p, _)| *p == abs)?.1.clone();
+        let at = match self.free_slot(0) {
+            Ok(at) => at,
+            Err(e) => return Some(Err(e)),
+        };
+        self.put(
+            at,
+            Slot {
+                file,
+                cloexec,
+                path: None,
+                nonblock: false,
+                kind: Kind::File,
+            },
+        );
+        Some(Ok(at as i64))
     }
 
     /// Makes process slot `p`'s files the ones calls act on (slot 0 for a bad `p`).
@@ -173,7 +224,9 @@ impl Host {
             Mode::empty(),
         )
         .map_err(|e| format!("open rootfs {}: {e}", rootfs.display()))?;
-        Ok(Host::new(console, root, cwd, readonly))
+        let mut h = Host::new(console, root, cwd, readonly);
+        h.open_devices()?;
+        Ok(h)
     }
 
     /// Whether the rootfs is read-only for the guest.

@@ -52,6 +52,12 @@ pub fn openat(h: &mut Host, mem: &GuestMem, dirfd: u64, path: u64, flags: u64, m
         return Err(Errno::EINVAL);
     }
     let abs = abs_arg(h, mem, dirfd, path)?;
+    if let Some(r) = h.open_device(
+        &crate::files::normalize(&abs),
+        flags.contains(OFlag::O_CLOEXEC),
+    ) {
+        return r;
+    }
     let mut keep = acc
         | (flags
             & (OFlag::O_CREAT
