@@ -16,6 +16,12 @@
 #   3b. a CPU-bound program split over 1 and over 4 threads (bench-vm/par.c,
 #      PAR_ITERS xorshift steps in all, default 4e8; PAR_RUNS, default 3): the
 #      speed-up from 4 threads in the VM (a vCPU per thread) vs. on the host;
+#   3c. processes, in the VM and in the jail, crun, runc and runsc (PROC_RUNS
+#      rounds, default 5, rotating order): fork + execve("/true") + waitpid inside the
+#      container (bench-vm/procs.c, FORK_N rounds, default 200; mean us per round),
+#      pipe throughput between a process and its child (PIPE_MIB MiB, default 64;
+#      MB/s), and the wall time of `run` of a busybox sh script of 1,000 commands
+#      (/true, echo, arithmetic, cat: 250 of each);
 #   4. ns per getpid, 1-byte write (to /dev/null, and to a regular file) and 4 KiB
 #      pread, back to back (the VM's ring busy), and a 1-byte write after 300 us
 #      without a system call (the ring thread asleep), in the VM vs. the same binary
@@ -27,7 +33,8 @@
 # Output: a table on stdout, bench-results/vm.csv (summary) and
 # bench-results/vm-samples.csv (every sample).
 #
-# Env: N, ENTRY_RUNS, LOOP_RUNS, LOOP_ITERS, PAR_RUNS, PAR_ITERS, SYSCALL_RUNS, SYSCALL_N, RSS_RUNS,
+# Env: N, ENTRY_RUNS, LOOP_RUNS, LOOP_ITERS, PAR_RUNS, PAR_ITERS, PROC_RUNS, FORK_N, PIPE_MIB,
+# SYSCALL_RUNS, SYSCALL_N, RSS_RUNS,
 # TOUCH_MIB, WARMUP (default 3), HYPERJAIL (default target/release/hyperjail), RUNC
 # (default /usr/sbin/runc), CRUN (default /usr/bin/crun), RUNSC (default
 # /usr/bin/runsc; the column is skipped when it is missing), OUT_DIR (default
@@ -45,6 +52,9 @@ LOOP_RUNS=${LOOP_RUNS:-5}
 LOOP_ITERS=${LOOP_ITERS:-1000000000}
 PAR_RUNS=${PAR_RUNS:-3}
 PAR_ITERS=${PAR_ITERS:-400000000}
+PROC_RUNS=${PROC_RUNS:-5}
+FORK_N=${FORK_N:-200}
+PIPE_MIB=${PIPE_MIB:-64}
 SYSCALL_RUNS=${SYSCALL_RUNS:-5}
 SYSCALL_N=${SYSCALL_N:-20000}
 RSS_RUNS=${RSS_RUNS:-5}
@@ -65,7 +75,7 @@ note() { echo "bench-vm: $*"; }
 command -v gcc >/dev/null || die "gcc not found (apt-get install gcc libc6-dev)"
 command -v python3 >/dev/null || die "python3 not found (scripts/deps.sh)"
 command -v jq >/dev/null || die "jq not found (scripts/deps.sh)"
-for v in N ENTRY_RUNS LOOP_RUNS LOOP_ITERS PAR_RUNS PAR_ITERS SYSCALL_RUNS SYSCALL_N RSS_RUNS TOUCH_MIB; do
+for v in N ENTRY_RUNS LOOP_RUNS LOOP_ITERS PAR_RUNS PAR_ITERS PROC_RUNS FORK_N PIPE_MIB SYSCALL_RUNS SYSCALL_N RSS_RUNS TOUCH_MIB; do
     [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer, not '${!v}'"
 done
 [[ "$WARMUP" =~ ^[0-9]+$ ]] || die "WARMUP must be a non-negative integer, not '$WARMUP'"
@@ -101,7 +111,7 @@ trap cleanup EXIT
 # The guest programs: static, from scripts/bench-vm/*.c. entry has no libc at all.
 bin=$work/bin
 mkdir -p "$bin"
-for p in true cpuloop syscalls touch par; do
+for p in true cpuloop syscalls touch par procs; do
     gcc -O2 -Wall -static -pthread -o "$bin/$p" "$repo/scripts/bench-vm/$p.c" || die "gcc -static failed for $p.c (apt-get install libc6-dev)"
 done
 gcc -O2 -Wall -static -nostdlib -fno-stack-protector -o "$bin/entry" "$repo/scripts/bench-vm/entry.c" ||
@@ -113,7 +123,7 @@ head -c 65536 /dev/urandom > "$bin/data"
 # ociVersion 1.0.2-dev because crun 1.8.1 rejects the 1.2.0 that `hyperjail spec` writes.
 jail=$work/jail
 "$repo/scripts/mkbundle.sh" "$jail" /true >/dev/null
-cp "$bin"/{true,entry,cpuloop,syscalls,touch,par,data} "$jail/rootfs/"
+cp "$bin"/{true,entry,cpuloop,syscalls,touch,par,procs,data} "$jail/rootfs/"
 jq '.ociVersion = "1.0.2-dev" | .root.readonly = false' "$jail/config.json" > "$jail/config.json.new"
 mv "$jail/config.json.new" "$jail/config.json"
 vm=$work/vm
@@ -136,6 +146,7 @@ export BENCH_WORK=$work BENCH_JAIL=$jail BENCH_VM=$vm BENCH_BIN=$bin BENCH_OUT=$
 export BENCH_RUNC=$RUNC BENCH_CRUN=$CRUN BENCH_RUNSC=$RUNSC
 export BENCH_N=$N BENCH_ENTRY_RUNS=$ENTRY_RUNS BENCH_LOOP_RUNS=$LOOP_RUNS BENCH_LOOP_ITERS=$LOOP_ITERS
 export BENCH_PAR_RUNS=$PAR_RUNS BENCH_PAR_ITERS=$PAR_ITERS
+export BENCH_PROC_RUNS=$PROC_RUNS BENCH_FORK_N=$FORK_N BENCH_PIPE_MIB=$PIPE_MIB
 export BENCH_SYSCALL_RUNS=$SYSCALL_RUNS BENCH_SYSCALL_N=$SYSCALL_N BENCH_RSS_RUNS=$RSS_RUNS
 export BENCH_TOUCH_MIB=$TOUCH_MIB BENCH_WARMUP=$WARMUP
 python3 "$repo/scripts/bench-vm/bench.py"

@@ -7,6 +7,7 @@ hj = E["HYPERJAIL"]
 geti = lambda k: int(E["BENCH_" + k])
 N, ENTRY_RUNS, LOOP_RUNS, LOOP_ITERS = geti("N"), geti("ENTRY_RUNS"), geti("LOOP_RUNS"), geti("LOOP_ITERS")
 PAR_RUNS, PAR_ITERS = geti("PAR_RUNS"), geti("PAR_ITERS")
+PROC_RUNS, FORK_N, PIPE_MIB = geti("PROC_RUNS"), geti("FORK_N"), geti("PIPE_MIB")
 SYSCALL_RUNS, SYSCALL_N, RSS_RUNS, TOUCH_MIB, WARMUP = (
     geti("SYSCALL_RUNS"), geti("SYSCALL_N"), geti("RSS_RUNS"), geti("TOUCH_MIB"), geti("WARMUP"))
 rootfs = os.path.join(jail, "rootfs")
@@ -212,6 +213,50 @@ for who in ("host", "vm"):
         target, met = (">= 1.8 on 2 CPUs", yn(one / four >= 1.8))
     row(f"cpu {PAR_ITERS:.0e} steps, 4 threads", who, par[(who, 4)], "ms", one / four,
         "speed-up 1 -> 4 threads", target, met)
+
+# ---- 3c. processes: fork+exec+wait, a pipe, a shell script --------------------------
+script = os.path.join(rootfs, "script.sh")
+with open(script, "w") as f:
+    for i in range(250):
+        f.write(f"/true\necho line {i} > /dev/null\nx=$(( {i} * 3 ))\ncat /data > /dev/null\n")
+tests = [("forkexec", ["/procs", "forkexec", str(FORK_N)], "us"),
+         ("pipe", ["/procs", "pipe", str(PIPE_MIB)], "MB/s"),
+         ("script", ["/bin/sh", "/script.sh"], "ms")]
+proc = {(t, n): [] for t, _, _ in tests for n, _, _ in runtimes}
+for i in range(PROC_RUNS):
+    for t, args, _ in tests:
+        for b in (vm, jail):
+            set_args(b, args)
+        for j in range(len(runtimes)):
+            name, pre, b = runtimes[(i + j) % len(runtimes)]
+            ns, o = crun_(name, pre, b)
+            if t == "forkexec":
+                v = int(o.split()[1]) / 1e3
+            elif t == "pipe":
+                v = float(o.split()[1])
+            else:
+                v = ns / 1e6
+            proc[(t, name)].append(v)
+            samples.append((f"proc_{t}", name, i + 1, v))
+log(f"processes: {PROC_RUNS} rounds of fork+exec+wait x{FORK_N}, a {PIPE_MIB} MiB pipe, a 1000-command script")
+labels = {"forkexec": "fork+exec+wait of true", "pipe": f"pipe {PIPE_MIB} MiB to a child",
+          "script": "run sh script, 1000 commands"}
+for t, _, unit in tests:
+    m = {n: statistics.median(proc[(t, n)]) for n, _, _ in runtimes}
+    for name, _, _ in runtimes:
+        ratio, of, target, met = None, "", "", ""
+        if name != "vm":
+            ratio, of = m["vm"] / m[name], f"vm/{name}"
+        if name == "jail":
+            if t == "forkexec":
+                target, met = "vm <= 3x jail", yn(ratio <= 3)
+            elif t == "pipe":
+                target, met = "vm >= 0.5x jail", yn(ratio >= 0.5)
+            else:
+                target, met = "vm <= 2x jail", yn(ratio <= 2)
+        if name == "runsc" and t == "script":
+            target, met = "vm ahead of runsc (< 1)", yn(ratio < 1)
+        row(labels[t], name, proc[(t, name)], unit, ratio, of, target, met)
 
 # ---- 4. syscalls -----------------------------------------------------------------
 set_args(vm, ["/syscalls", str(SYSCALL_N), "/data", "/sink-vm"])

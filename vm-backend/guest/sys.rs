@@ -74,7 +74,7 @@ impl Proc {
         let top = boot(BI_RAM_END);
         let mmap_top = pi(self.slot_hint(), PI_MMAP_TOP);
         [
-            (LOW, self.brk_max),
+            (USER_MIN, self.brk_max),
             (self.mmap_low, mmap_top),
             (rsp.saturating_sub(128) & !(PAGE - 1), top),
             (0, 0),

@@ -54,25 +54,63 @@ fn view(m: &Machine, p: u64) -> Result<GuestMem, i64> {
     // SAFETY: the region is the private part of `v`, which is kept in `m.views`
     // for as long as the Machine (and so the VM) lives: it is never removed.
     unsafe { m.vm.set_user_memory_region(region) }.map_err(|e| -(e.errno() as i64))?;
+    // The slot's page tables, once: they map the same window every time.
+    setup::proc_tables(&mut m.mem.alias(), p).ok_or(-(Errno::EINVAL as i64))?;
     let alias = v.alias();
     *slot = Some(v);
     Ok(alias)
 }
 
-/// Copies the used pages of `ranges` from `from` to `to` (pages of zeros are left
-/// out: the child's fresh memory reads as zero there too).
-fn copy_used(from: &GuestMem, to: &mut GuestMem, ranges: &[(u64, u64)]) {
+/// Whether each page of [start, end) of `mem` holds data (present or swapped out),
+/// from the VMM's /proc/self/pagemap; None when it cannot be read.
+fn used_pages(pagemap: &std::fs::File, mem: &GuestMem, start: u64, end: u64) -> Option<Vec<bool>> {
+    let pages = ((end - start) / PAGE) as usize;
+    let mut raw = vec![0u8; 8 * pages];
+    let at = (mem.host_addr() + start) / PAGE * 8;
+    pagemap.read_exact_at(&mut raw, at).ok()?;
+    Some(
+        raw.chunks_exact(8)
+            .map(|e| {
+                let v = u64::from_le_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]);
+                v & (3 << 62) != 0
+            })
+            .collect(),
+    )
+}
+
+/// Whether a page is all zeros.
+fn zero_page(p: &[u8]) -> bool {
+    p.chunks_exact(8)
+        .all(|w| u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]) == 0)
+}
+
+/// Copies the used pages of `ranges` from `from` to `to`: the pages the host has
+/// memory for (the pagemap says so), or, without a pagemap, those not all zeros
+/// (the child's fresh memory reads as zero elsewhere).
+fn copy_used(
+    pagemap: Option<&std::fs::File>,
+    from: &GuestMem,
+    to: &mut GuestMem,
+    ranges: &[(u64, u64)],
+) {
     for &(start, end) in ranges {
         let start = start.max(LOW) & !(PAGE - 1);
-        let end = end.min(from.size());
-        let mut at = start;
-        while at < end {
-            if let Some(src) = from.slice(at, PAGE) {
-                if src.iter().any(|&b| b != 0) {
-                    to.write(at, src);
-                }
+        let end = end.min(from.size()).next_multiple_of(PAGE).min(from.size());
+        if start >= end {
+            continue;
+        }
+        let used = pagemap.and_then(|f| used_pages(f, from, start, end));
+        for (i, at) in (start..end).step_by(PAGE as usize).enumerate() {
+            let Some(src) = from.slice(at, PAGE) else {
+                continue;
+            };
+            let copy = match &used {
+                Some(u) => u.get(i).copied().unwrap_or(true),
+                None => !zero_page(src),
+            };
+            if copy {
+                to.write(at, src);
             }
-            at += PAGE;
         }
     }
 }
@@ -99,13 +137,9 @@ fn fork_inner(m: &Arc<Machine>, ctx: &Ctx, blk: u64) -> Result<(), i64> {
     for i in 0..CL_NRANGES {
         ranges.push((word(CL_RANGES + 16 * i)?, word(CL_RANGES + 16 * i + 8)?));
     }
+    // A slot the guest reuses had its memory given back at its exit.
     let mut to = view(m, child)?;
-    // A slot the guest reuses had its memory given back at its exit; the tables
-    // are rewritten every time (cheap, and the guest could have changed them).
-    to.discard(LOW);
-    let mut low = m.mem.alias();
-    setup::proc_tables(&mut low, child).ok_or(einval)?;
-    copy_used(&ctx.mem, &mut to, &ranges);
+    copy_used(m.pagemap.as_ref(), &ctx.mem, &mut to, &ranges);
     if ctid != 0 && !to.write(ctid, &(tid as u32).to_le_bytes()) {
         return Err(-(Errno::EFAULT as i64));
     }

@@ -58,6 +58,9 @@ pub struct Machine {
     pub user: (u32, u32),
     /// Size of the stack region at the top of a process's memory.
     pub stack: u64,
+    /// The VMM's /proc/self/pagemap (opened before confinement): which pages of a
+    /// parent a fork copies.
+    pub pagemap: Option<std::fs::File>,
 }
 
 /// What a vCPU thread runs: its per-CPU slot, its process slot and that

@@ -274,6 +274,7 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
         slot_proc: Arc::new(Default::default()),
         user: p.user,
         stack: p.stack,
+        pagemap: std::fs::File::open("/proc/self/pagemap").ok(),
     });
     Ok(Vm {
         _kvm: kvm,
