@@ -5,7 +5,7 @@
 //! the VMM goes through bounds-checked methods, because guest-supplied addresses and
 //! lengths are hostile.
 
-use nix::sys::mman::{madvise, mmap, mmap_anonymous, munmap, MapFlags, MmapAdvise, ProtFlags};
+use nix::sys::mman::{mmap, mmap_anonymous, munmap, MapFlags, ProtFlags};
 use std::num::NonZeroUsize;
 use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
@@ -98,24 +98,61 @@ impl GuestMem {
     }
 
     /// Drops the private contents from `from` to the end: they read as zero again
-    /// and their host memory is given back (a process's exit or execve).
+    /// and their host memory is given back (a process's exit or execve); file
+    /// mappings there (see [`GuestMem::map_file`]) are replaced by zeroed memory.
     pub fn discard(&self, from: u64) -> bool {
         let Some(off) = self.range(from, 0) else {
             return false;
         };
         let off = (off + 0xfff) & !0xfff;
-        if off >= self.len {
+        let (Some(at), Some(n)) = (
+            NonZeroUsize::new(self.ptr.as_ptr() as usize + off),
+            NonZeroUsize::new(self.len.saturating_sub(off)),
+        ) else {
             return true;
-        }
-        // SAFETY: [off, len) is inside the mapping and page-aligned; MADV_DONTNEED
-        // on private anonymous memory only zeroes it, and nothing in the VMM holds a
-        // reference into guest memory across this call (slices borrow a GuestMem
-        // of the process that is being replaced, which is not running).
+        };
+        // SAFETY: MAP_FIXED over [off, len) of this mapping, page-aligned; nothing in
+        // the VMM holds a reference into that range across this call (slices borrow
+        // a GuestMem of the process being replaced, which is not running), and the
+        // range stays mapped (fresh zeroed memory), so later accesses stay valid.
         unsafe {
-            madvise(
-                NonNull::new_unchecked(self.ptr.as_ptr().add(off)).cast(),
-                self.len - off,
-                MmapAdvise::MADV_DONTNEED,
+            mmap_anonymous(
+                Some(at),
+                n,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE | MapFlags::MAP_FIXED,
+            )
+        }
+        .is_ok()
+    }
+
+    /// Maps `len` bytes of `file` from `offset` at `gpa`, private (copy on write):
+    /// a program's segments share the host's page cache instead of being copied.
+    /// `gpa` and `offset` must be page-aligned and the range above [`LOW`] inside
+    /// guest memory; false (nothing changed) otherwise.
+    pub fn map_file(&self, gpa: u64, len: u64, file: BorrowedFd<'_>, offset: u64) -> bool {
+        let ok = gpa % 0x1000 == 0
+            && offset % 0x1000 == 0
+            && gpa >= crate::abi::LOW
+            && self.range(gpa, len).is_some();
+        let (Some(at), Some(n), Ok(off)) = (
+            NonZeroUsize::new(self.ptr.as_ptr() as usize + gpa as usize),
+            NonZeroUsize::new(len as usize),
+            i64::try_from(offset),
+        ) else {
+            return false;
+        };
+        // SAFETY: MAP_FIXED over a page-aligned range inside this mapping, above the
+        // shared low memory (checked above); it stays mapped, so later accesses stay
+        // valid, and only guest bytes change.
+        ok && unsafe {
+            mmap(
+                Some(at),
+                n,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_PRIVATE | MapFlags::MAP_FIXED,
+                file,
+                off,
             )
         }
         .is_ok()

@@ -61,8 +61,10 @@ fn view(m: &Machine, p: u64) -> Result<GuestMem, i64> {
     Ok(alias)
 }
 
-/// Whether each page of [start, end) of `mem` holds data (present or swapped out),
-/// from the VMM's /proc/self/pagemap; None when it cannot be read.
+/// Whether each page of [start, end) of `mem` holds data of its own: present and
+/// not a page of a file (or swapped out), from the VMM's /proc/self/pagemap; None
+/// when it cannot be read. A file page that was never written needs no copy: the
+/// child maps the same file.
 fn used_pages(pagemap: &std::fs::File, mem: &GuestMem, start: u64, end: u64) -> Option<Vec<bool>> {
     let pages = ((end - start) / PAGE) as usize;
     let mut raw = vec![0u8; 8 * pages];
@@ -72,7 +74,8 @@ fn used_pages(pagemap: &std::fs::File, mem: &GuestMem, start: u64, end: u64) -> 
         raw.chunks_exact(8)
             .map(|e| {
                 let v = u64::from_le_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]);
-                v & (3 << 62) != 0
+                let (present, swapped, file) = (v >> 63 & 1, v >> 62 & 1, v >> 61 & 1);
+                swapped == 1 || (present == 1 && file == 0)
             })
             .collect(),
     )
@@ -84,9 +87,10 @@ fn zero_page(p: &[u8]) -> bool {
         .all(|w| u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]) == 0)
 }
 
-/// Copies the used pages of `ranges` from `from` to `to`: the pages the host has
-/// memory for (the pagemap says so), or, without a pagemap, those not all zeros
-/// (the child's fresh memory reads as zero elsewhere).
+/// Copies the used pages of `ranges` from `from` to `to`: the pages with data of
+/// their own (the pagemap says so), or, without a pagemap, those not all zeros
+/// (the child's fresh memory reads as zero elsewhere, its file mappings as the
+/// file).
 fn copy_used(
     pagemap: Option<&std::fs::File>,
     from: &GuestMem,
@@ -139,6 +143,20 @@ fn fork_inner(m: &Arc<Machine>, ctx: &Ctx, blk: u64) -> Result<(), i64> {
     }
     // A slot the guest reuses had its memory given back at its exit.
     let mut to = view(m, child)?;
+    let maps = m
+        .images
+        .lock()
+        .map(|i| i[ctx.proc as usize].clone())
+        .unwrap_or_default();
+    for s in &maps {
+        if !to.map_file(s.gpa, s.len, s.file.as_fd(), s.offset) {
+            to.discard(LOW);
+            return Err(-(Errno::ENOMEM as i64));
+        }
+    }
+    if let Ok(mut i) = m.images.lock() {
+        i[child as usize] = maps;
+    }
     copy_used(m.pagemap.as_ref(), &ctx.mem, &mut to, &ranges);
     if ctid != 0 && !to.write(ctid, &(tid as u32).to_le_bytes()) {
         return Err(-(Errno::EFAULT as i64));
@@ -161,6 +179,9 @@ fn fork_inner(m: &Arc<Machine>, ctx: &Ctx, blk: u64) -> Result<(), i64> {
 pub fn exit(m: &Machine, ctx: &Ctx) {
     if ctx.proc == 0 {
         return;
+    }
+    if let Ok(mut i) = m.images.lock() {
+        i[ctx.proc as usize].clear();
     }
     if let Some(r) = m.ring.get() {
         r.with_host(|h, _| h.drop_files(ctx.proc));
@@ -211,7 +232,7 @@ fn c_string(mem: &GuestMem, at: u64, max: usize) -> Result<Vec<u8>, i64> {
 
 /// A program file opened in the rootfs, with its start and length.
 struct Program {
-    file: std::fs::File,
+    file: Arc<std::fs::File>,
     head: Vec<u8>,
     len: u64,
 }
@@ -230,7 +251,7 @@ fn open_program(m: &Machine, proc: u64, abs: &[u8], need_exec: bool) -> Result<P
     if st.st_mode & libc::S_IFMT != libc::S_IFREG || (need_exec && st.st_mode & 0o111 == 0) {
         return Err(-(Errno::EACCES as i64));
     }
-    let file = std::fs::File::from(fd);
+    let file = Arc::new(std::fs::File::from(fd));
     let len = st.st_size as u64;
     let mut head = vec![0u8; len.min(HEAD) as usize];
     file.read_exact_at(&mut head, 0)
@@ -303,11 +324,19 @@ fn exec_inner(m: &Machine, ctx: &mut Ctx, blk: u64) -> Result<(u64, u64), i64> {
         return Err(-(Errno::ENOMEM as i64));
     }
     // The point of no return: the old image goes.
-    ctx.mem.discard(LOW);
+    if let Ok(mut i) = m.images.lock() {
+        i[ctx.proc as usize].clear();
+    }
+    if !ctx.mem.discard(LOW) {
+        return Err(EXEC_LOST);
+    }
     let lost = |_| EXEC_LOST;
-    setup::load_program(&mut ctx.mem, &image, &prog.file).map_err(lost)?;
+    let mut maps = setup::load_program(&mut ctx.mem, &image, &prog.file).map_err(lost)?;
     if let Some((p, img)) = &interp {
-        setup::load_program(&mut ctx.mem, img, &p.file).map_err(lost)?;
+        maps.extend(setup::load_program(&mut ctx.mem, img, &p.file).map_err(lost)?);
+    }
+    if let Ok(mut i) = m.images.lock() {
+        i[ctx.proc as usize] = maps;
     }
     let (entry, interp_base) = match &interp {
         Some((_, img)) => (img.entry, img.base),

@@ -157,9 +157,10 @@ pub fn plan(bundle: &Bundle) -> Result<Plan, String> {
     let found = find(bundle, arg0, &envp, &cwd)?;
     let execfn = found.path;
     let image = elf::parse(&execfn, &found.head, found.len, USER_MIN)?;
-    let file = found.file;
+    let file = std::sync::Arc::new(found.file);
     let interp = match &image.interp {
-        Some(path) => Some(loader(bundle, &execfn, path, &image)?),
+        Some(path) => Some(loader(bundle, &execfn, path, &image)?)
+            .map(|(f, img)| (std::sync::Arc::new(f), img)),
         None => None,
     };
     let end = interp.as_ref().map_or(image.end, |(_, i)| i.end);

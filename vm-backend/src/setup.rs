@@ -157,18 +157,63 @@ pub fn descriptors(mem: &mut GuestMem) -> bool {
     ok
 }
 
-/// Reads the program's segments from its file into guest memory (fresh memory is zero, so bss
-/// needs nothing).
-pub fn load_program(mem: &mut GuestMem, img: &Image, file: &std::fs::File) -> Result<(), String> {
+/// A program segment mapped from its file (see [`GuestMem::map_file`]); a fork maps
+/// it again in the child.
+#[derive(Debug, Clone)]
+pub struct Mapped {
+    /// Guest address (page-aligned).
+    pub gpa: u64,
+    /// Bytes mapped.
+    pub len: u64,
+    /// The file.
+    pub file: std::sync::Arc<std::fs::File>,
+    /// File offset (page-aligned).
+    pub offset: u64,
+}
+
+/// Puts the program's segments into guest memory: mapped private from the file
+/// when their address and offset agree modulo the page size (as linkers make them),
+/// else read. The bytes of a segment's last page past its file part are zeroed
+/// when the segment has bss (to the page's end, as Linux does). Returns the
+/// mappings made.
+pub fn load_program(
+    mem: &mut GuestMem,
+    img: &Image,
+    file: &std::sync::Arc<std::fs::File>,
+) -> Result<Vec<Mapped>, String> {
+    use std::os::fd::AsFd;
     use std::os::unix::fs::FileExt;
+    let small = || "guest memory is too small for the program".to_string();
+    let mut maps = Vec::new();
     for s in &img.segments {
-        let dst = mem
-            .slice_mut(s.vaddr, s.filesz)
-            .ok_or("guest memory is too small for the program")?;
-        file.read_exact_at(dst, s.offset)
-            .map_err(|e| format!("read the program: {e}"))?;
+        if s.filesz == 0 {
+            continue;
+        }
+        let start = s.vaddr & !(PAGE - 1);
+        let end = (s.vaddr + s.filesz).next_multiple_of(PAGE);
+        let lead = s.vaddr - start;
+        let mapped = s.offset % PAGE == s.vaddr % PAGE
+            && mem.map_file(start, end - start, file.as_fd(), s.offset - lead);
+        if mapped {
+            maps.push(Mapped {
+                gpa: start,
+                len: end - start,
+                file: std::sync::Arc::clone(file),
+                offset: s.offset - lead,
+            });
+            // As Linux's loader: with bss, the rest of the last file page is zero
+            // (loaders put their first allocations there).
+            if s.memsz > s.filesz {
+                let tail = s.vaddr + s.filesz;
+                mem.slice_mut(tail, end - tail).ok_or_else(small)?.fill(0);
+            }
+        } else {
+            let dst = mem.slice_mut(s.vaddr, s.filesz).ok_or_else(small)?;
+            file.read_exact_at(dst, s.offset)
+                .map_err(|e| format!("read the program: {e}"))?;
+        }
     }
-    Ok(())
+    Ok(maps)
 }
 
 /// Prepares per-CPU slot `slot` for a thread `tid` that starts on a fresh kernel

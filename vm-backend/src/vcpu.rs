@@ -61,6 +61,9 @@ pub struct Machine {
     /// The VMM's /proc/self/pagemap (opened before confinement): which pages of a
     /// parent a fork copies.
     pub pagemap: Option<std::fs::File>,
+    /// Each process slot's program segments mapped from their files (a fork maps
+    /// them again in the child; only the pages written since are copied).
+    pub images: Mutex<Vec<Vec<crate::setup::Mapped>>>,
 }
 
 /// What a vCPU thread runs: its per-CPU slot, its process slot and that

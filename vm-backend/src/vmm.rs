@@ -22,12 +22,12 @@ pub struct Plan {
     /// Guest RAM in bytes (a multiple of 2 MiB).
     pub ram: u64,
     /// The program file (its segments are read into guest memory at build).
-    pub file: std::fs::File,
+    pub file: Arc<std::fs::File>,
     /// Parsed program.
     pub image: Image,
     /// Its loader (PT_INTERP), opened in the rootfs and placed above it, when the
     /// program is dynamically linked: the vCPU starts at the loader's entry.
-    pub interp: Option<(std::fs::File, Image)>,
+    pub interp: Option<(Arc<std::fs::File>, Image)>,
     /// process.args.
     pub argv: Vec<String>,
     /// process.env.
@@ -191,9 +191,9 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
     let mut random = [0u8; 16];
     random[..8].copy_from_slice(&rnd[2].to_le_bytes());
     random[8..].copy_from_slice(&rnd[3].to_le_bytes());
-    setup::load_program(&mut mem, &p.image, &p.file)?;
+    let mut image_maps = setup::load_program(&mut mem, &p.image, &p.file)?;
     if let Some((file, img)) = &p.interp {
-        setup::load_program(&mut mem, img, file)?;
+        image_maps.extend(setup::load_program(&mut mem, img, file)?);
     }
     let (end, entry, interp_base) = match &p.interp {
         Some((_, img)) => (img.end, img.entry, img.base),
@@ -275,6 +275,17 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
         user: p.user,
         stack: p.stack,
         pagemap: std::fs::File::open("/proc/self/pagemap").ok(),
+        images: Mutex::new(
+            (0..MAX_PROCS)
+                .map(|i| {
+                    if i == 0 {
+                        image_maps.clone()
+                    } else {
+                        Vec::new()
+                    }
+                })
+                .collect(),
+        ),
     });
     Ok(Vm {
         _kvm: kvm,
