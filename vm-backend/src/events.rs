@@ -15,6 +15,8 @@ const O_CLOEXEC: u64 = 0o2000000;
 const O_NONBLOCK: u64 = 0o4000;
 const O_DIRECT: u64 = 0o40000;
 const EFD_SEMAPHORE: u64 = 1;
+/// Host buffer of a guest pipe (Linux's default pipe-max-size).
+const PIPE_SIZE: i32 = 1 << 20;
 /// Size of a guest `struct epoll_event` (packed on x86-64).
 const EPOLL_EVENT: u64 = 12;
 /// Most events one epoll_wait returns (a guest asking for more gets them in turns).
@@ -41,6 +43,10 @@ pub fn pipe2(h: &mut Host, mem: &mut GuestMem, fds: u64, flags: u64) -> Ret {
     let host =
         nix::fcntl::OFlag::from_bits_truncate((O_CLOEXEC | O_NONBLOCK | (flags & O_DIRECT)) as i32);
     let (r, w) = nix::unistd::pipe2(host)?;
+    // A larger buffer than Linux's default 64 KiB: each time a side finds the pipe
+    // full or empty it goes through its vCPU thread (crate::wait), which costs tens
+    // of microseconds here; a failure leaves the default.
+    let _ = nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
     let (cloexec, nonblock) = (flags & O_CLOEXEC != 0, flags & O_NONBLOCK != 0);
     let gr = h.install_own(r, cloexec, nonblock)?;
     let gw = match h.install_own(w, cloexec, nonblock) {
