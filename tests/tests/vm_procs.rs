@@ -93,6 +93,16 @@ int main(int argc, char **argv) {
     int then = waitpid(-1, &st, 0) == p;
     printf("then=%d\n", then);
 
+    /* A child that faults is killed by the signal; the parent goes on. */
+    p = fork();
+    if (p == 0) { *(volatile int *)8 = 1; _exit(0); }
+    waitpid(p, &st, 0);
+    printf("segv=%d sig=%d\n", WIFSIGNALED(st), WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    p = fork();
+    if (p == 0) { __builtin_trap(); }
+    waitpid(p, &st, 0);
+    printf("ill=%d sig=%d\n", WIFSIGNALED(st), WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+
     /* Many in a row: slots are given back. */
     int good = 0;
     for (int i = 0; i < 40; i++) {
@@ -130,6 +140,8 @@ fn fork_exec_wait_match_the_host() {
         "no-children=-1 No child processes",
         "wnohang=0",
         "then=1",
+        "segv=1 sig=11",
+        "ill=1 sig=4",
         "forty=40",
     ] {
         assert!(host_out.contains(want), "host: {want:?} in {host_out}");

@@ -18,6 +18,13 @@ hj_header:
     .ascii "HJGUEST1"
     .quad hj_syscall_entry
     .quad hj_thread_start
+    .quad hj_kill_start
+
+    .text
+    .globl hj_kill_start
+hj_kill_start:
+    mov %gs:8, %rsp
+    call hj_killed
 
     .text
     .globl hj_thread_start

@@ -43,6 +43,13 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
 #[no_mangle]
 extern "C" fn rust_eh_personality() {}
 
+/// Where the VMM restarts a vCPU whose user code faulted in a process other than
+/// the first (rdi: the signal): the process ends as killed by it.
+#[no_mangle]
+extern "C" fn hj_killed(sig: u64) -> ! {
+    proc::killed(sig)
+}
+
 /// Called by the entry with the saved registers; returns the value for rax.
 #[no_mangle]
 extern "C" fn hj_syscall(frame: *mut entry::Frame) -> u64 {

@@ -187,6 +187,11 @@ pub fn exit_group(code: u64) -> ! {
     end((code & 0xff) << 8)
 }
 
+/// The calling process was killed by signal `sig` (a fault in its code).
+pub fn killed(sig: u64) -> ! {
+    end(sig & 0x7f)
+}
+
 /// Ends the calling process with wait status `status`.
 fn end(status: u64) -> ! {
     let p = me();

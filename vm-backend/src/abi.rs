@@ -68,7 +68,8 @@ pub const MMIO_KICK: u64 = MMIO_BASE + 0x28;
 pub const MMIO_WAIT: u64 = MMIO_BASE + 0x30;
 
 /// Magic at offset 0 of the kernel blob; the syscall entry's address follows it,
-/// then the thread entry's.
+/// then the thread entry's, then the kill entry's (a faulting process's vCPU is
+/// restarted there, rdi = the signal).
 pub const KERNEL_MAGIC: u64 = u64::from_le_bytes(*b"HJGUEST1");
 /// Magic of the boot-info page.
 pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"HJBOOT01");

@@ -35,6 +35,8 @@ pub struct Machine {
     /// The guest kernel's thread entry: a new thread's vCPU starts there (abi.rs,
     /// PC_MXCSR).
     pub thread_start: u64,
+    /// The guest kernel's kill entry: a faulting process's vCPU restarts there.
+    pub kill_start: u64,
     /// The forwarding rings, once their thread runs.
     pub ring: OnceLock<Kicker>,
     /// The guest's futexes.
@@ -170,7 +172,16 @@ pub fn run(m: &Arc<Machine>, vcpu: &mut VcpuFd, ctx: &mut Ctx) -> End {
                     ));
                 }
             }
-            Event::Write(MMIO_FAULT, vector) => return fault(&ctx.mem, vcpu, vector),
+            Event::Write(MMIO_FAULT, vector) => match fault(&ctx.mem, vcpu, vector) {
+                // A process other than the first ends alone, as killed by the
+                // signal (its parent sees it in wait4); the VM goes on.
+                End::Crash(sig, what) if ctx.proc != 0 => {
+                    if let Err(e) = kill_process(m, vcpu, ctx, sig) {
+                        return End::Crash(sig, format!("{what}; {e}"));
+                    }
+                }
+                end => return end,
+            },
             Event::Write(MMIO_PANIC, line) => {
                 return End::Crash(libc::SIGABRT, format!("guest kernel panic (line {line})"))
             }
@@ -178,6 +189,25 @@ pub fn run(m: &Arc<Machine>, vcpu: &mut VcpuFd, ctx: &mut Ctx) -> End {
             Event::Fatal(msg) => return End::Crash(libc::SIGSEGV, msg),
         }
     }
+}
+
+/// Restarts `vcpu` at the guest kernel's kill entry, at CPL3 on its kernel stack,
+/// with the signal in rdi.
+fn kill_process(m: &Machine, vcpu: &VcpuFd, ctx: &Ctx, sig: i32) -> Result<(), String> {
+    let area = PERCPU_GPA + ctx.slot * PERCPU_SIZE;
+    let kstack = m
+        .mem
+        .read_u64(area + PC_KSTACK_TOP)
+        .ok_or("no per-CPU area")?;
+    set_sregs(vcpu, ctx.slot, 0, cr3(ctx.proc))?;
+    let regs = kvm_regs {
+        rip: m.kill_start,
+        rsp: kstack,
+        rdi: sig as u64,
+        rflags: 0x202,
+        ..Default::default()
+    };
+    vcpu.set_regs(&regs).map_err(kvm_err("set registers"))
 }
 
 /// Gives back a thread's place: its vCPU (when given) for reuse, then the thread

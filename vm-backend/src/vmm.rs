@@ -185,7 +185,7 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
         unsafe { vm.set_user_memory_region(region) }.map_err(kvm_err("memory slot"))?;
     }
 
-    let (lstar, thread_start) = setup::load_kernel(&mut mem)?;
+    let (lstar, thread_start, kill_start) = setup::load_kernel(&mut mem)?;
     let top = mem.size();
     let rnd = random_u64s();
     let mut random = [0u8; 16];
@@ -258,6 +258,7 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
         cpuid,
         lstar,
         thread_start,
+        kill_start,
         ring: OnceLock::new(),
         futexes: Futexes::default(),
         live: AtomicUsize::new(1),
