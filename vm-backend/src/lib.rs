@@ -1,17 +1,26 @@
-//! hyperjail-vm: the KVM microVM backend (first milestone).
+//! hyperjail-vm: the KVM microVM backend.
 //!
 //! A domain is one VMM process, forked by `create` and recorded as the container's
 //! pid. It builds a VM on the standard KVM API: guest RAM sized from
-//! `linux.resources.memory.limit` (MAP_NORESERVE), identity page tables with U=1 at
-//! every level, GDT/IDT/TSS, STAR/LSTAR/FMASK, the built-in guest kernel
-//! (`guest/`, embedded at build time) and the static ELF `process.args[0]` from the
-//! rootfs with its Linux initial stack. The vCPU starts at the program's entry at
-//! CPL3 when `start` connects to `start.sock`. The guest kernel implements
-//! process-local system calls itself and forwards console and file I/O through a
-//! shared-memory ring ([`abi`]) that a VMM thread polls while busy (`ring`); the
-//! VMM performs file calls against the bundle's rootfs through a per-VM fd table,
-//! resolving every guest path inside the rootfs with `openat2(RESOLVE_IN_ROOT)`.
-//! The VMM's exit status is the program's.
+//! `linux.resources.memory.limit` (MAP_NORESERVE), page tables with U=1 at every
+//! level, GDT/IDT/TSS, STAR/LSTAR/FMASK, the built-in guest kernel (`guest/`,
+//! embedded at build time) and the ELF `process.args[0]` from the rootfs (its
+//! segments mapped private from the file; a dynamically linked one with its
+//! PT_INTERP loader) with its Linux initial stack. The vCPU starts at the program's
+//! entry at CPL3 when `start` connects to `start.sock`. The guest kernel implements
+//! process-local system calls itself and forwards console and file I/O through
+//! shared-memory rings ([`abi`]) that a VMM thread polls while busy (`ring`); the
+//! VMM performs file calls against the bundle's rootfs through a per-process fd
+//! table, resolving every guest path inside the rootfs with
+//! `openat2(RESOLVE_IN_ROOT)`. A call that would wait is handed to the calling
+//! vCPU's own thread (`wait`). The VMM's exit status is the first process's.
+//!
+//! Memory: the low 2 MiB (kernel, tables, rings, per-CPU areas) is a memfd shared by
+//! every address space. Each guest process slot has a window of guest-physical
+//! memory (a memslot at `slot * 4 GiB`) and page tables of its own; the VMM keeps a
+//! view of each (`mem`), so a guest pointer means the same bytes to the VMM as to
+//! the process that passed it. Threads and processes each run on a vCPU of their
+//! own (a host thread of the VMM); `process` does fork, execve and exit.
 //!
 //! The VMM lives in the domain's cgroup, so the cgroup-based verbs (pause, resume,
 //! update, stats, scheduling) are the jail's, applied to that cgroup.
