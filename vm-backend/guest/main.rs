@@ -22,6 +22,7 @@ mod patch;
 mod percpu;
 mod proc;
 mod ring;
+mod signal;
 mod sys;
 mod thread;
 mod time;
@@ -59,5 +60,6 @@ extern "C" fn hj_syscall(frame: *mut entry::Frame) -> u64 {
     if entry::trapped() {
         patch::try_patch(f);
     }
-    sys::dispatch(f) as u64
+    let ret = sys::dispatch(f);
+    signal::deliver(f, ret) as u64
 }

@@ -90,6 +90,7 @@ pub fn fork(f: &Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tls: u64) -
         );
         ((to + PI_GEN) as *mut u64).write_volatile(pi(parent, PI_GEN));
     }
+    crate::signal::clear_pending(child);
     let ranges = with(|s| {
         let mut c = *s.me();
         let ranges = c.used_ranges(percpu::get(PC_USER_RSP));
@@ -179,6 +180,7 @@ pub fn execve(f: &mut Frame, path: u64, argv: u64, envp: u64) -> i64 {
     f.r11 = 0x202;
     percpu::set(PC_USER_RSP, rsp);
     percpu::set(PC_CLEAR_TID, 0);
+    with(|s| s.me().signals.exec());
     0
 }
 
@@ -201,7 +203,7 @@ fn end(status: u64) -> ! {
     }
     // Memory and files go first (a pipe's reader then sees its end).
     mmio(MMIO_PROC_EXIT, status);
-    let (parent, orphans) = with(|s| {
+    let (parent, orphans, slots) = with(|s| {
         let me = s.procs[p as usize];
         s.procs[p as usize].live = false;
         // Children go to the first process (pid 1), as to init.
@@ -213,24 +215,29 @@ fn end(status: u64) -> ! {
             z.ppid = 1;
             orphans = true;
         }
-        let z = Zombie {
-            used: true,
-            pid: me.pid,
-            ppid: me.ppid,
-            pgid: me.pgid,
-            status,
-        };
-        // A full table drops the oldest entry (its parent never waits).
-        let at = s.zombies.iter().position(|z| !z.used).unwrap_or(0);
-        s.zombies[at] = z;
         let parent = s
             .procs
             .iter()
             .position(|q| q.live && q.pid == me.ppid)
-            .unwrap_or(0) as u64;
-        (parent, orphans)
+            .unwrap_or(0);
+        // SIGCHLD; a parent that ignores it keeps no zombie.
+        let slots = crate::signal::child_exited(s, parent, me.pid, status);
+        if slots.is_some() {
+            let z = Zombie {
+                used: true,
+                pid: me.pid,
+                ppid: me.ppid,
+                pgid: me.pgid,
+                status,
+            };
+            // A full table drops the oldest entry (its parent never waits).
+            let at = s.zombies.iter().position(|z| !z.used).unwrap_or(0);
+            s.zombies[at] = z;
+        }
+        (parent as u64, orphans, slots.unwrap_or(0))
     });
     free_proc(p);
+    crate::signal::interrupt(slots);
     for slot in [Some(parent), orphans.then_some(0)].into_iter().flatten() {
         let ev = &CHILD_EVENT[slot as usize];
         ev.fetch_add(1, Ordering::SeqCst);
@@ -298,7 +305,10 @@ pub fn wait4(pid: i64, wstatus: u64, options: u64, rusage: u64) -> i64 {
             Found::Wait if options & WNOHANG != 0 => return 0,
             Found::Wait => {
                 let word = CHILD_EVENT[p as usize].as_ptr() as u64;
-                thread::futex_call(0, word, u64::from(ev), u64::MAX, 0);
+                let r = thread::futex_call(0, word, u64::from(ev), u64::MAX, 0);
+                if r == -crate::signal::EINTR && crate::signal::deliverable() {
+                    return r;
+                }
             }
         }
     }

@@ -71,5 +71,10 @@ pub fn call(nr: u64, a: [u64; 6]) -> i64 {
     // The call would wait: this vCPU's thread waits for it and performs it again.
     mmio(MMIO_BLOCK, slot as u64);
     // SAFETY: as above; the VMM wrote the result before the doorbell returned.
-    unsafe { slot.add((RQ_RET / 8) as usize).read_volatile() as i64 }
+    let ret = unsafe { slot.add((RQ_RET / 8) as usize).read_volatile() as i64 };
+    if ret == -crate::signal::EINTR && !crate::signal::deliverable() {
+        // Woken for a signal that another thread took, or that was ignored.
+        return call(nr, a);
+    }
+    ret
 }

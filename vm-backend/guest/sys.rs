@@ -3,7 +3,7 @@
 use crate::abi::*;
 use crate::mem::{boot, mmio, put, put_u64s, user_ok, zero};
 use crate::entry::Frame;
-use crate::{info, percpu, proc, thread, time};
+use crate::{info, percpu, proc, signal, thread, time};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -45,6 +45,8 @@ pub struct Proc {
     pub threads: u64,
     /// Whether the slot holds a running process.
     pub live: bool,
+    /// Signal actions.
+    pub signals: crate::signal::Signals,
 }
 
 impl Proc {
@@ -60,6 +62,7 @@ impl Proc {
         sid: 0,
         threads: 0,
         live: false,
+        signals: crate::signal::Signals::EMPTY,
     };
 
     /// The heap's highest end so far and the lowest mapping: the room between is
@@ -209,8 +212,22 @@ pub fn dispatch(f: &mut Frame) -> i64 {
         112 => proc::setsid(),
         10 | 11 | 26 | 28 => 0, // mprotect, munmap, msync, madvise: accepted
         12 => with(|s| brk(s.me(), a[0])),
-        13 => sigaction(a),
-        14 => sigprocmask(a),
+        13 => signal::sigaction(a[0], a[1], a[2], a[3]),
+        14 => signal::sigprocmask(a[0], a[1], a[2], a[3]),
+        15 => signal::sigreturn(f),
+        34 => signal::sigsuspend(None),
+        62 => signal::kill(a[0] as i32 as i64, a[1]),
+        127 => signal::sigpending(a[0], a[1]),
+        130 => match a[1] {
+            8 if user_ok(a[0], 8) => {
+                // SAFETY: checked to be 8 bytes of guest RAM.
+                signal::sigsuspend(Some(unsafe { (a[0] as *const u64).read_unaligned() }))
+            }
+            8 => -EFAULT,
+            _ => -EINVAL,
+        },
+        200 => signal::tgkill(None, a[0], a[1]),
+        234 => signal::tgkill(Some(a[0]), a[1], a[2]),
         24 => 0, // sched_yield
         39 => proc::getpid(),
         186 => percpu::get(PC_TID) as i64,
@@ -357,21 +374,6 @@ fn brk(s: &mut Proc, addr: u64) -> i64 {
     s.brk_cur = addr;
     s.brk_max = s.brk_max.max(addr);
     addr as i64
-}
-
-fn sigaction(a: [u64; 6]) -> i64 {
-    // Signals are never delivered in this milestone: accept, report SIG_DFL.
-    if a[2] != 0 && !put(a[2], &[0; 32]) {
-        return -EFAULT;
-    }
-    0
-}
-
-fn sigprocmask(a: [u64; 6]) -> i64 {
-    if a[2] != 0 && !put(a[2], &[0; 8]) {
-        return -EFAULT;
-    }
-    0
 }
 
 fn arch_prctl(code: u64, addr: u64) -> i64 {

@@ -73,6 +73,10 @@ pub fn prepare_slot(slot: u64, tid: u64, clear: u64, rip: u64, proc: u64) {
         area(PC_FCW).write_volatile(u64::from(fcw));
         area(PC_START_RIP).write_volatile(rip);
         area(PC_PROC).write_volatile(proc);
+        // The creator's signal mask; nothing pending.
+        area(PC_SIGMASK).write_volatile(percpu::get(PC_SIGMASK));
+        area(PC_SIGPEND).write_volatile(0);
+        area(PC_MASK_SAVED).write_volatile(0);
     }
 }
 
@@ -234,14 +238,20 @@ pub fn sleep(req: u64, absolute_clock: Option<u64>) -> i64 {
     let Some(ns) = timespec_ns(req) else {
         return -EINVAL;
     };
-    let absolute = match absolute_clock {
-        None => 0,
-        Some(0) => 2, // CLOCK_REALTIME
-        Some(_) => 1,
+    // A relative sleep becomes a deadline on CLOCK_MONOTONIC, so that a wake-up
+    // with no signal to take can go back to sleep for the rest.
+    let (deadline, absolute) = match absolute_clock {
+        None => (crate::time::monotonic_ns().saturating_add(ns), 1),
+        Some(0) => (ns, 2), // CLOCK_REALTIME
+        Some(_) => (ns, 1),
     };
-    match futex_call(0, percpu::base() + PC_SLEEP, 0, ns, absolute) {
-        r if r == -ETIMEDOUT || r == 0 => 0,
-        r => r,
+    loop {
+        match futex_call(0, percpu::base() + PC_SLEEP, 0, deadline, absolute) {
+            r if r == -crate::signal::EINTR && crate::signal::deliverable() => return r,
+            r if r == -crate::signal::EINTR => continue,
+            r if r == -ETIMEDOUT || r == 0 => return 0,
+            r => return r,
+        }
     }
 }
 

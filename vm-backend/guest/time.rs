@@ -15,6 +15,11 @@ fn now_ns(realtime: bool) -> u64 {
     base.wrapping_add(ns)
 }
 
+/// CLOCK_MONOTONIC in ns.
+pub fn monotonic_ns() -> u64 {
+    now_ns(false)
+}
+
 /// ns since the guest started (its uptime).
 pub fn uptime_ns() -> u64 {
     let delta = mem::rdtsc().wrapping_sub(boot(BI_BOOT_TSC));

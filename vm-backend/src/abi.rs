@@ -173,6 +173,14 @@ pub const PC_FCW: u64 = 72;
 pub const PC_START_RIP: u64 = 80;
 /// The process slot of the thread on this vCPU.
 pub const PC_PROC: u64 = 88;
+/// The thread's blocked signals.
+pub const PC_SIGMASK: u64 = 96;
+/// Signals pending for this thread only (tgkill).
+pub const PC_SIGPEND: u64 = 104;
+/// The mask rt_sigsuspend replaced, restored by the handler's return.
+pub const PC_SAVED_MASK: u64 = 112;
+/// 1 while [`PC_SAVED_MASK`] holds a mask.
+pub const PC_MASK_SAVED: u64 = 120;
 /// A block for requests the vCPU thread performs (futex, clone): see FX_*, CL_*.
 pub const PC_BLOCK: u64 = 0x100;
 /// Lowest address of the kernel stack.
@@ -238,6 +246,11 @@ pub const MMIO_EXEC: u64 = MMIO_BASE + 0x60;
 /// Doorbell: the process on this vCPU ended (its last thread); value = its wait
 /// status. The VMM releases its memory and files, then clears its PI_BUSY.
 pub const MMIO_PROC_EXIT: u64 = MMIO_BASE + 0x68;
+
+/// Doorbell: wake the thread on per-CPU slot `value` from a wait (futex, sleep,
+/// a blocked call): it has a signal to take. A wait that starts after the doorbell
+/// (before the thread took the signal) ends at once.
+pub const MMIO_INTERRUPT: u64 = MMIO_BASE + 0x70;
 
 /// Exec block: the path (a guest pointer in the calling process).
 pub const EX_PATH: u64 = 0;

@@ -7,12 +7,13 @@
 use crate::abi::*;
 use crate::mem::GuestMem;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const EAGAIN: i64 = 11;
 const EFAULT: i64 = 14;
+const EINTR: i64 = 4;
 const EINVAL: i64 = 22;
 const ENOSYS: i64 = 38;
 const ETIMEDOUT: i64 = 110;
@@ -44,7 +45,7 @@ impl Futexes {
     /// whose memory `mem` is and whose window starts at GPA `window`, and writes its
     /// result. Futexes are keyed by guest-physical address: the same word in the
     /// shared low memory for every process, a process's own word in its window.
-    pub fn perform(&self, mem: &GuestMem, blk: u64, window: u64) {
+    pub fn perform(&self, mem: &GuestMem, blk: u64, window: u64, intr: Option<&AtomicBool>) {
         let Some(ret_word) = mem.atomic_u64(blk + FX_RET) else {
             return;
         };
@@ -58,7 +59,7 @@ impl Futexes {
         let ret = match op {
             0 => match deadline(field(FX_TIMEOUT), field(FX_ABSOLUTE)) {
                 Ok(d) => match mem.atomic_u32(addr) {
-                    Some(word) => self.wait(word, key, val as u32, d),
+                    Some(word) => self.wait(word, key, val as u32, d, intr),
                     None => -EFAULT,
                 },
                 Err(e) => e,
@@ -69,9 +70,16 @@ impl Futexes {
         ret_word.store(ret as u64, Ordering::SeqCst);
     }
 
-    /// FUTEX_WAIT: sleeps while `word` (keyed `addr`) is `val`, until woken or
-    /// `until`.
-    fn wait(&self, word: &AtomicU32, addr: u64, val: u32, until: Option<Instant>) -> i64 {
+    /// FUTEX_WAIT: sleeps while `word` (keyed `addr`) is `val`, until woken,
+    /// `until`, or `intr` is raised (EINTR; see [`Futexes::interrupt`]).
+    fn wait(
+        &self,
+        word: &AtomicU32,
+        addr: u64,
+        val: u32,
+        until: Option<Instant>,
+        intr: Option<&AtomicBool>,
+    ) -> i64 {
         let mut t = self.lock();
         if word.load(Ordering::SeqCst) != val {
             return -EAGAIN;
@@ -83,14 +91,15 @@ impl Futexes {
             if t.woken.remove(&me) {
                 return 0;
             }
-            if until.is_some_and(|d| Instant::now() >= d) {
+            let interrupted = intr.is_some_and(|f| f.swap(false, Ordering::SeqCst));
+            if interrupted || until.is_some_and(|d| Instant::now() >= d) {
                 if let Some(q) = t.queues.get_mut(&addr) {
                     q.retain(|&w| w != me);
                     if q.is_empty() {
                         t.queues.remove(&addr);
                     }
                 }
-                return -ETIMEDOUT;
+                return if interrupted { -EINTR } else { -ETIMEDOUT };
             }
             t = match until {
                 None => self.cv.wait(t).unwrap_or_else(|e| e.into_inner()),
@@ -103,6 +112,12 @@ impl Futexes {
                 }
             };
         }
+    }
+
+    /// Wakes every waiter to look at its interrupt flag (raised just before).
+    pub fn interrupt(&self) {
+        let _t = self.lock();
+        self.cv.notify_all();
     }
 
     /// FUTEX_WAKE: wakes up to `n` of the waiters on `addr`, oldest first; returns
@@ -160,7 +175,7 @@ mod tests {
         /// A wait on the word at `addr` of `mem`, keyed by `addr`.
         fn wait_at(&self, mem: &GuestMem, addr: u64, val: u32, until: Option<Instant>) -> i64 {
             mem.atomic_u32(addr)
-                .map_or(-EFAULT, |w| self.wait(w, addr, val, until))
+                .map_or(-EFAULT, |w| self.wait(w, addr, val, until, None))
         }
     }
 

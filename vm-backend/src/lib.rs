@@ -45,6 +45,7 @@ mod files;
 mod fsops;
 mod futex;
 mod hcall;
+mod intr;
 #[allow(unsafe_code)]
 mod mem;
 mod names;

@@ -22,6 +22,7 @@
 use crate::abi::*;
 use crate::files::Host;
 use crate::hcall;
+use crate::intr::Interrupts;
 use crate::mem::GuestMem;
 use crate::wait;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -172,6 +173,7 @@ impl Shared {
 /// The vCPU threads' handle on the rings.
 pub struct Kicker {
     mem: GuestMem,
+    intr: Arc<Interrupts>,
     shared: Arc<Shared>,
     epoch: Instant,
     /// When the last kick came, in ns since `epoch` (0: never).
@@ -232,7 +234,14 @@ impl Kicker {
             };
             first = false;
             if let Some(w) = &wait {
-                w.poll(ms);
+                w.poll(ms, self.intr.fd(slot as u64));
+            }
+            if self.intr.take(slot as u64) {
+                // A signal for this thread: the call ends with EINTR.
+                if let Some(w) = self.mem.atomic_u64(blk + RQ_RET) {
+                    w.store((-(libc::EINTR as i64)) as u64, Ordering::SeqCst);
+                }
+                return;
             }
             let Ok(mut c) = self.shared.consumer.lock() else {
                 return;
@@ -284,6 +293,7 @@ pub fn start(
     mem: &GuestMem,
     host: Host,
     slot_proc: Arc<SlotProcs>,
+    intr: Arc<Interrupts>,
     setup: impl FnOnce() -> Result<(), String> + Send + 'static,
 ) -> Result<Kicker, String> {
     let w = words(mem).ok_or("guest memory has no room for the rings")?;
@@ -319,6 +329,7 @@ pub fn start(
         .map_err(|_| "ring thread: died during setup".to_string())??;
     Ok(Kicker {
         mem: mem.alias(),
+        intr,
         shared,
         epoch: Instant::now(),
         last_kick: AtomicU64::new(0),

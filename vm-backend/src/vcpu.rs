@@ -66,6 +66,8 @@ pub struct Machine {
     /// Each process slot's program segments mapped from their files (a fork maps
     /// them again in the child; only the pages written since are copied).
     pub images: Mutex<Vec<Vec<crate::setup::Mapped>>>,
+    /// Each vCPU slot's interrupt (a signal for the thread there).
+    pub intr: Arc<crate::intr::Interrupts>,
 }
 
 /// What a vCPU thread runs: its per-CPU slot, its process slot and that
@@ -154,7 +156,16 @@ pub fn run(m: &Arc<Machine>, vcpu: &mut VcpuFd, ctx: &mut Ctx) -> End {
                     r.block(ctx.slot, blk);
                 }
             }
-            Event::Write(MMIO_FUTEX, blk) => m.futexes.perform(&ctx.mem, blk, ctx.proc * WINDOW),
+            Event::Write(MMIO_FUTEX, blk) => m.futexes.perform(
+                &ctx.mem,
+                blk,
+                ctx.proc * WINDOW,
+                Some(m.intr.flag(ctx.slot)),
+            ),
+            Event::Write(MMIO_INTERRUPT, slot) if slot < MAX_VCPUS => {
+                m.intr.raise(slot);
+                m.futexes.interrupt();
+            }
             Event::Write(MMIO_CLONE, blk) => clone(m, ctx, blk),
             Event::Write(MMIO_FORK, blk) => crate::process::fork(m, ctx, blk),
             Event::Write(MMIO_EXEC, blk) => crate::process::exec(m, ctx, blk),

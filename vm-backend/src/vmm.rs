@@ -276,6 +276,7 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
         user: p.user,
         stack: p.stack,
         pagemap: std::fs::File::open("/proc/self/pagemap").ok(),
+        intr: Arc::new(crate::intr::Interrupts::new()?),
         images: Mutex::new(
             (0..MAX_PROCS)
                 .map(|i| {
@@ -375,6 +376,7 @@ impl Vm {
             &self.machine.mem,
             host,
             Arc::clone(&self.machine.slot_proc),
+            Arc::clone(&self.machine.intr),
             setup,
         )?;
         self.machine

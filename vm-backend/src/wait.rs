@@ -14,7 +14,7 @@ use crate::files::{Host, Kind};
 use crate::mem::GuestMem;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 /// The result that sends a request to its vCPU thread ([`crate::abi::RQ_BLOCKED`]).
@@ -59,13 +59,14 @@ pub struct Wait {
 }
 
 impl Wait {
-    /// Waits (no lock is held) until a file is ready or `ms` (negative: no limit)
-    /// pass.
-    pub fn poll(&self, ms: i64) {
+    /// Waits (no lock is held) until a file is ready, `ms` (negative: no limit)
+    /// pass, or `intr` (the thread's interrupt eventfd) is readable.
+    pub fn poll(&self, ms: i64, intr: BorrowedFd<'_>) {
         let mut p: Vec<PollFd<'_>> = self
             .fds
             .iter()
             .map(|(f, ev)| PollFd::new(f.as_fd(), *ev))
+            .chain([PollFd::new(intr, PollFlags::POLLIN)])
             .collect();
         let t = if ms < 0 {
             PollTimeout::NONE

@@ -1,0 +1,214 @@
+//! Signals in the VM: handlers with siginfo and a Linux signal frame, masks and
+//! pending sets, SIGCHLD, sigsuspend, default actions (terminate, ignore), a
+//! signal waking a thread from a sleep, a wait or a blocked read; busybox sh
+//! `trap`, `kill` and `wait`. The program prints only what the host run prints too.
+
+use hyperjail_tests::vm::{compile_static, vm_bundle};
+use hyperjail_tests::{require_kvm, skip_unless, Hyperjail};
+use std::process::Command;
+
+const SIGNALS: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t got, code, from_me, child_status, chld;
+static volatile double kept = 1.25;
+
+static void on_usr1(int sig, siginfo_t *si, void *uc) {
+    got = sig;
+    code = si->si_code;
+    from_me = si->si_pid == getpid();
+    kept *= 2; /* FPU state is the handler's own, restored after */
+}
+
+static void on_chld(int sig, siginfo_t *si, void *uc) {
+    chld++;
+    child_status = si->si_status * 100 + si->si_code;
+}
+
+static void on_alrm(int sig) { got = sig; }
+
+int main(void) {
+    setvbuf(stdout, 0, _IONBF, 0);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_usr1;
+    sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGUSR1, &sa, 0);
+
+    /* A handler runs on the way out of kill; registers and FPU survive it. */
+    double x = 3.5;
+    long k = 12345;
+    kill(getpid(), SIGUSR1);
+    printf("handler sig=%d code=%d from-me=%d kept=%.2f x=%.1f k=%ld\n", got, code, from_me, kept,
+           x * 2, k + 1);
+
+    /* Blocked: pending until unblocked. */
+    sigset_t set, old, pend;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &set, &old);
+    got = 0;
+    kill(getpid(), SIGUSR1);
+    sigpending(&pend);
+    printf("blocked got=%d pending=%d\n", got, sigismember(&pend, SIGUSR1));
+    sigprocmask(SIG_SETMASK, &old, 0);
+    printf("unblocked got=%d\n", got);
+
+    /* Ignored and default-ignored signals do nothing. */
+    signal(SIGUSR2, SIG_IGN);
+    kill(getpid(), SIGUSR2);
+    kill(getpid(), SIGWINCH);
+    printf("ignored: still here\n");
+
+    /* SIGCHLD with the child's status; sigsuspend waits for it. */
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_chld;
+    sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGCHLD, &sa, 0);
+    sigset_t chldset, waitmask;
+    sigemptyset(&chldset);
+    sigaddset(&chldset, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &chldset, &old);
+    pid_t p = fork();
+    if (p == 0) { usleep(50000); _exit(5); }
+    sigemptyset(&waitmask);
+    int r = sigsuspend(&waitmask);
+    int e = errno;
+    sigprocmask(SIG_SETMASK, &old, 0);
+    int st;
+    waitpid(p, &st, 0);
+    printf("sigsuspend=%d %s chld=%d status=%d\n", r, strerror(e), chld, child_status);
+    signal(SIGCHLD, SIG_DFL);
+
+    /* SIGTERM's default kills a sleeping child; SIGKILL one blocked in a read. */
+    p = fork();
+    if (p == 0) { sleep(10); _exit(0); }
+    usleep(50000);
+    kill(p, SIGTERM);
+    waitpid(p, &st, 0);
+    printf("term: signaled=%d sig=%d\n", WIFSIGNALED(st), WTERMSIG(st));
+    int fd[2];
+    pipe(fd);
+    p = fork();
+    if (p == 0) { char c; read(fd[0], &c, 1); _exit(0); }
+    usleep(50000);
+    kill(p, SIGKILL);
+    waitpid(p, &st, 0);
+    printf("kill: signaled=%d sig=%d\n", WIFSIGNALED(st), WTERMSIG(st));
+
+    /* A handled signal interrupts a sleep: EINTR. */
+    signal(SIGALRM, on_alrm);
+    p = fork();
+    if (p == 0) { usleep(50000); kill(getppid(), SIGALRM); _exit(0); }
+    struct timespec ts = {5, 0};
+    got = 0;
+    r = nanosleep(&ts, 0);
+    e = errno;
+    waitpid(p, &st, 0);
+    printf("nanosleep=%d %s got=%d\n", r, strerror(e), got);
+
+    /* SA_RESETHAND: the second one takes the default action (ignore, for
+       SIGURG's default) and the handler runs once. */
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_alrm;
+    sa.sa_flags = SA_RESETHAND;
+    sigaction(SIGURG, &sa, 0);
+    got = 0;
+    kill(getpid(), SIGURG);
+    int first = got;
+    got = 0;
+    kill(getpid(), SIGURG);
+    printf("resethand first=%d second=%d\n", first, got);
+
+    /* Bad arguments. */
+    errno = 0;
+    r = kill(getpid(), 99);
+    printf("bad-signal=%d %s\n", r, strerror(errno));
+    r = sigaction(SIGKILL, &sa, 0);
+    printf("catch-kill=%d %s\n", r, strerror(errno));
+    r = kill(99999, SIGTERM);
+    printf("no-such-pid=%d %s\n", r, strerror(errno));
+    return 0;
+}
+"#;
+
+#[test]
+fn signals_match_the_host() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    skip_unless!(
+        compile_static(&b, "signals", SIGNALS, &["-static"]),
+        "gcc -static does not work here (apt-get install gcc libc6-dev)"
+    );
+    let host = Command::new(b.rootfs().join("signals"))
+        .output()
+        .expect("run the program on the host");
+    let host_out = String::from_utf8_lossy(&host.stdout).to_string();
+    assert!(host.status.success(), "host run: {host_out} {host:?}");
+    for want in [
+        "handler sig=10 code=0 from-me=1 kept=2.50 x=7.0 k=12346",
+        "blocked got=0 pending=1",
+        "unblocked got=10",
+        "ignored: still here",
+        "sigsuspend=-1 Interrupted system call chld=1 status=501",
+        "term: signaled=1 sig=15",
+        "kill: signaled=1 sig=9",
+        "nanosleep=-1 Interrupted system call got=14",
+        "resethand first=23 second=0",
+        "bad-signal=-1 Invalid argument",
+        "catch-kill=-1 Invalid argument",
+        "no-such-pid=-1 No such process",
+    ] {
+        assert!(host_out.contains(want), "host: {want:?} in {host_out}");
+    }
+    b.args(&["/signals"]);
+    let c = hj.container("vmsignals");
+    let out = c.run(&b, &[]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_eq!(out.stdout, host_out, "{out}");
+    assert!(out.stderr.is_empty(), "{out}");
+    c.assert_nothing_left(&b);
+}
+
+/// busybox sh: `trap` on TERM, `wait` for a background job (sigsuspend until
+/// SIGCHLD), `kill` of a sleeping job and its status.
+#[test]
+fn shell_trap_kill_wait() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    let script = r#"
+        trap 'echo got TERM' TERM
+        kill -TERM $$
+        echo after
+        sh -c 'exit 3' &
+        wait $!
+        echo bg=$?
+        sleep 5 &
+        p=$!
+        sleep 0.2
+        kill $p
+        wait $p
+        echo killed=$?
+        (sleep 0.1; exit 4) & (sleep 0.05; exit 6) &
+        wait
+        echo all-waited
+    "#;
+    b.args(&["/bin/sh", "-c", script]);
+    let c = hj.container("vmtrap");
+    let out = c.run(&b, &[]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_eq!(
+        out.stdout, "got TERM\nafter\nbg=3\nkilled=143\nall-waited\n",
+        "{out}"
+    );
+    c.assert_nothing_left(&b);
+}

@@ -1,0 +1,520 @@
+//! Signals: actions per process, a blocked mask and pending set per thread (and
+//! per process), delivery with a Linux rt_sigframe on the user stack, and
+//! rt_sigreturn. Signals are delivered when a thread returns from a system call; a
+//! thread that waits (a futex, a sleep, wait4, a read from a pipe, sigsuspend) is
+//! woken by the VMM to take it. A thread that runs user code without system calls
+//! sees its signals at its next call.
+
+use crate::abi::*;
+use crate::entry::Frame;
+use crate::mem::{mmio, put, user_ok};
+use crate::percpu;
+use crate::sys::{with, State, EFAULT, EINVAL};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+pub const EINTR: i64 = 4;
+const ESRCH: i64 = 3;
+const SIG_DFL: u64 = 0;
+const SIG_IGN: u64 = 1;
+const SIGKILL: u64 = 9;
+const SIGSEGV: u64 = 11;
+const SIGCHLD: u64 = 17;
+const SIGSTOP: u64 = 19;
+const SA_RESTORER: u64 = 0x0400_0000;
+const SA_NODEFER: u64 = 0x4000_0000;
+const SA_RESETHAND: u64 = 0x8000_0000;
+/// Signals no mask or handler can touch.
+const UNBLOCKABLE: u64 = bit(SIGKILL) | bit(SIGSTOP);
+
+const fn bit(sig: u64) -> u64 {
+    1 << (sig - 1)
+}
+
+/// One signal's action (the kernel's struct sigaction).
+#[derive(Clone, Copy, Default)]
+pub struct Action {
+    handler: u64,
+    flags: u64,
+    restorer: u64,
+    mask: u64,
+}
+
+/// What the receiver's siginfo says about a signal: si_code, si_pid, si_status.
+#[derive(Clone, Copy, Default)]
+pub struct Info {
+    code: i32,
+    pid: u32,
+    status: i32,
+}
+
+/// A process's signal actions and the info of its pending signals (kept in its
+/// [`crate::sys::Proc`]; the pending set itself is [`PENDING`]).
+#[derive(Clone, Copy)]
+pub struct Signals {
+    actions: [Action; 64],
+    info: [Info; 64],
+}
+
+/// Signals pending for each process slot (any of its threads may take them): read
+/// without the state lock on every return from a system call.
+static PENDING: [AtomicU64; MAX_PROCS as usize] = [const { AtomicU64::new(0) }; MAX_PROCS as usize];
+
+/// A new process (fork) starts with nothing pending.
+pub fn clear_pending(p: u64) {
+    PENDING[p.min(MAX_PROCS - 1) as usize].store(0, Ordering::SeqCst);
+}
+
+impl Signals {
+    /// No handlers, nothing pending.
+    pub const EMPTY: Signals = Signals {
+        actions: [Action {
+            handler: 0,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        }; 64],
+        info: [Info {
+            code: 0,
+            pid: 0,
+            status: 0,
+        }; 64],
+    };
+
+    /// execve: handlers go back to the default (ignored signals stay ignored).
+    pub fn exec(&mut self) {
+        for a in self.actions.iter_mut() {
+            if a.handler != SIG_IGN {
+                *a = Action::default();
+            }
+        }
+    }
+
+    fn ignored(&self, sig: u64) -> bool {
+        let a = &self.actions[(sig - 1) as usize];
+        a.handler == SIG_IGN || (a.handler == SIG_DFL && default_ignored(sig))
+    }
+}
+
+/// Signals whose default action is to do nothing (stop and continue included:
+/// there is no job control here).
+fn default_ignored(sig: u64) -> bool {
+    matches!(sig, 17 | 18 | 19 | 20 | 21 | 22 | 23 | 28)
+}
+
+/// Thread-directed pending signals of the thread on per-CPU slot `slot`.
+fn thread_pending(slot: u64) -> &'static AtomicU64 {
+    // SAFETY: PC_SIGPEND of each slot is an aligned u64 of kernel memory, only
+    // ever accessed atomically.
+    unsafe { AtomicU64::from_ptr(percpu::at(slot, PC_SIGPEND)) }
+}
+
+/// rt_sigaction(2).
+pub fn sigaction(sig: u64, act: u64, old: u64, size: u64) -> i64 {
+    if size != 8 || sig == 0 || sig > 64 {
+        return -EINVAL;
+    }
+    if act != 0 && (sig == SIGKILL || sig == SIGSTOP) {
+        return -EINVAL;
+    }
+    if (act != 0 && !user_ok(act, 32)) || (old != 0 && !user_ok(old, 32)) {
+        return -EFAULT;
+    }
+    let new = (act != 0).then(|| {
+        // SAFETY: checked to be 32 bytes of guest RAM.
+        let w = |i: u64| unsafe { ((act + 8 * i) as *const u64).read_unaligned() };
+        Action {
+            handler: w(0),
+            flags: w(1),
+            restorer: w(2),
+            mask: w(3) & !UNBLOCKABLE,
+        }
+    });
+    let p = percpu::get(PC_PROC).min(MAX_PROCS - 1) as usize;
+    let prev = with(|s| {
+        let sigs = &mut s.me().signals;
+        let prev = sigs.actions[(sig - 1) as usize];
+        if let Some(a) = new {
+            sigs.actions[(sig - 1) as usize] = a;
+            // Setting SIG_IGN (or a default that ignores) drops it if pending.
+            if sigs.ignored(sig) {
+                PENDING[p].fetch_and(!bit(sig), Ordering::SeqCst);
+            }
+        }
+        prev
+    });
+    if old != 0 {
+        crate::mem::put_u64s(old, &[prev.handler, prev.flags, prev.restorer, prev.mask]);
+    }
+    0
+}
+
+/// rt_sigprocmask(2).
+pub fn sigprocmask(how: u64, set: u64, old: u64, size: u64) -> i64 {
+    if size != 8 {
+        return -EINVAL;
+    }
+    if (set != 0 && !user_ok(set, 8)) || (old != 0 && !user_ok(old, 8)) {
+        return -EFAULT;
+    }
+    let cur = percpu::get(PC_SIGMASK);
+    if set != 0 {
+        // SAFETY: checked to be 8 bytes of guest RAM.
+        let s = unsafe { (set as *const u64).read_unaligned() };
+        let new = match how {
+            0 => cur | s,
+            1 => cur & !s,
+            2 => s,
+            _ => return -EINVAL,
+        };
+        percpu::set(PC_SIGMASK, new & !UNBLOCKABLE);
+    }
+    if old != 0 {
+        put(old, &cur.to_le_bytes());
+    }
+    0
+}
+
+/// rt_sigpending(2).
+pub fn sigpending(set: u64, size: u64) -> i64 {
+    if size != 8 {
+        return -EINVAL;
+    }
+    let me = percpu::get(PC_PROC).min(MAX_PROCS - 1) as usize;
+    let p = PENDING[me].load(Ordering::SeqCst) | thread_pending(percpu::slot()).load(Ordering::SeqCst);
+    if put(set, &p.to_le_bytes()) {
+        0
+    } else {
+        -EFAULT
+    }
+}
+
+/// Marks `sig` pending for process slot `p` (with `info`), under the state lock;
+/// returns the per-CPU slots of its threads, to wake with [`interrupt`] once the
+/// lock is released. Ignored signals are dropped.
+pub fn post(s: &mut State, p: usize, sig: u64, info: Info) -> u64 {
+    let sigs = &mut s.procs[p].signals;
+    if sig == 0 || sigs.ignored(sig) {
+        return 0;
+    }
+    sigs.info[(sig - 1) as usize] = info;
+    PENDING[p].fetch_or(bit(sig), Ordering::SeqCst);
+    let mut slots = 0;
+    for slot in 0..MAX_VCPUS {
+        // SAFETY: per-CPU words of kernel memory, read atomically enough (a stale
+        // value costs a spurious wake-up or a signal taken at the next call).
+        let (busy, proc_) = unsafe {
+            (
+                percpu::at(slot, PC_BUSY).read_volatile(),
+                percpu::at(slot, PC_PROC).read_volatile(),
+            )
+        };
+        if busy != 0 && proc_ == p as u64 {
+            slots |= 1 << slot;
+        }
+    }
+    slots
+}
+
+/// Has the VMM wake the threads on per-CPU slots `slots` from their waits, so they
+/// take their signals.
+pub fn interrupt(slots: u64) {
+    for slot in 0..MAX_VCPUS {
+        if slots & (1 << slot) != 0 {
+            mmio(MMIO_INTERRUPT, slot);
+        }
+    }
+}
+
+/// The info of a signal sent by the calling process with kill (SI_USER) or tgkill
+/// (SI_TKILL).
+fn sender(s: &mut State, code: i32) -> Info {
+    Info {
+        code,
+        pid: s.me().pid as u32,
+        status: 0,
+    }
+}
+
+/// kill(2).
+pub fn kill(pid: i64, sig: u64) -> i64 {
+    if sig > 64 {
+        return -EINVAL;
+    }
+    let r = with(|s| {
+        let info = sender(s, 0);
+        let (me, group) = {
+            let m = s.me();
+            (m.pid, m.pgid)
+        };
+        let mut slots = 0;
+        let mut found = false;
+        for p in 0..MAX_PROCS as usize {
+            let q = s.procs[p];
+            let hit = q.live
+                && match pid {
+                    x if x > 0 => q.pid == x as u64,
+                    0 => q.pgid == group,
+                    -1 => q.pid != 1 && q.pid != me,
+                    x => q.pgid == x.unsigned_abs(),
+                };
+            if hit {
+                found = true;
+                slots |= post(s, p, sig, info);
+            }
+        }
+        // A zombie can be signalled (nothing happens).
+        found |= pid > 0 && s.zombies.iter().any(|z| z.used && z.pid == pid as u64);
+        if found {
+            Ok(slots)
+        } else {
+            Err(-ESRCH)
+        }
+    });
+    match r {
+        Ok(slots) => {
+            interrupt(slots);
+            0
+        }
+        Err(e) => e,
+    }
+}
+
+/// tgkill(2) and tkill(2) (`tgid` None): `sig` to thread `tid`.
+pub fn tgkill(tgid: Option<u64>, tid: u64, sig: u64) -> i64 {
+    if sig > 64 || tid as i64 <= 0 {
+        return -EINVAL;
+    }
+    let r = with(|s| {
+        let info = sender(s, -6);
+        for slot in 0..MAX_VCPUS {
+            // SAFETY: per-CPU words of kernel memory.
+            let (busy, t, p) = unsafe {
+                (
+                    percpu::at(slot, PC_BUSY).read_volatile(),
+                    percpu::at(slot, PC_TID).read_volatile(),
+                    percpu::at(slot, PC_PROC).read_volatile().min(MAX_PROCS - 1),
+                )
+            };
+            if busy == 0 || t != tid || tgid.is_some_and(|g| s.procs[p as usize].pid != g) {
+                continue;
+            }
+            let sigs = &mut s.procs[p as usize].signals;
+            if sig != 0 && !sigs.ignored(sig) {
+                sigs.info[(sig - 1) as usize] = info;
+                thread_pending(slot).fetch_or(bit(sig), Ordering::SeqCst);
+                return Ok(1 << slot);
+            }
+            return Ok(0);
+        }
+        Err(-ESRCH)
+    });
+    match r {
+        Ok(slots) => {
+            interrupt(slots);
+            0
+        }
+        Err(e) => e,
+    }
+}
+
+/// SIGCHLD to the parent in slot `parent` of a child `pid` that ended with wait
+/// status `status`: None when the parent ignores it (SIG_IGN: the child is not kept
+/// as a zombie, as Linux does), else the slots to [`interrupt`].
+pub fn child_exited(s: &mut State, parent: usize, pid: u64, status: u64) -> Option<u64> {
+    let a = s.procs[parent].signals.actions[(SIGCHLD - 1) as usize];
+    if a.handler == SIG_IGN {
+        return None;
+    }
+    let (code, st) = if status & 0x7f != 0 {
+        (2, (status & 0x7f) as i32)
+    } else {
+        (1, ((status >> 8) & 0xff) as i32)
+    };
+    Some(post(
+        s,
+        parent,
+        SIGCHLD,
+        Info {
+            code,
+            pid: pid as u32,
+            status: st,
+        },
+    ))
+}
+
+/// Whether the calling thread has a signal to take (not blocked, not ignored).
+pub fn deliverable() -> bool {
+    let blocked = percpu::get(PC_SIGMASK);
+    let t = thread_pending(percpu::slot()).load(Ordering::SeqCst);
+    let p = percpu::get(PC_PROC).min(MAX_PROCS - 1) as usize;
+    (t | PENDING[p].load(Ordering::SeqCst)) & !blocked != 0
+}
+
+/// rt_sigsuspend(2) (and pause(2) with the current mask): waits with `mask` until a
+/// signal is to be taken; -EINTR, with the old mask restored after the handler.
+pub fn sigsuspend(mask: Option<u64>) -> i64 {
+    let old = percpu::get(PC_SIGMASK);
+    if let Some(m) = mask {
+        percpu::set(PC_SIGMASK, m & !UNBLOCKABLE);
+        percpu::set(PC_SAVED_MASK, old);
+        percpu::set(PC_MASK_SAVED, 1);
+    }
+    while !deliverable() {
+        // A wait on a word that stays 0, with no timeout: only an interrupt ends it.
+        crate::thread::futex_call(0, percpu::base() + PC_SLEEP, 0, u64::MAX, 0);
+    }
+    -EINTR
+}
+
+/// After a system call: takes one pending signal that is not blocked and runs its
+/// action: a handler gets a signal frame (and `ret` is saved in it), a default
+/// action that terminates ends the process. Returns the value for rax.
+pub fn deliver(f: &mut Frame, ret: i64) -> i64 {
+    if !deliverable() {
+        return ret;
+    }
+    let blocked = percpu::get(PC_SIGMASK);
+    let tp = thread_pending(percpu::slot());
+    let pp = &PENDING[percpu::get(PC_PROC).min(MAX_PROCS - 1) as usize];
+    let taken = with(|s| {
+        let me = s.me();
+        let t = tp.load(Ordering::SeqCst) & !blocked;
+        let (sig, from_thread) = if t != 0 {
+            (u64::from(t.trailing_zeros()) + 1, true)
+        } else {
+            let p = pp.load(Ordering::SeqCst) & !blocked;
+            if p == 0 {
+                return None;
+            }
+            (u64::from(p.trailing_zeros()) + 1, false)
+        };
+        if from_thread {
+            tp.fetch_and(!bit(sig), Ordering::SeqCst);
+        } else {
+            pp.fetch_and(!bit(sig), Ordering::SeqCst);
+        }
+        let i = (sig - 1) as usize;
+        let action = me.signals.actions[i];
+        if action.handler > SIG_IGN && action.flags & SA_RESETHAND != 0 {
+            me.signals.actions[i] = Action::default();
+        }
+        Some((sig, action, me.signals.info[i]))
+    });
+    let Some((sig, action, info)) = taken else {
+        return ret;
+    };
+    match action.handler {
+        SIG_IGN => ret,
+        SIG_DFL if default_ignored(sig) => ret,
+        SIG_DFL => crate::proc::killed(sig),
+        handler => {
+            let old = if percpu::get(PC_MASK_SAVED) != 0 {
+                percpu::set(PC_MASK_SAVED, 0);
+                percpu::get(PC_SAVED_MASK)
+            } else {
+                blocked
+            };
+            if action.flags & SA_RESTORER == 0 || !frame(f, ret, sig, handler, &action, info, old) {
+                // No way back from the handler, or no room for the frame: as Linux,
+                // the process dies of SIGSEGV.
+                crate::proc::killed(SIGSEGV);
+            }
+            let add = if action.flags & SA_NODEFER != 0 { 0 } else { bit(sig) };
+            percpu::set(PC_SIGMASK, (blocked | action.mask | add) & !UNBLOCKABLE);
+            0
+        }
+    }
+}
+
+/// Offsets in the kernel's rt_sigframe (at the handler's rsp): the return address,
+/// then struct ucontext (flags, link, stack_t, sigcontext, sigmask), then siginfo.
+const UC: u64 = 8;
+const MCONTEXT: u64 = UC + 40;
+const SIGMASK: u64 = UC + 296;
+const INFO: u64 = UC + 304;
+const FRAME: u64 = INFO + 128;
+/// Order of the general registers in struct sigcontext.
+const GREGS: usize = 18;
+
+/// The user registers of `f` as struct sigcontext lays them out (r8..r15, rdi, rsi,
+/// rbp, rbx, rdx, rax, rcx, rsp, rip, eflags).
+fn gregs(f: &Frame, rax: i64, rsp: u64) -> [u64; GREGS] {
+    [
+        f.r8, f.r9, f.r10, 0, f.r12, f.r13, f.r14, f.r15, f.rdi, f.rsi, f.rbp, f.rbx, f.rdx,
+        rax as u64, f.rcx, rsp, f.rcx, f.r11,
+    ]
+}
+
+/// Builds the signal frame below the user's stack (past the red zone) and points
+/// `f` at the handler; false when the stack is not writable memory.
+fn frame(f: &mut Frame, ret: i64, sig: u64, handler: u64, a: &Action, info: Info, old: u64) -> bool {
+    let user_rsp = percpu::get(PC_USER_RSP);
+    let fp = (user_rsp.wrapping_sub(128 + 512)) & !63;
+    let at = ((fp - FRAME) & !15) - 8;
+    if !user_ok(at, fp + 512 - at) {
+        return false;
+    }
+    // The user's FPU/SSE state: the image the entry saved below the frame.
+    // SAFETY: the entry's fxsave image is 512 bytes right below `f` (entry.rs);
+    // [fp, fp+512) was checked to be guest RAM.
+    unsafe {
+        let fx = (f as *mut Frame as *const u8).sub(520);
+        core::ptr::copy_nonoverlapping(fx, fp as *mut u8, 512);
+    }
+    crate::mem::zero(at, fp - at);
+    let mut ok = crate::mem::put_u64s(at, &[a.restorer]);
+    ok &= crate::mem::put_u64s(at + UC + 16, &[0, 2, 0]); // uc_stack: SS_DISABLE
+    ok &= crate::mem::put_u64s(at + MCONTEXT, &gregs(f, ret, user_rsp));
+    // cs/gs/fs/ss, err, trapno, oldmask, cr2, fpstate
+    ok &= crate::mem::put_u64s(at + MCONTEXT + 8 * GREGS as u64, &[0x2b_0000_0000_0033, 0, 0, old, 0, fp]);
+    ok &= crate::mem::put_u64s(at + SIGMASK, &[old]);
+    let mut si = [0u8; 32];
+    si[..4].copy_from_slice(&(sig as i32).to_le_bytes());
+    si[8..12].copy_from_slice(&info.code.to_le_bytes());
+    si[16..20].copy_from_slice(&info.pid.to_le_bytes());
+    si[24..28].copy_from_slice(&info.status.to_le_bytes());
+    ok &= put(at + INFO, &si);
+    if !ok {
+        return false;
+    }
+    f.rdi = sig;
+    f.rsi = at + INFO;
+    f.rdx = at + UC;
+    f.rcx = handler;
+    f.r11 &= !0x500; // DF and TF off in the handler
+    percpu::set(PC_USER_RSP, at);
+    true
+}
+
+/// rt_sigreturn(2): back from a handler; the registers, FPU state and mask come
+/// from the frame at the user's stack (the handler's `ret` popped the return
+/// address). Returns the interrupted rax.
+pub fn sigreturn(f: &mut Frame) -> i64 {
+    let uc = percpu::get(PC_USER_RSP);
+    let at = uc - UC;
+    if !user_ok(at, FRAME) {
+        crate::proc::killed(SIGSEGV);
+    }
+    // SAFETY: [at, at+FRAME) was checked to be guest RAM.
+    let w = |off: u64| unsafe { ((at + off) as *const u64).read_unaligned() };
+    let g: [u64; GREGS] = core::array::from_fn(|i| w(MCONTEXT + 8 * i as u64));
+    let fp = w(MCONTEXT + 8 * (GREGS as u64 + 5));
+    (f.r8, f.r9, f.r10, f.r12, f.r13, f.r14, f.r15) = (g[0], g[1], g[2], g[4], g[5], g[6], g[7]);
+    (f.rdi, f.rsi, f.rbp, f.rbx, f.rdx) = (g[8], g[9], g[10], g[11], g[12]);
+    f.rcx = g[16];
+    f.r11 = (g[17] & 0xcd5) | 0x202;
+    percpu::set(PC_USER_RSP, g[15]);
+    percpu::set(PC_SIGMASK, w(SIGMASK) & !UNBLOCKABLE);
+    if fp != 0 && user_ok(fp, 512) {
+        // SAFETY: the entry's fxsave image is 512 bytes right below `f`; [fp,
+        // fp+512) is guest RAM. MXCSR's reserved bits are cleared so that the
+        // restore cannot fault.
+        unsafe {
+            let fx = (f as *mut Frame as *mut u8).sub(520);
+            core::ptr::copy_nonoverlapping(fp as *const u8, fx, 512);
+            let mx = fx.add(24) as *mut u32;
+            mx.write_unaligned(mx.read_unaligned() & 0xffbf);
+        }
+    }
+    g[13] as i64
+}
