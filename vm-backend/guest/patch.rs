@@ -13,12 +13,16 @@
 //! consistent with the registers the trap saved (`mov $imm,%reg` with `reg == imm`,
 //! or glibc's whole `syscall()` body); anything else keeps trapping, correctly.
 //! Sites are rewritten only while the process has one thread (one vCPU), so the
-//! 5-byte write races with nothing; after the first clone, sites keep trapping.
+//! 5-byte write races with nothing (each process writes its own copy of its code);
+//! after its first clone, its sites keep trapping. Trampolines are shared kernel
+//! memory: a forked child uses its parent's, and a program run again (execve) finds
+//! the trampolines its sites had before.
 
 use crate::abi::USER_MIN;
 use crate::entry::Frame;
 use crate::mem::user_ok;
 use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// Bytes per trampoline: the moved instruction (≤ 7), `mov $ret,%ecx` (5), `jmp` (5).
 const SLOT: usize = 32;
@@ -35,15 +39,15 @@ const GLIBC_SYSCALL: [u8; 23] = [
 #[repr(C, align(32))]
 struct Pool {
     code: UnsafeCell<[u8; SLOT * SLOTS]>,
-    used: UnsafeCell<usize>,
+    used: AtomicUsize,
 }
-// SAFETY: used only while a single vCPU runs (see `try_patch`), and the syscall
-// path is not re-entrant: one user at a time.
+// SAFETY: a slot is written only by the caller that took it from `used` (under the
+// kernel lock), before any site jumps to it; after that it is only read.
 unsafe impl Sync for Pool {}
 
 static POOL: Pool = Pool {
     code: UnsafeCell::new([0xcc; SLOT * SLOTS]),
-    used: UnsafeCell::new(0),
+    used: AtomicUsize::new(0),
 };
 
 extern "C" {
@@ -129,36 +133,55 @@ pub fn try_patch(f: &Frame) {
     let mut p = [0u8; 23];
     p.copy_from_slice(&before[..23]);
     let Some(len) = movable(&p, f) else { return };
-    // SAFETY: see `Pool`: nothing else uses the pool while a system call runs.
-    let used = unsafe { &mut *POOL.used.get() };
-    if *used == SLOTS {
-        return;
-    }
-    let slot = POOL.code.get() as u64 + (*used * SLOT) as u64;
     let site = ret - 2 - len as u64;
-    let to_slot = slot as i64 - (site as i64 + 5);
-    let Ok(to_slot) = i32::try_from(to_slot) else {
-        return;
-    };
-    let jmp_at = slot + len as u64 + 5;
-    let Ok(to_entry) = i32::try_from(hj_fast_entry as *const () as i64 - (jmp_at as i64 + 5)) else {
-        return;
-    };
-    *used += 1;
     let mut t = [0xccu8; SLOT];
     t[..len].copy_from_slice(&p[23 - len..]);
     t[len] = 0xb9; // mov $ret,%ecx (ret < 4 GiB, checked above)
     t[len + 1..len + 5].copy_from_slice(&(ret as u32).to_le_bytes());
     t[len + 5] = 0xe9; // jmp hj_fast_entry
-    t[len + 6..len + 10].copy_from_slice(&to_entry.to_le_bytes());
+    let Some(slot) = trampoline(&mut t, len) else {
+        return;
+    };
+    let to_slot = slot as i64 - (site as i64 + 5);
+    let Ok(to_slot) = i32::try_from(to_slot) else {
+        return;
+    };
     let mut j = [0xccu8; 7];
     j[0] = 0xe9; // jmp slot
     j[1..5].copy_from_slice(&to_slot.to_le_bytes());
-    // SAFETY: the slot is ours (just taken from the pool); [site, site+len) is user
-    // RAM inside the checked 25 bytes. The trampoline is complete before the site
-    // jumps to it, and this vCPU is the only one.
-    unsafe {
-        core::ptr::copy_nonoverlapping(t.as_ptr(), slot as *mut u8, SLOT);
-        core::ptr::copy_nonoverlapping(j.as_ptr(), site as *mut u8, len);
-    }
+    // SAFETY: [site, site+len) is user RAM inside the checked 25 bytes, in this
+    // process's own copy of its code; the process's only thread is this one.
+    unsafe { core::ptr::copy_nonoverlapping(j.as_ptr(), site as *mut u8, len) };
+}
+
+/// The address of a trampoline with the bytes `t` (its jump to the entry filled in
+/// here, after the moved instruction of `len` bytes): one made before with the same
+/// bytes, or a new one from the pool; None when the pool is full.
+fn trampoline(t: &mut [u8; SLOT], len: usize) -> Option<u64> {
+    let base = POOL.code.get() as u64;
+    crate::sys::with(|_| {
+        let used = POOL.used.load(Ordering::Acquire);
+        for i in 0..used {
+            let at = base + (i * SLOT) as u64;
+            let jmp_at = at + len as u64 + 5;
+            let to_entry = i32::try_from(hj_fast_entry as *const () as i64 - (jmp_at as i64 + 5)).ok()?;
+            t[len + 6..len + 10].copy_from_slice(&to_entry.to_le_bytes());
+            // SAFETY: slots below `used` are complete and only read.
+            if unsafe { &*(at as *const [u8; SLOT]) } == t {
+                return Some(at);
+            }
+        }
+        if used == SLOTS {
+            return None;
+        }
+        let at = base + (used * SLOT) as u64;
+        let jmp_at = at + len as u64 + 5;
+        let to_entry = i32::try_from(hj_fast_entry as *const () as i64 - (jmp_at as i64 + 5)).ok()?;
+        t[len + 6..len + 10].copy_from_slice(&to_entry.to_le_bytes());
+        // SAFETY: slot `used` is free and ours under the kernel lock; it is complete
+        // before `used` counts it and before any site jumps to it.
+        unsafe { core::ptr::copy_nonoverlapping(t.as_ptr(), at as *mut u8, SLOT) };
+        POOL.used.store(used + 1, Ordering::Release);
+        Some(at)
+    })
 }

@@ -123,7 +123,7 @@ pub fn fork(f: &Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tls: u64) -
         w(CL_RANGES + 16 * i as u64 + 8, *b);
     }
     w(CL_RET, (-ENOSYS) as u64);
-    thread::many();
+    thread::set_single(child);
     mmio(MMIO_FORK, blk);
     // SAFETY: as for the writes.
     let ret = unsafe { ((blk + CL_RET) as *const u64).read_volatile() } as i64;
@@ -181,6 +181,7 @@ pub fn execve(f: &mut Frame, path: u64, argv: u64, envp: u64) -> i64 {
     percpu::set(PC_USER_RSP, rsp);
     percpu::set(PC_CLEAR_TID, 0);
     with(|s| s.me().signals.exec());
+    thread::set_single(me());
     0
 }
 

@@ -24,13 +24,24 @@ const CLONE_CHILD_SETTID: u64 = 0x100_0000;
 
 /// The next thread id (the first thread is 1, the process id).
 static NEXT_TID: AtomicU64 = AtomicU64::new(2);
-/// Set once a second thread was started: from then on code is not rewritten
-/// (another vCPU could be executing the bytes being changed).
-static THREADS: AtomicBool = AtomicBool::new(false);
+/// Set for a process once it started a second thread: from then on its code is
+/// not rewritten (another vCPU could be executing the bytes being changed). Cleared
+/// by fork (the child) and execve (a new image, one thread).
+static MULTI: [AtomicBool; MAX_PROCS as usize] = [const { AtomicBool::new(false) }; MAX_PROCS as usize];
 
-/// Whether only the first thread ever ran.
+fn me() -> usize {
+    percpu::get(PC_PROC).min(MAX_PROCS - 1) as usize
+}
+
+/// Whether the calling process only ever had one thread (since its fork or its
+/// last execve).
 pub fn single() -> bool {
-    !THREADS.load(Ordering::Acquire)
+    !MULTI[me()].load(Ordering::Acquire)
+}
+
+/// Process slot `p` starts over with one thread.
+pub fn set_single(p: u64) {
+    MULTI[p.min(MAX_PROCS - 1) as usize].store(false, Ordering::Release);
 }
 
 /// Takes a free per-CPU slot (slot 0 is the first thread's).
@@ -142,7 +153,7 @@ pub fn clone(f: &Frame) -> i64 {
         unsafe { ((blk + off) as *mut u64).write_volatile(v) }
     };
     w(CL_RET, (-ENOSYS) as u64);
-    THREADS.store(true, Ordering::Release);
+    MULTI[me()].store(true, Ordering::Release);
     crate::sys::with(|s| s.me().threads += 1);
     mmio(MMIO_CLONE, blk);
     // SAFETY: as for the writes.
@@ -154,12 +165,6 @@ pub fn clone(f: &Frame) -> i64 {
         return ret;
     }
     tid as i64
-}
-
-/// Marks that a second vCPU runs (a thread or another process): code is no longer
-/// rewritten.
-pub fn many() {
-    THREADS.store(true, Ordering::Release);
 }
 
 /// The next thread (and process) id.
