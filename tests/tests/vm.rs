@@ -152,12 +152,13 @@ fn create_start_kill_delete() {
     let pid = c.pid();
     assert!(pid_alive(pid), "the VMM must exist after create");
     // Built and confined before `create` returns: every thread of the VMM (the vCPU
-    // loop and the ring thread) in seccomp filter mode with no_new_privs.
+    // loop, the ring thread, the signal thread) in seccomp filter mode with
+    // no_new_privs.
     let tasks: Vec<_> = fs::read_dir(format!("/proc/{pid}/task"))
         .expect("VMM tasks")
         .map(|e| e.expect("task entry").path())
         .collect();
-    assert_eq!(tasks.len(), 2, "vCPU and ring threads: {tasks:?}");
+    assert_eq!(tasks.len(), 3, "vCPU, ring and signal threads: {tasks:?}");
     for t in tasks {
         let status = fs::read_to_string(t.join("status")).expect("task status");
         let field = |k: &str| {
@@ -186,13 +187,44 @@ fn create_start_kill_delete() {
     );
     c.start().assert_ok();
     assert_eq!(c.status().as_deref(), Some("running"));
+    // The guest's first process is its init: as in a PID namespace, a signal it has
+    // no handler for does not reach it (the jail's `sleep` ignores TERM the same way).
     c.kill("TERM").assert_ok();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(c.status().as_deref(), Some("running"));
+    c.kill("KILL").assert_ok();
     c.wait_status("stopped");
     // Killed, not crashed: `events` ends without a `crashed` event.
     let ev = hj.run(["events", c.id.as_str()]);
     ev.assert_ok();
     assert!(!ev.stdout.contains("crashed"), "{ev}");
     c.delete().assert_ok();
+    c.assert_nothing_left(&b);
+}
+
+/// `kill` passes the signal to the guest's init, whose handler runs: a shell's
+/// `trap` on TERM ends it with its own status.
+#[test]
+fn kill_reaches_a_guest_handler() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    b.args(&[
+        "/bin/sh",
+        "-c",
+        "trap 'echo TERM caught; exit 7' TERM; echo ready > /ready; echo ready; \
+         while :; do sleep 0.05; done",
+    ]);
+    let c = hj.container("vmtrapkill");
+    let run = c.run_call(&b, &[]).spawn();
+    let ready = b.rootfs().join("ready");
+    wait_until(Duration::from_secs(20), "the guest to be ready", || {
+        ready.exists()
+    });
+    c.kill("TERM").assert_ok();
+    let out = run.wait();
+    assert_eq!(out.code, Some(7), "{out}");
+    assert_eq!(out.stdout, "ready\nTERM caught\n", "{out}");
     c.assert_nothing_left(&b);
 }
 

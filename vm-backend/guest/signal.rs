@@ -192,8 +192,11 @@ pub fn sigpending(set: u64, size: u64) -> i64 {
 /// returns the per-CPU slots of its threads, to wake with [`interrupt`] once the
 /// lock is released. Ignored signals are dropped.
 pub fn post(s: &mut State, p: usize, sig: u64, info: Info) -> u64 {
+    let init = s.procs[p].pid == 1;
     let sigs = &mut s.procs[p].signals;
-    if sig == 0 || sigs.ignored(sig) {
+    if sig == 0 || sigs.ignored(sig) || (init && sigs.actions[(sig - 1) as usize].handler == SIG_DFL) {
+        // The first process is the VM's init: as in a PID namespace, only the
+        // signals it has a handler for reach it.
         return 0;
     }
     sigs.info[(sig - 1) as usize] = info;
@@ -298,8 +301,10 @@ pub fn tgkill(tgid: Option<u64>, tid: u64, sig: u64) -> i64 {
             if busy == 0 || t != tid || tgid.is_some_and(|g| s.procs[p as usize].pid != g) {
                 continue;
             }
+            let init = s.procs[p as usize].pid == 1;
             let sigs = &mut s.procs[p as usize].signals;
-            if sig != 0 && !sigs.ignored(sig) {
+            let unhandled = init && sigs.actions[(sig.max(1) - 1) as usize].handler == SIG_DFL;
+            if sig != 0 && !sigs.ignored(sig) && !unhandled {
                 sigs.info[(sig - 1) as usize] = info;
                 thread_pending(slot).fetch_or(bit(sig), Ordering::SeqCst);
                 return Ok(1 << slot);
@@ -344,10 +349,36 @@ pub fn child_exited(s: &mut State, parent: usize, pid: u64, status: u64) -> Opti
 
 /// Whether the calling thread has a signal to take (not blocked, not ignored).
 pub fn deliverable() -> bool {
+    host_signals();
     let blocked = percpu::get(PC_SIGMASK);
     let t = thread_pending(percpu::slot()).load(Ordering::SeqCst);
     let p = percpu::get(PC_PROC).min(MAX_PROCS - 1) as usize;
     (t | PENDING[p].load(Ordering::SeqCst)) & !blocked != 0
+}
+
+/// Signals from the host (the VMM's mailbox) become pending for the first process,
+/// when one of its threads looks.
+fn host_signals() {
+    if percpu::get(PC_PROC) != 0 {
+        return;
+    }
+    // SAFETY: the mailbox is an aligned u64 of the boot-info page, only ever
+    // accessed atomically.
+    let mailbox = unsafe { AtomicU64::from_ptr((BOOT_INFO_GPA + BI_HOSTSIG) as *mut u64) };
+    if mailbox.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    let sigs = mailbox.swap(0, Ordering::SeqCst);
+    let slots = with(|s| {
+        let mut slots = 0;
+        for sig in 1..=64 {
+            if sigs & bit(sig) != 0 {
+                slots |= post(s, 0, sig, Info::default());
+            }
+        }
+        slots
+    });
+    interrupt(slots & !(1 << percpu::slot()));
 }
 
 /// rt_sigsuspend(2) (and pause(2) with the current mask): waits with `mask` until a

@@ -95,6 +95,9 @@ pub const BI_GID: u64 = 88;
 /// CPUs the domain may use (the VMM's affinity when the VM is built), 1..=64:
 /// sched_getaffinity and sysinfo report it.
 pub const BI_NCPUS: u64 = 96;
+/// Signals sent to the domain from the host (`hyperjail kill`), a bit per signal
+/// (bit n-1 for signal n), set by the VMM and taken by the first process's threads.
+pub const BI_HOSTSIG: u64 = 0x800;
 /// Host name, NUL-terminated, 65 bytes.
 pub const BI_HOSTNAME: u64 = 0x100;
 /// Working directory, NUL-terminated, [`BI_CWD_LEN`] bytes.

@@ -54,6 +54,8 @@ const ALLOWED: &[&str] = &[
     // Processes (process.rs): AT_RANDOM for a new image.
     "getrandom",
     "rt_sigreturn",
+    // The signal thread's sigwait (vmm::Vm::forward_signals).
+    "rt_sigtimedwait",
     "rt_sigprocmask",
     "sigaltstack",
     "clock_gettime",

@@ -9,7 +9,7 @@ use hyperjail_isolation::cgroups::Cgroup;
 use hyperjail_isolation::resources;
 use hyperjail_oci::{run_hooks, HookKind, Status};
 use hyperjail_runtime::{proc_stat, CreateRequest, DomainRecord, Error, Result, Runtime};
-use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{kill, SigmaskHow, Signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, ForkResult, Pid};
 use oci_spec::runtime::LinuxSeccomp;
@@ -197,10 +197,11 @@ fn vmm_main(
     }: Vmm<'_>,
     lock: RawFd,
 ) -> ! {
-    // The runtime blocks every signal while it waits in `run`; the container
-    // process must die from SIGTERM/SIGKILL as any other.
+    // The runtime blocks every signal while it waits in `run`. The VMM blocks the
+    // ones it passes to the guest (every thread it starts inherits the mask); its
+    // signal thread takes them (vmm::forwarded). The others act as on any process.
     let _ =
-        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&vmm::forwarded()), None);
     let _ = nix::sys::prctl::set_name(c"hyperjail-vmm");
     // The runtime's lock on the domain must not live as long as the VM.
     let _ = nix::unistd::close(lock);
@@ -221,7 +222,9 @@ fn vmm_main(
             confine::drop_caps(plan.capabilities.as_ref())?;
             let ring_profile = profile.clone();
             vm.start_ring(move || confine::apply(&ring_profile))?;
-            confine::apply(profile).map(|()| vm)
+            confine::apply(profile)?;
+            vm.forward_signals()?;
+            Ok(vm)
         });
     // The program is in guest memory now: its file copy, often most of the VMM's
     // own memory, goes.

@@ -12,7 +12,7 @@ use crate::vmm::{crash_exit, kvm_err, set_msrs, set_sregs, warn};
 use kvm_bindings::{kvm_fpu, kvm_regs, CpuId};
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 const EAGAIN: i64 = 11;
@@ -68,6 +68,8 @@ pub struct Machine {
     pub images: Mutex<Vec<Vec<crate::setup::Mapped>>>,
     /// Each vCPU slot's interrupt (a signal for the thread there).
     pub intr: Arc<crate::intr::Interrupts>,
+    /// Set when `start` let the first vCPU run.
+    pub started: AtomicBool,
 }
 
 /// What a vCPU thread runs: its per-CPU slot, its process slot and that

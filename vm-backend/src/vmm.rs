@@ -11,9 +11,10 @@ use crate::vcpu::{self, Machine};
 use crate::{setup, stack};
 use kvm_bindings::{kvm_msr_entry, kvm_regs, kvm_segment, kvm_userspace_memory_region, Msrs};
 use kvm_ioctls::{Kvm, VcpuFd};
+use nix::sys::signal::{SigSet, Signal};
 use std::collections::BTreeSet;
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Everything needed to build the VM.
@@ -277,6 +278,7 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
         stack: p.stack,
         pagemap: std::fs::File::open("/proc/self/pagemap").ok(),
         intr: Arc::new(crate::intr::Interrupts::new()?),
+        started: AtomicBool::new(false),
         images: Mutex::new(
             (0..MAX_PROCS)
                 .map(|i| {
@@ -361,7 +363,64 @@ pub fn set_sregs(vcpu: &VcpuFd, slot: u64, fs: u64, cr3: u64) -> Result<(), Stri
     Ok(())
 }
 
+/// The signals the VMM passes to the guest's first process (blocked in every VMM
+/// thread, taken by [`Vm::forward_signals`]'s thread): all but those the kernel
+/// uses against the VMM itself (faults, SIGSYS from its seccomp filter), SIGCHLD
+/// and the ones that cannot be caught.
+pub fn forwarded() -> SigSet {
+    let mut set = SigSet::all();
+    for s in [
+        Signal::SIGKILL,
+        Signal::SIGSTOP,
+        Signal::SIGSEGV,
+        Signal::SIGBUS,
+        Signal::SIGILL,
+        Signal::SIGFPE,
+        Signal::SIGTRAP,
+        Signal::SIGABRT,
+        Signal::SIGSYS,
+        Signal::SIGCHLD,
+    ] {
+        set.remove(s);
+    }
+    set
+}
+
 impl Vm {
+    /// Starts the thread that passes the signals of [`forwarded`] (blocked by the
+    /// caller in every thread) to the guest: into the first process's mailbox
+    /// (abi.rs, BI_HOSTSIG), waking its threads. Before `start` the VMM ends as
+    /// the signal's default action would end it. Call after confinement: the thread
+    /// inherits the caller's seccomp filter.
+    pub fn forward_signals(&self) -> Result<(), String> {
+        let m = Arc::clone(&self.machine);
+        // No thread name: naming a thread is a prctl, which the filter refuses.
+        std::thread::Builder::new()
+            .stack_size(64 << 10)
+            .spawn(move || loop {
+                let Ok(sig) = forwarded().wait() else {
+                    continue;
+                };
+                if !m.started.load(Ordering::SeqCst) {
+                    std::process::exit(128 + sig as i32);
+                }
+                let n = sig as u64;
+                if (1..=64).contains(&n) {
+                    if let Some(w) = m.mem.atomic_u64(BOOT_INFO_GPA + BI_HOSTSIG) {
+                        w.fetch_or(1 << (n - 1), Ordering::SeqCst);
+                    }
+                }
+                for slot in 0..MAX_VCPUS {
+                    if m.slot_proc[slot as usize].load(Ordering::SeqCst) == 0 {
+                        m.intr.raise(slot);
+                    }
+                }
+                m.futexes.interrupt();
+            })
+            .map(|_| ())
+            .map_err(|e| format!("signal thread: {e}"))
+    }
+
     /// Starts the ring thread that serves the guest's forwarded calls; `setup` runs
     /// on it first (per-thread confinement). Call once, before [`Vm::run`].
     pub fn start_ring(
@@ -391,6 +450,7 @@ impl Vm {
     pub fn run(&mut self) -> ! {
         let mut mem = self.machine.mem.alias();
         setup::set_clocks(&mut mem, self.tsc_khz);
+        self.machine.started.store(true, Ordering::SeqCst);
         let mut ctx = vcpu::Ctx {
             slot: 0,
             proc: 0,
