@@ -78,9 +78,10 @@ pub fn boot(off: u64) -> u64 {
     unsafe { ((BOOT_INFO_GPA + off) as *const u64).read_volatile() }
 }
 
-/// Whether [ptr, ptr+len) lies in user-accessible guest RAM.
+/// Whether [ptr, ptr+len) lies in a program's part of guest RAM (above the
+/// kernel's low memory, which no system call argument may name).
 pub fn user_ok(ptr: u64, len: u64) -> bool {
-    ptr >= PAGE && ptr.checked_add(len).is_some_and(|e| e <= boot(BI_RAM_END))
+    ptr >= LOW && ptr.checked_add(len).is_some_and(|e| e <= boot(BI_RAM_END))
 }
 
 /// Copies `src` to user address `dst`; false (nothing written) if the range is bad.

@@ -23,11 +23,14 @@ const SENDFILE_CHUNK: u64 = 64 << 10;
 /// Performs the request block at `blk`; nothing happens if the block itself is out
 /// of bounds (there is nowhere to put an answer).
 pub fn handle(mem: &mut GuestMem, host: &mut Host, blk: u64) {
-    let Some((nr, a)) = decode(mem, blk) else {
+    // The block is the guest kernel's (low memory); the call's pointers are the
+    // program's, checked against `mem` (a user view in the VMM).
+    let mut block = mem.whole();
+    let Some((nr, a)) = decode(&block, blk) else {
         return;
     };
     let ret = perform(mem, host, nr, a);
-    mem.write_u64(blk + RQ_RET, ret as u64);
+    block.write_u64(blk + RQ_RET, ret as u64);
 }
 
 /// The system call number and arguments of the request block at `blk`; None if the

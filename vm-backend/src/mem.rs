@@ -41,6 +41,9 @@ pub struct GuestMem {
     map: Arc<Mapping>,
     ptr: NonNull<u8>,
     len: usize,
+    /// Addresses below this are refused ([`GuestMem::user`]: a guest program's
+    /// pointers must not reach the guest kernel's memory).
+    floor: u64,
 }
 
 // SAFETY: see Mapping; the raw pointer is a copy of the Arc'd mapping's.
@@ -69,6 +72,7 @@ impl GuestMem {
             map: Arc::new(Mapping { ptr, len }),
             ptr,
             len,
+            floor: 0,
         })
     }
 
@@ -164,6 +168,24 @@ impl GuestMem {
             map: Arc::clone(&self.map),
             ptr: self.ptr,
             len: self.len,
+            floor: self.floor,
+        }
+    }
+
+    /// A handle for a guest program's pointers: the shared low memory (the guest
+    /// kernel's, below [`LOW`](crate::abi::LOW)) is out of bounds through it.
+    pub fn user(&self) -> GuestMem {
+        GuestMem {
+            floor: crate::abi::LOW,
+            ..self.alias()
+        }
+    }
+
+    /// A handle on all of guest memory (the VMM's own structures in low memory).
+    pub fn whole(&self) -> GuestMem {
+        GuestMem {
+            floor: 0,
+            ..self.alias()
         }
     }
 
@@ -204,7 +226,7 @@ impl GuestMem {
     /// Offset of [gpa, gpa+n) if it lies inside guest RAM.
     fn range(&self, gpa: u64, n: u64) -> Option<usize> {
         let end = gpa.checked_add(n)?;
-        (end <= self.len as u64).then_some(gpa as usize)
+        (gpa >= self.floor && end <= self.len as u64).then_some(gpa as usize)
     }
 
     /// Guest bytes [gpa, gpa+n), or None when out of bounds.

@@ -158,14 +158,14 @@ fn fork_inner(m: &Arc<Machine>, ctx: &Ctx, blk: u64) -> Result<(), i64> {
         i[child as usize] = maps;
     }
     copy_used(m.pagemap.as_ref(), &ctx.mem, &mut to, &ranges);
-    if ctid != 0 && !to.write(ctid, &(tid as u32).to_le_bytes()) {
+    if ctid != 0 && !to.user().write(ctid, &(tid as u32).to_le_bytes()) {
         return Err(-(Errno::EFAULT as i64));
     }
     let ring = m.ring.get().ok_or(einval)?;
     let (parent, alias) = (ctx.proc, to.alias());
     ring.with_host(|h, views| {
         h.fork_files(parent, child);
-        views[child as usize] = Some(alias);
+        views[child as usize] = Some(alias.user());
     })
     .ok_or(einval)?;
     vcpu::launch(m, start).inspect_err(|_| {
@@ -279,13 +279,14 @@ fn exec_inner(m: &Machine, ctx: &mut Ctx, blk: u64) -> Result<(u64, u64), i64> {
     let efault = -(Errno::EFAULT as i64);
     let word = |off| m.mem.read_u64(blk + off).ok_or(efault);
     let (path_at, argv_at, envp_at) = (word(EX_PATH)?, word(EX_ARGV)?, word(EX_ENVP)?);
-    let path = read_path(&ctx.mem, path_at).map_err(|e| -(e as i64))?;
+    let user = ctx.mem.user();
+    let path = read_path(&user, path_at).map_err(|e| -(e as i64))?;
     if path.is_empty() {
         return Err(-(Errno::ENOENT as i64));
     }
     let mut total = 0;
-    let argv = strings(&ctx.mem, argv_at, &mut total)?;
-    let envp = strings(&ctx.mem, envp_at, &mut total)?;
+    let argv = strings(&user, argv_at, &mut total)?;
+    let envp = strings(&user, envp_at, &mut total)?;
     let info = PROC_INFO_GPA + ctx.proc * PROC_INFO_SIZE;
     let abs: Vec<u8> = if path == b"/proc/self/exe" {
         c_string(&m.mem, info + PI_EXE, PATH_MAX)?

@@ -219,7 +219,8 @@ impl Kicker {
                     c.host.set_current(p);
                     let c = &*c;
                     c.view(slot).and_then(|mem| {
-                        hcall::decode(mem, blk).and_then(|(nr, a)| wait::what(mem, &c.host, nr, a))
+                        hcall::decode(&mem.whole(), blk)
+                            .and_then(|(nr, a)| wait::what(mem, &c.host, nr, a))
                     })
                 }
                 Err(_) => return,
@@ -304,7 +305,7 @@ pub fn start(
     let shared = Arc::new(Shared {
         consumer: Mutex::new(Consumer {
             views: (0..MAX_PROCS)
-                .map(|p| (p == 0).then(|| mem.alias()))
+                .map(|p| (p == 0).then(|| mem.user()))
                 .collect(),
             host,
             cons,
