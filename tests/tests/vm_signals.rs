@@ -34,6 +34,22 @@ static void on_chld(int sig, siginfo_t *si, void *uc) {
 
 static void on_alrm(int sig) { got = sig; }
 
+static volatile sig_atomic_t stop_flag;
+static void on_usr2(int sig) { stop_flag = 1; }
+
+/* A busy loop with no system call: its state must survive a handler run between
+   two of its instructions. Returns 0 when the final value is what n steps give. */
+static int busy_until_signalled(void) {
+    unsigned long a = 88172645463325252UL, n = 0;
+    while (!stop_flag) {
+        a = a * 6364136223846793005UL + 1442695040888963407UL;
+        n++;
+    }
+    unsigned long b = 88172645463325252UL;
+    for (unsigned long i = 0; i < n; i++) b = b * 6364136223846793005UL + 1442695040888963407UL;
+    return a == b && n > 0 ? 0 : 1;
+}
+
 int main(void) {
     setvbuf(stdout, 0, _IONBF, 0);
     struct sigaction sa;
@@ -127,6 +143,29 @@ int main(void) {
     kill(getpid(), SIGURG);
     printf("resethand first=%d second=%d\n", first, got);
 
+    /* A process in a busy loop (no system call) is reached at once: SIGKILL and
+       SIGTERM end it, a handler runs in the middle of the loop and returns to it. */
+    p = fork();
+    if (p == 0) { for (;;) stop_flag++; }
+    usleep(50000);
+    kill(p, SIGKILL);
+    waitpid(p, &st, 0);
+    printf("busy kill: signaled=%d sig=%d\n", WIFSIGNALED(st), WTERMSIG(st));
+    p = fork();
+    if (p == 0) { for (;;) stop_flag++; }
+    usleep(50000);
+    kill(p, SIGTERM);
+    waitpid(p, &st, 0);
+    printf("busy term: signaled=%d sig=%d\n", WIFSIGNALED(st), WTERMSIG(st));
+    signal(SIGUSR2, on_usr2);
+    stop_flag = 0;
+    p = fork();
+    if (p == 0) _exit(busy_until_signalled());
+    usleep(50000);
+    kill(p, SIGUSR2);
+    waitpid(p, &st, 0);
+    printf("busy handler: exited=%d status=%d\n", WIFEXITED(st), WEXITSTATUS(st));
+
     /* Bad arguments. */
     errno = 0;
     r = kill(getpid(), 99);
@@ -163,6 +202,9 @@ fn signals_match_the_host() {
         "kill: signaled=1 sig=9",
         "nanosleep=-1 Interrupted system call got=14",
         "resethand first=23 second=0",
+        "busy kill: signaled=1 sig=9",
+        "busy term: signaled=1 sig=15",
+        "busy handler: exited=1 status=0",
         "bad-signal=-1 Invalid argument",
         "catch-kill=-1 Invalid argument",
         "no-such-pid=-1 No such process",

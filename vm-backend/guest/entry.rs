@@ -19,6 +19,7 @@ hj_header:
     .quad hj_syscall_entry
     .quad hj_thread_start
     .quad hj_kill_start
+    .quad hj_async_entry
 
     .text
     .globl hj_kill_start
@@ -41,6 +42,33 @@ hj_fast_entry:
     movq $0, %gs:16
     pushfq
     jmp hj_entry_common
+
+    .globl hj_async_entry
+hj_async_entry:
+    push %gs:136
+    push %gs:128
+    mov %rcx, %gs:152
+    mov %r11, %gs:160
+    movq $1, %gs:144
+    push %r9
+    push %r8
+    push %r10
+    push %rdx
+    push %rsi
+    push %rdi
+    push %rax
+    push %rbx
+    push %rbp
+    push %r12
+    push %r13
+    push %r14
+    push %r15
+    sub $520, %rsp
+    fxsave64 (%rsp)
+    cld
+    lea 520(%rsp), %rdi
+    call hj_async
+    jmp hj_exit_common
 
     .globl hj_syscall_entry
 hj_syscall_entry:
@@ -68,6 +96,7 @@ hj_entry_common:
     cld
     lea 520(%rsp), %rdi
     call hj_syscall
+hj_exit_common:
     fxrstor64 (%rsp)
     add $520, %rsp
     pop %r15
@@ -84,10 +113,20 @@ hj_entry_common:
     pop %r8
     pop %r9
     pop %rcx
+    cmpq $0, %gs:144
+    jne 1f
     mov (%rsp), %r11
     popfq
     mov %gs:0, %rsp
     jmp *%rcx
+1:
+    mov %rcx, %gs:168
+    movq $0, %gs:144
+    popfq
+    mov %gs:152, %rcx
+    mov %gs:160, %r11
+    mov %gs:0, %rsp
+    jmp *%gs:168
 "#,
     options(att_syntax)
 );

@@ -51,6 +51,17 @@ extern "C" fn hj_killed(sig: u64) -> ! {
     proc::killed(sig)
 }
 
+/// The async entry: the VMM stopped this vCPU in user code because a signal is to
+/// be taken; the user's registers are in the frame (rcx and r11 in the per-CPU
+/// area). Returns the value for rax (the user's own, unless a handler runs).
+#[no_mangle]
+extern "C" fn hj_async(frame: *mut entry::Frame) -> u64 {
+    // SAFETY: as in `hj_syscall`.
+    let f = unsafe { &mut *frame };
+    let rax = f.rax as i64;
+    signal::deliver(f, rax) as u64
+}
+
 /// Called by the entry with the saved registers; returns the value for rax.
 #[no_mangle]
 extern "C" fn hj_syscall(frame: *mut entry::Frame) -> u64 {

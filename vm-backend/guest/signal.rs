@@ -470,9 +470,16 @@ const GREGS: usize = 18;
 /// The user registers of `f` as struct sigcontext lays them out (r8..r15, rdi, rsi,
 /// rbp, rbx, rdx, rax, rcx, rsp, rip, eflags).
 fn gregs(f: &Frame, rax: i64, rsp: u64) -> [u64; GREGS] {
+    // After an async entry the user's rcx and r11 are in the per-CPU area; after a
+    // system call they hold the return address and flags (the `syscall` ABI).
+    let (rcx, r11) = if percpu::get(PC_FULL_RET) != 0 {
+        (percpu::get(PC_RET_RCX), percpu::get(PC_RET_R11))
+    } else {
+        (f.rcx, f.r11)
+    };
     [
-        f.r8, f.r9, f.r10, 0, f.r12, f.r13, f.r14, f.r15, f.rdi, f.rsi, f.rbp, f.rbx, f.rdx,
-        rax as u64, f.rcx, rsp, f.rcx, f.r11,
+        f.r8, f.r9, f.r10, r11, f.r12, f.r13, f.r14, f.r15, f.rdi, f.rsi, f.rbp, f.rbx, f.rdx,
+        rax as u64, rcx, rsp, f.rcx, f.r11,
     ]
 }
 
@@ -535,6 +542,10 @@ pub fn sigreturn(f: &mut Frame) -> i64 {
     f.rcx = g[16];
     f.r11 = (g[17] & 0xcd5) | 0x202;
     percpu::set(PC_USER_RSP, g[15]);
+    // Back exactly where the handler interrupted, rcx and r11 included.
+    percpu::set(PC_RET_RCX, g[14]);
+    percpu::set(PC_RET_R11, g[3]);
+    percpu::set(PC_FULL_RET, 1);
     percpu::set(PC_SIGMASK, w(SIGMASK) & !UNBLOCKABLE);
     if fp != 0 && user_ok(fp, 512) {
         // SAFETY: the entry's fxsave image is 512 bytes right below `f`; [fp,

@@ -88,6 +88,7 @@ pub fn prepare_slot(slot: u64, tid: u64, clear: u64, rip: u64, proc: u64) {
         area(PC_SIGMASK).write_volatile(percpu::get(PC_SIGMASK));
         area(PC_SIGPEND).write_volatile(0);
         area(PC_MASK_SAVED).write_volatile(0);
+        area(PC_FULL_RET).write_volatile(0);
     }
 }
 

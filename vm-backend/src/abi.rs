@@ -69,7 +69,8 @@ pub const MMIO_WAIT: u64 = MMIO_BASE + 0x30;
 
 /// Magic at offset 0 of the kernel blob; the syscall entry's address follows it,
 /// then the thread entry's, then the kill entry's (a faulting process's vCPU is
-/// restarted there, rdi = the signal).
+/// restarted there, rdi = the signal), then the async entry's (a vCPU stopped in
+/// user code with a signal to take continues there; see [`PC_ASYNC_RIP`]).
 pub const KERNEL_MAGIC: u64 = u64::from_le_bytes(*b"HJGUEST1");
 /// Magic of the boot-info page.
 pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"HJBOOT01");
@@ -184,6 +185,21 @@ pub const PC_SIGPEND: u64 = 104;
 pub const PC_SAVED_MASK: u64 = 112;
 /// 1 while [`PC_SAVED_MASK`] holds a mask.
 pub const PC_MASK_SAVED: u64 = 120;
+/// Where the user was when the VMM stopped its vCPU to deliver a signal (the async
+/// entry, blob header's fourth word; its rsp goes to [`PC_USER_RSP`]).
+pub const PC_ASYNC_RIP: u64 = 128;
+/// Its rflags then.
+pub const PC_ASYNC_FLAGS: u64 = 136;
+/// 1 when the way back to the user must restore rcx and r11 too (from
+/// [`PC_RET_RCX`], [`PC_RET_R11`]) and jump through [`PC_RET_RIP`]: after an async
+/// entry or rt_sigreturn.
+pub const PC_FULL_RET: u64 = 144;
+/// See [`PC_FULL_RET`].
+pub const PC_RET_RCX: u64 = 152;
+/// See [`PC_FULL_RET`].
+pub const PC_RET_R11: u64 = 160;
+/// See [`PC_FULL_RET`].
+pub const PC_RET_RIP: u64 = 168;
 /// A block for requests the vCPU thread performs (futex, clone): see FX_*, CL_*.
 pub const PC_BLOCK: u64 = 0x100;
 /// Lowest address of the kernel stack.

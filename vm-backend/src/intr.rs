@@ -1,10 +1,35 @@
-//! Interrupting a vCPU's wait: the guest kernel rings MMIO_INTERRUPT for a thread
-//! that has a signal to take. Its futex wait or sleep ends with EINTR, a blocked
-//! call (see [`crate::wait`]) too; a wait that starts after the doorbell, before the
-//! thread took the signal, ends at once.
+//! Interrupting a vCPU: the guest kernel rings MMIO_INTERRUPT for a thread that has
+//! a signal to take. Its futex wait or sleep ends with EINTR, a blocked call (see
+//! [`crate::wait`]) too; a wait that starts after the doorbell, before the thread
+//! took the signal, ends at once. A vCPU running guest code is kicked out of
+//! KVM_RUN with [`KICK`] (a host signal whose handler does nothing) and, if it was
+//! in user code, sent to the guest kernel's async entry to take the signal.
 
 use crate::abi::MAX_VCPUS;
 use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::pthread::{pthread_kill, Pthread};
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use std::sync::Mutex;
+
+/// The host signal that stops a vCPU thread's KVM_RUN (unused by anything else:
+/// the VMM never forwards it to the guest).
+pub const KICK: Signal = Signal::SIGSTKFLT;
+
+extern "C" fn kicked(_: libc::c_int) {}
+
+/// Installs [`KICK`]'s handler, which does nothing (without SA_RESTART, so
+/// KVM_RUN returns EINTR). Call before the VMM is confined.
+pub fn install_kick() -> Result<(), String> {
+    let a = SigAction::new(
+        SigHandler::Handler(kicked),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handler does nothing at all, so it is async-signal-safe.
+    unsafe { sigaction(KICK, &a) }
+        .map(|_| ())
+        .map_err(|e| format!("sigaction: {e}"))
+}
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -13,6 +38,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub struct Interrupts {
     flags: [AtomicBool; MAX_VCPUS as usize],
     fds: Vec<EventFd>,
+    kicks: [AtomicBool; MAX_VCPUS as usize],
+    /// The host thread running each slot's vCPU (0: none), under the lock so that
+    /// a kick never goes to a thread that has ended.
+    threads: Mutex<[Pthread; MAX_VCPUS as usize]>,
 }
 
 impl Interrupts {
@@ -28,6 +57,8 @@ impl Interrupts {
         Ok(Interrupts {
             flags: Default::default(),
             fds,
+            kicks: Default::default(),
+            threads: Mutex::new([0; MAX_VCPUS as usize]),
         })
     }
 
@@ -38,6 +69,34 @@ impl Interrupts {
         };
         f.store(true, Ordering::SeqCst);
         let _ = self.fds[slot as usize].write(1);
+    }
+
+    /// Records the host thread that runs slot `slot`'s vCPU (None: it ended).
+    pub fn set_thread(&self, slot: u64, t: Option<Pthread>) {
+        if let (Ok(mut th), true) = (self.threads.lock(), slot < MAX_VCPUS) {
+            th[slot as usize] = t.unwrap_or(0);
+        }
+    }
+
+    /// Stops slot `slot`'s vCPU if it is running guest code (see the module docs).
+    pub fn kick(&self, slot: u64) {
+        let Some(k) = self.kicks.get(slot as usize) else {
+            return;
+        };
+        k.store(true, Ordering::SeqCst);
+        if let Ok(th) = self.threads.lock() {
+            let t = th[slot as usize];
+            if t != 0 {
+                let _ = pthread_kill(t, KICK);
+            }
+        }
+    }
+
+    /// Whether slot `slot` was kicked (the mark is taken).
+    pub fn take_kick(&self, slot: u64) -> bool {
+        self.kicks
+            .get(slot as usize)
+            .is_some_and(|k| k.swap(false, Ordering::SeqCst))
     }
 
     /// Whether slot `slot` was interrupted (the mark is taken).

@@ -45,6 +45,7 @@ mod files;
 mod fsops;
 mod futex;
 mod hcall;
+#[allow(unsafe_code)]
 mod intr;
 #[allow(unsafe_code)]
 mod mem;

@@ -13,9 +13,9 @@ const HUGE_PAGE: u64 = 0x80;
 pub static KERNEL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hj-guest.bin"));
 
 /// Copies the guest kernel to `KERNEL_GPA`; returns its system-call entry (LSTAR),
-/// its thread entry and its kill entry.
-pub fn load_kernel(mem: &mut GuestMem) -> Result<(u64, u64, u64), String> {
-    let ok = KERNEL.len() >= 32
+/// its thread entry, its kill entry and its async entry.
+pub fn load_kernel(mem: &mut GuestMem) -> Result<(u64, u64, u64, u64), String> {
+    let ok = KERNEL.len() >= 40
         && KERNEL.len() as u64 <= KERNEL_MAX
         && KERNEL[..8] == KERNEL_MAGIC.to_le_bytes();
     if !ok || !mem.write(KERNEL_GPA, KERNEL) {
@@ -25,7 +25,7 @@ pub fn load_kernel(mem: &mut GuestMem) -> Result<(u64, u64, u64), String> {
         mem.read_u64(KERNEL_GPA + off)
             .ok_or_else(|| "the embedded guest kernel is malformed".to_string())
     };
-    Ok((word(8)?, word(16)?, word(24)?))
+    Ok((word(8)?, word(16)?, word(24)?, word(32)?))
 }
 
 /// Identity-maps guest RAM (page 0 left out, 4 KiB pages below 2 MiB, 2 MiB pages
@@ -304,6 +304,6 @@ mod tests {
             Some(FAULT_STACK_TOP - last * FAULT_STACK_SIZE)
         );
         assert!(load_kernel(&mut m)
-            .is_ok_and(|(e, t, k)| e > KERNEL_GPA && t > KERNEL_GPA && k > KERNEL_GPA));
+            .is_ok_and(|(e, t, k, a)| [e, t, k, a].iter().all(|&x| x > KERNEL_GPA)));
     }
 }

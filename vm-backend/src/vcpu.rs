@@ -37,6 +37,8 @@ pub struct Machine {
     pub thread_start: u64,
     /// The guest kernel's kill entry: a faulting process's vCPU restarts there.
     pub kill_start: u64,
+    /// The guest kernel's async entry: a vCPU kicked in user code continues there.
+    pub async_start: u64,
     /// The forwarding rings, once their thread runs.
     pub ring: OnceLock<Kicker>,
     /// The guest's futexes.
@@ -119,6 +121,8 @@ enum Event {
     Write(u64, u64),
     Read,
     Continue,
+    /// KVM_RUN was interrupted by a host signal (a kick, see crate::intr).
+    Kicked,
     Fatal(String),
 }
 
@@ -136,10 +140,11 @@ pub fn run(m: &Arc<Machine>, vcpu: &mut VcpuFd, ctx: &mut Ctx) -> End {
                 data.fill(0);
                 Event::Read
             }
-            Ok(VcpuExit::Intr) => Event::Continue,
+            Ok(VcpuExit::Intr) => Event::Kicked,
             Ok(VcpuExit::Shutdown) => Event::Fatal("triple fault".into()),
             Ok(other) => Event::Fatal(format!("unexpected VM exit {other:?}")),
-            Err(e) if matches!(e.errno(), libc::EINTR | libc::EAGAIN) => Event::Continue,
+            Err(e) if e.errno() == libc::EINTR => Event::Kicked,
+            Err(e) if e.errno() == libc::EAGAIN => Event::Continue,
             Err(e) => Event::Fatal(format!("KVM_RUN: {e}")),
         };
         match ev {
@@ -167,6 +172,16 @@ pub fn run(m: &Arc<Machine>, vcpu: &mut VcpuFd, ctx: &mut Ctx) -> End {
             Event::Write(MMIO_INTERRUPT, slot) if slot < MAX_VCPUS => {
                 m.intr.raise(slot);
                 m.futexes.interrupt();
+                if slot != ctx.slot {
+                    m.intr.kick(slot);
+                }
+            }
+            Event::Kicked => {
+                if m.intr.take_kick(ctx.slot) {
+                    if let Err(e) = async_signal(m, vcpu, ctx) {
+                        return End::Crash(libc::SIGSEGV, e);
+                    }
+                }
             }
             Event::Write(MMIO_CLONE, blk) => clone(m, ctx, blk),
             Event::Write(MMIO_FORK, blk) => crate::process::fork(m, ctx, blk),
@@ -202,6 +217,32 @@ pub fn run(m: &Arc<Machine>, vcpu: &mut VcpuFd, ctx: &mut Ctx) -> End {
             Event::Fatal(msg) => return End::Crash(libc::SIGSEGV, msg),
         }
     }
+}
+
+/// A vCPU kicked for a signal: when it was in user code, it continues at the
+/// guest kernel's async entry on its kernel stack, with the user's rip, rsp and
+/// rflags in its per-CPU area and every other register as it was; in the guest
+/// kernel it goes on (the signal is taken on the way out of the system call).
+fn async_signal(m: &Machine, vcpu: &VcpuFd, ctx: &Ctx) -> Result<(), String> {
+    let mut regs = vcpu.get_regs().map_err(kvm_err("get registers"))?;
+    if regs.rip < LOW {
+        return Ok(());
+    }
+    let area = PERCPU_GPA + ctx.slot * PERCPU_SIZE;
+    let mut low = m.mem.alias();
+    let kstack = low
+        .read_u64(area + PC_KSTACK_TOP)
+        .ok_or("no per-CPU area")?;
+    let saved = low.write_u64(area + PC_USER_RSP, regs.rsp)
+        && low.write_u64(area + PC_ASYNC_RIP, regs.rip)
+        && low.write_u64(area + PC_ASYNC_FLAGS, regs.rflags);
+    if !saved {
+        return Err("no per-CPU area".into());
+    }
+    regs.rip = m.async_start;
+    regs.rsp = kstack;
+    regs.rflags = 0x202;
+    vcpu.set_regs(&regs).map_err(kvm_err("set registers"))
 }
 
 /// Restarts `vcpu` at the guest kernel's kill entry, at CPL3 on its kernel stack,
@@ -383,7 +424,10 @@ pub fn launch(m: &Arc<Machine>, s: Start) -> Result<(), i64> {
             let Some(mut vcpu) = theirs.lock().ok().and_then(|mut c| c.take()) else {
                 return;
             };
+            mach.intr
+                .set_thread(slot, Some(nix::sys::pthread::pthread_self()));
             let end = run(&mach, &mut vcpu, &mut ctx);
+            mach.intr.set_thread(slot, None);
             finish(&mach, slot, Some(vcpu), end);
         });
     if spawned.is_err() {

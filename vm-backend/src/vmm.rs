@@ -186,7 +186,8 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
         unsafe { vm.set_user_memory_region(region) }.map_err(kvm_err("memory slot"))?;
     }
 
-    let (lstar, thread_start, kill_start) = setup::load_kernel(&mut mem)?;
+    let (lstar, thread_start, kill_start, async_start) = setup::load_kernel(&mut mem)?;
+    crate::intr::install_kick()?;
     let top = mem.size();
     let rnd = random_u64s();
     let mut random = [0u8; 16];
@@ -260,6 +261,7 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
         lstar,
         thread_start,
         kill_start,
+        async_start,
         ring: OnceLock::new(),
         futexes: Futexes::default(),
         live: AtomicUsize::new(1),
@@ -380,6 +382,7 @@ pub fn forwarded() -> SigSet {
         Signal::SIGABRT,
         Signal::SIGSYS,
         Signal::SIGCHLD,
+        crate::intr::KICK,
     ] {
         set.remove(s);
     }
@@ -413,6 +416,7 @@ impl Vm {
                 for slot in 0..MAX_VCPUS {
                     if m.slot_proc[slot as usize].load(Ordering::SeqCst) == 0 {
                         m.intr.raise(slot);
+                        m.intr.kick(slot);
                     }
                 }
                 m.futexes.interrupt();
@@ -451,6 +455,9 @@ impl Vm {
         let mut mem = self.machine.mem.alias();
         setup::set_clocks(&mut mem, self.tsc_khz);
         self.machine.started.store(true, Ordering::SeqCst);
+        self.machine
+            .intr
+            .set_thread(0, Some(nix::sys::pthread::pthread_self()));
         let mut ctx = vcpu::Ctx {
             slot: 0,
             proc: 0,
