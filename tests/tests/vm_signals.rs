@@ -166,6 +166,21 @@ int main(void) {
     waitpid(p, &st, 0);
     printf("busy handler: exited=%d status=%d\n", WIFEXITED(st), WEXITSTATUS(st));
 
+    /* A write to a pipe with no reader: EPIPE with SIGPIPE ignored, death by
+       SIGPIPE by default. */
+    int q[2];
+    pipe(q);
+    close(q[0]);
+    signal(SIGPIPE, SIG_IGN);
+    errno = 0;
+    r = write(q[1], "x", 1);
+    printf("sigpipe ignored: %d %s\n", r, strerror(errno));
+    signal(SIGPIPE, SIG_DFL);
+    p = fork();
+    if (p == 0) { write(q[1], "x", 1); _exit(0); }
+    waitpid(p, &st, 0);
+    printf("sigpipe: signaled=%d sig=%d\n", WIFSIGNALED(st), WTERMSIG(st));
+
     /* Bad arguments. */
     errno = 0;
     r = kill(getpid(), 99);
@@ -205,6 +220,8 @@ fn signals_match_the_host() {
         "busy kill: signaled=1 sig=9",
         "busy term: signaled=1 sig=15",
         "busy handler: exited=1 status=0",
+        "sigpipe ignored: -1 Broken pipe",
+        "sigpipe: signaled=1 sig=13",
         "bad-signal=-1 Invalid argument",
         "catch-kill=-1 Invalid argument",
         "no-such-pid=-1 No such process",

@@ -322,6 +322,24 @@ pub fn tgkill(tgid: Option<u64>, tid: u64, sig: u64) -> i64 {
     }
 }
 
+/// `sig` to the calling thread (taken on the way out of the current call), from
+/// the kernel (si_code SI_KERNEL).
+pub fn raise_self(sig: u64) {
+    let p = percpu::get(PC_PROC).min(MAX_PROCS - 1) as usize;
+    let slot = percpu::slot();
+    with(|s| {
+        let sigs = &mut s.procs[p].signals;
+        if !sigs.ignored(sig) {
+            sigs.info[(sig - 1) as usize] = Info {
+                code: 0x80,
+                pid: 0,
+                status: 0,
+            };
+            thread_pending(slot).fetch_or(bit(sig), Ordering::SeqCst);
+        }
+    });
+}
+
 /// SIGCHLD to the parent in slot `parent` of a child `pid` that ended with wait
 /// status `status`: None when the parent ignores it (SIG_IGN: the child is not kept
 /// as a zombie, as Linux does), else the slots to [`interrupt`].

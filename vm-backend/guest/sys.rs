@@ -290,7 +290,14 @@ pub fn unsupported(nr: u64) -> i64 {
 
 /// Hands a system call to the VMM through this vCPU's forwarding ring.
 pub fn forward(nr: u64, a: [u64; 6]) -> i64 {
-    crate::ring::call(nr, a)
+    const EPIPE: i64 = 32;
+    let r = crate::ring::call(nr, a);
+    // A write to a pipe nobody reads: SIGPIPE to the writer as well (write,
+    // pwrite64, writev, sendfile).
+    if r == -EPIPE && matches!(nr, 1 | 18 | 20 | 40) {
+        signal::raise_self(13);
+    }
+    r
 }
 
 /// The VM ends with `code` (the first process's exit).
