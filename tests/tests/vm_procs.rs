@@ -11,6 +11,7 @@ const PROCS: &str = r#"
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,10 @@ const PROCS: &str = r#"
 #include <unistd.h>
 
 static int counter = 1;
+static volatile long spins;
+
+static void *spin(void *arg) { for (;;) spins++; }
+static void *sleeper(void *arg) { sleep(30); return 0; }
 
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "child")) {
@@ -103,6 +108,19 @@ int main(int argc, char **argv) {
     waitpid(p, &st, 0);
     printf("ill=%d sig=%d\n", WIFSIGNALED(st), WIFSIGNALED(st) ? WTERMSIG(st) : 0);
 
+    /* A child with three threads (one spinning, one asleep) calls exit: its other
+       threads end with it, and the slots are free for the next ones. */
+    p = fork();
+    if (p == 0) {
+        pthread_t t1, t2;
+        pthread_create(&t1, 0, spin, 0);
+        pthread_create(&t2, 0, sleeper, 0);
+        usleep(20000);
+        exit(9);
+    }
+    waitpid(p, &st, 0);
+    printf("threaded-exit=%d\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+
     /* Many in a row: slots are given back. */
     int good = 0;
     for (int i = 0; i < 40; i++) {
@@ -121,8 +139,8 @@ fn fork_exec_wait_match_the_host() {
     let hj = Hyperjail::new();
     let mut b = vm_bundle();
     skip_unless!(
-        compile_static(&b, "procs", PROCS, &["-static"]),
-        "gcc -static does not work here (apt-get install gcc libc6-dev)"
+        compile_static(&b, "procs", PROCS, &["-static", "-pthread"]),
+        "gcc -static -pthread does not work here (apt-get install gcc libc6-dev)"
     );
     // On the host the program finds itself at /procs only through the rootfs.
     let host = Command::new("chroot")
@@ -142,6 +160,7 @@ fn fork_exec_wait_match_the_host() {
         "then=1",
         "segv=1 sig=11",
         "ill=1 sig=4",
+        "threaded-exit=9",
         "forty=40",
     ] {
         assert!(host_out.contains(want), "host: {want:?} in {host_out}");
@@ -201,12 +220,15 @@ fn busybox_shell_pipelines() {
         ls /bin | grep -c '^sh$'
         i=0; while [ $i -lt 25 ]; do /bin/true; i=$((i+1)); done; echo loop=$i
         echo ppid-of-child=$(sh -c 'echo $PPID') self=$$
+        head -c 3000000 /dev/zero > /big
+        cat /big | (sleep 0.3; wc -c)
     "#;
     b.args(&["/bin/sh", "-c", script]);
     let c = hj.container("vmsh");
     let out = c.run(&b, &[]);
     assert_eq!(out.code, Some(0), "{out}");
-    let want = "3\na b \nsub=3\nsub2=INNER\nsh=7\npipe=0\nmissing=127\n1\nloop=25\nppid-of-child=1 self=1\n";
+    // cat moves the file with sendfile into a pipe that is full most of the time.
+    let want = "3\na b \nsub=3\nsub2=INNER\nsh=7\npipe=0\nmissing=127\n1\nloop=25\nppid-of-child=1 self=1\n3000000\n";
     assert_eq!(out.stdout, want, "{out}");
     c.assert_nothing_left(&b);
 }

@@ -10,7 +10,7 @@ use crate::mem::{mmio, put, user_ok};
 use crate::percpu;
 use crate::sys::{pi, unsupported, with, Zombie, EFAULT, EINVAL, ENOSYS};
 use crate::thread;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 const EAGAIN: i64 = 11;
 const ECHILD: i64 = 10;
@@ -26,6 +26,10 @@ const CLONE_CHILD_CLEARTID: u64 = 0x20_0000;
 const CLONE_CHILD_SETTID: u64 = 0x100_0000;
 /// The VMM's answer to an execve that failed after the old image was gone.
 const EXEC_LOST: i64 = -4095;
+
+/// Set while a process slot's process is ending: its other threads, killed by
+/// then, only give their vCPUs back.
+static DYING: [AtomicBool; MAX_PROCS as usize] = [const { AtomicBool::new(false) }; MAX_PROCS as usize];
 
 /// Bumped (and futex-woken) when a child of the process in that slot exits.
 static CHILD_EVENT: [AtomicU32; MAX_PROCS as usize] =
@@ -91,6 +95,7 @@ pub fn fork(f: &Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tls: u64) -
         ((to + PI_GEN) as *mut u64).write_volatile(pi(parent, PI_GEN));
     }
     crate::signal::clear_pending(child);
+    DYING[child as usize].store(false, Ordering::SeqCst);
     let ranges = with(|s| {
         let mut c = *s.me();
         let ranges = c.used_ranges(percpu::get(PC_USER_RSP));
@@ -202,7 +207,22 @@ fn end(status: u64) -> ! {
         let code = if status & 0x7f != 0 { 128 + (status & 0x7f) } else { status >> 8 };
         crate::sys::exit(code);
     }
-    // Memory and files go first (a pipe's reader then sees its end).
+    if DYING[p as usize].swap(true, Ordering::SeqCst) {
+        // Another thread is ending the process (it killed this one).
+        thread::release(status >> 8);
+    }
+    // The other threads go first: SIGKILL ends each at its next entry into the
+    // kernel (from a wait, or from user code through the VMM's kick); their slots
+    // are free once their vCPUs have stopped.
+    loop {
+        let others = crate::signal::kill_other_threads(p);
+        if others == 0 {
+            break;
+        }
+        crate::signal::interrupt(others);
+        thread::futex_call(0, percpu::base() + PC_SLEEP, 0, 1_000_000, 0);
+    }
+    // Memory and files go next (a pipe's reader then sees its end).
     mmio(MMIO_PROC_EXIT, status);
     let (parent, orphans, slots) = with(|s| {
         let me = s.procs[p as usize];
@@ -231,7 +251,7 @@ fn end(status: u64) -> ! {
                 pgid: me.pgid,
                 status,
             };
-            // A full table drops the oldest entry (its parent never waits).
+            // A full table overwrites its first entry (a zombie never waited for).
             let at = s.zombies.iter().position(|z| !z.used).unwrap_or(0);
             s.zombies[at] = z;
         }

@@ -2,8 +2,8 @@
 //! per process), delivery with a Linux rt_sigframe on the user stack, and
 //! rt_sigreturn. Signals are delivered when a thread returns from a system call; a
 //! thread that waits (a futex, a sleep, wait4, a read from a pipe, sigsuspend) is
-//! woken by the VMM to take it. A thread that runs user code without system calls
-//! sees its signals at its next call.
+//! woken by the VMM to take it, and one that runs user code is stopped by the VMM
+//! and enters the kernel through the async entry (entry.rs).
 
 use crate::abi::*;
 use crate::entry::Frame;
@@ -322,6 +322,27 @@ pub fn tgkill(tgid: Option<u64>, tid: u64, sig: u64) -> i64 {
     }
 }
 
+/// SIGKILL to every thread of process slot `p` but the caller; returns their slots
+/// (to [`interrupt`]).
+pub fn kill_other_threads(p: u64) -> u64 {
+    let me = percpu::slot();
+    let mut slots = 0;
+    for slot in 0..MAX_VCPUS {
+        // SAFETY: per-CPU words of kernel memory.
+        let (busy, proc_) = unsafe {
+            (
+                percpu::at(slot, PC_BUSY).read_volatile(),
+                percpu::at(slot, PC_PROC).read_volatile(),
+            )
+        };
+        if slot != me && busy != 0 && proc_ == p {
+            thread_pending(slot).fetch_or(bit(SIGKILL), Ordering::SeqCst);
+            slots |= 1 << slot;
+        }
+    }
+    slots
+}
+
 /// `sig` to the calling thread (taken on the way out of the current call), from
 /// the kernel (si_code SI_KERNEL).
 pub fn raise_self(sig: u64) {
@@ -450,11 +471,14 @@ pub fn deliver(f: &mut Frame, ret: i64) -> i64 {
         Some((sig, action, me.signals.info[i]))
     });
     let Some((sig, action, info)) = taken else {
+        restore_suspended_mask();
         return ret;
     };
     match action.handler {
-        SIG_IGN => ret,
-        SIG_DFL if default_ignored(sig) => ret,
+        SIG_IGN | SIG_DFL if action.handler == SIG_IGN || default_ignored(sig) => {
+            restore_suspended_mask();
+            ret
+        }
         SIG_DFL => crate::proc::killed(sig),
         handler => {
             let old = if percpu::get(PC_MASK_SAVED) != 0 {
@@ -472,6 +496,15 @@ pub fn deliver(f: &mut Frame, ret: i64) -> i64 {
             percpu::set(PC_SIGMASK, (blocked | action.mask | add) & !UNBLOCKABLE);
             0
         }
+    }
+}
+
+/// After rt_sigsuspend when no handler ran (another thread took the signal, or it
+/// was ignored): its mask goes, the saved one comes back.
+fn restore_suspended_mask() {
+    if percpu::get(PC_MASK_SAVED) != 0 {
+        percpu::set(PC_MASK_SAVED, 0);
+        percpu::set(PC_SIGMASK, percpu::get(PC_SAVED_MASK));
     }
 }
 

@@ -288,7 +288,12 @@ pub fn futex(a: [u64; 6]) -> i64 {
                 (_, false) => 1,
                 (_, true) => 2,
             };
-            futex_call(0, addr, val, timeout, absolute)
+            match futex_call(0, addr, val, timeout, absolute) {
+                // Woken for a signal another thread took (or one that is ignored):
+                // a spurious wake-up, which FUTEX_WAIT may have.
+                r if r == -crate::signal::EINTR && !crate::signal::deliverable() => 0,
+                r => r,
+            }
         }
         1 | 10 => futex_call(1, addr, val, u64::MAX, 0),
         3 | 4 => {

@@ -133,8 +133,8 @@ pub const PROC_INFO_SIZE: u64 = 0x800;
 /// Bumped by the VMM when the process's image changes (execve): the guest kernel
 /// then starts its memory bookkeeping afresh.
 pub const PI_GEN: u64 = 0;
-/// Non-zero while the process slot is taken; the VMM clears it once the process's
-/// memory and files are released.
+/// Non-zero while the process slot is taken (the guest kernel takes and frees it;
+/// it frees it once the VMM has released the process's memory and files).
 pub const PI_BUSY: u64 = 8;
 /// First byte of the heap (brk).
 pub const PI_BRK_START: u64 = 16;
@@ -262,8 +262,8 @@ pub const CL_NRANGES: u64 = 4;
 pub const MMIO_FORK: u64 = MMIO_BASE + 0x58;
 /// Doorbell: execve; value = GPA of an exec block (EX_*).
 pub const MMIO_EXEC: u64 = MMIO_BASE + 0x60;
-/// Doorbell: the process on this vCPU ended (its last thread); value = its wait
-/// status. The VMM releases its memory and files, then clears its PI_BUSY.
+/// Doorbell: the process on this vCPU ended; value = its wait status. The VMM
+/// releases its memory and files and returns (the guest kernel then frees the slot).
 pub const MMIO_PROC_EXIT: u64 = MMIO_BASE + 0x68;
 
 /// Doorbell: wake the thread on per-CPU slot `value` from a wait (futex, sleep,

@@ -19,6 +19,8 @@ const MAX_RW: u64 = 0x7fff_f000;
 const MAX_IOV: u64 = 1024;
 /// Largest chunk one sendfile moves.
 const SENDFILE_CHUNK: u64 = 64 << 10;
+/// Largest chunk one sendfile moves into a pipe (a write that is whole or nothing).
+const PIPE_BUF: u64 = 4096;
 
 /// Performs the request block at `blk`; nothing happens if the block itself is out
 /// of bounds (there is nowhere to put an answer).
@@ -176,7 +178,23 @@ fn sendfile(mem: &mut GuestMem, h: &Host, out: u64, inp: u64, offp: u64, count: 
 
 fn sendfile_once(mem: &mut GuestMem, h: &Host, out: u64, inp: u64, offp: u64, count: u64) -> Ret {
     let (o, i) = (h.fd(out)?, h.fd(inp)?);
-    wait::check(h, out, PollFlags::POLLOUT)?;
+    // An output that can be full (a pipe, the console) must have room before
+    // anything is read: bytes read and not written would be lost. A write of at
+    // most PIPE_BUF into a pipe with room is whole.
+    let (out_kind, out_nonblock) = h.kind(out)?;
+    let cap = if out_kind == crate::files::Kind::File {
+        SENDFILE_CHUNK
+    } else {
+        let mut p = [nix::poll::PollFd::new(o, PollFlags::POLLOUT)];
+        if nix::poll::poll(&mut p, nix::poll::PollTimeout::ZERO)? == 0 {
+            return Err(if out_nonblock {
+                Errno::EAGAIN
+            } else {
+                WOULD_WAIT
+            });
+        }
+        PIPE_BUF
+    };
     if offp == 0 {
         wait::check(h, inp, PollFlags::POLLIN)?;
     }
@@ -184,19 +202,30 @@ fn sendfile_once(mem: &mut GuestMem, h: &Host, out: u64, inp: u64, offp: u64, co
         0 => None,
         p => Some(offset(mem.read_u64(p).ok_or(Errno::EFAULT)?)?),
     };
-    let mut buf = vec![0u8; count.min(SENDFILE_CHUNK) as usize];
+    let mut buf = vec![0u8; count.min(cap) as usize];
     let n = match at {
         None => nix::unistd::read(i, &mut buf)?,
         Some(off) => nix::sys::uio::pread(i, &mut buf, off)?,
     };
     let mut done = 0;
+    let mut failed = None;
     while done < n {
         match nix::unistd::write(o, &buf[done..n]) {
             Ok(0) => break,
             Ok(w) => done += w,
-            Err(e) if done == 0 => return Err(e),
-            Err(_) => break,
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
         }
+    }
+    // Bytes read and not written go back to a file that can seek (from a pipe they
+    // cannot: the output's room was checked first, so that is a rare race).
+    if done < n && at.is_none() {
+        let _ = nix::unistd::lseek(i, done as i64 - n as i64, nix::unistd::Whence::SeekCur);
+    }
+    if let (0, Some(e)) = (done, failed) {
+        return Err(e);
     }
     if let Some(off) = at {
         if !mem.write_u64(offp, off.saturating_add(done as i64) as u64) {

@@ -51,11 +51,11 @@ fn view(m: &Machine, p: u64) -> Result<GuestMem, i64> {
         userspace_addr: v.host_addr() + LOW,
         flags: 0,
     };
+    // The slot's page tables, once: they map the same window every time.
+    setup::proc_tables(&mut m.mem.alias(), p).ok_or(-(Errno::EINVAL as i64))?;
     // SAFETY: the region is the private part of `v`, which is kept in `m.views`
     // for as long as the Machine (and so the VM) lives: it is never removed.
     unsafe { m.vm.set_user_memory_region(region) }.map_err(|e| -(e.errno() as i64))?;
-    // The slot's page tables, once: they map the same window every time.
-    setup::proc_tables(&mut m.mem.alias(), p).ok_or(-(Errno::EINVAL as i64))?;
     let alias = v.alias();
     *slot = Some(v);
     Ok(alias)
@@ -141,8 +141,18 @@ fn fork_inner(m: &Arc<Machine>, ctx: &Ctx, blk: u64) -> Result<(), i64> {
     for i in 0..CL_NRANGES {
         ranges.push((word(CL_RANGES + 16 * i)?, word(CL_RANGES + 16 * i + 8)?));
     }
-    // A slot the guest reuses had its memory given back at its exit.
+    if ctid != 0 && (ctid < LOW || ctid.checked_add(4).is_none_or(|e| e > m.mem.size())) {
+        return Err(-(Errno::EFAULT as i64));
+    }
+    // A slot the guest reuses had its memory given back at its exit; on any failure
+    // below it is given back again, so the next fork finds it fresh.
     let mut to = view(m, child)?;
+    let undo = |to: &GuestMem| {
+        if let Ok(mut i) = m.images.lock() {
+            i[child as usize].clear();
+        }
+        to.discard(LOW);
+    };
     let maps = m
         .images
         .lock()
@@ -150,7 +160,7 @@ fn fork_inner(m: &Arc<Machine>, ctx: &Ctx, blk: u64) -> Result<(), i64> {
         .unwrap_or_default();
     for s in &maps {
         if !to.map_file(s.gpa, s.len, s.file.as_fd(), s.offset) {
-            to.discard(LOW);
+            undo(&to);
             return Err(-(Errno::ENOMEM as i64));
         }
     }
@@ -159,18 +169,25 @@ fn fork_inner(m: &Arc<Machine>, ctx: &Ctx, blk: u64) -> Result<(), i64> {
     }
     copy_used(m.pagemap.as_ref(), &ctx.mem, &mut to, &ranges);
     if ctid != 0 && !to.user().write(ctid, &(tid as u32).to_le_bytes()) {
+        undo(&to);
         return Err(-(Errno::EFAULT as i64));
     }
-    let ring = m.ring.get().ok_or(einval)?;
+    let Some(ring) = m.ring.get() else {
+        undo(&to);
+        return Err(einval);
+    };
     let (parent, alias) = (ctx.proc, to.alias());
-    ring.with_host(|h, views| {
+    let shared = ring.with_host(|h, views| {
         h.fork_files(parent, child);
         views[child as usize] = Some(alias.user());
-    })
-    .ok_or(einval)?;
+    });
+    if shared.is_none() {
+        undo(&to);
+        return Err(einval);
+    }
     vcpu::launch(m, start).inspect_err(|_| {
         ring.with_host(|h, _| h.drop_files(child));
-        to.discard(LOW);
+        undo(&to);
     })
 }
 

@@ -129,6 +129,13 @@ enum Event {
 /// Runs `vcpu` until its thread or the guest ends.
 pub fn run(m: &Arc<Machine>, vcpu: &mut VcpuFd, ctx: &mut Ctx) -> End {
     loop {
+        // A kick that came while this thread was out of KVM_RUN (handling an
+        // exit) found no KVM_RUN to stop: it is taken here.
+        if m.intr.take_kick(ctx.slot) {
+            if let Err(e) = async_signal(m, vcpu, ctx) {
+                return End::Crash(libc::SIGSEGV, e);
+            }
+        }
         let ev = match vcpu.run() {
             Ok(VcpuExit::MmioWrite(addr, data)) => {
                 let mut b = [0u8; 8];
@@ -409,6 +416,9 @@ pub fn launch(m: &Arc<Machine>, s: Start) -> Result<(), i64> {
         return Err(give_back(Some(vcpu)));
     }
     m.slot_proc[slot as usize].store(proc, Ordering::Release);
+    // Marks left by the slot's last thread are not this one's.
+    m.intr.take(slot);
+    m.intr.take_kick(slot);
     let mach = Arc::clone(m);
     let mut ctx = Ctx {
         slot,

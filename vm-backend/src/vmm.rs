@@ -393,7 +393,8 @@ impl Vm {
     /// Starts the thread that passes the signals of [`forwarded`] (blocked by the
     /// caller in every thread) to the guest: into the first process's mailbox
     /// (abi.rs, BI_HOSTSIG), waking its threads. Before `start` the VMM ends as
-    /// the signal's default action would end it. Call after confinement: the thread
+    /// the signal's default action would end it (or ignores it, for those whose
+    /// default is to ignore). Call after confinement: the thread
     /// inherits the caller's seccomp filter.
     pub fn forward_signals(&self) -> Result<(), String> {
         let m = Arc::clone(&self.machine);
@@ -405,7 +406,20 @@ impl Vm {
                     continue;
                 };
                 if !m.started.load(Ordering::SeqCst) {
-                    std::process::exit(128 + sig as i32);
+                    // No guest yet: the signal's default action, on the VMM.
+                    let ignored = matches!(
+                        sig,
+                        Signal::SIGWINCH
+                            | Signal::SIGURG
+                            | Signal::SIGCONT
+                            | Signal::SIGTSTP
+                            | Signal::SIGTTIN
+                            | Signal::SIGTTOU
+                    );
+                    if !ignored {
+                        std::process::exit(128 + sig as i32);
+                    }
+                    continue;
                 }
                 let n = sig as u64;
                 if (1..=64).contains(&n) {
@@ -414,7 +428,9 @@ impl Vm {
                     }
                 }
                 for slot in 0..MAX_VCPUS {
-                    if m.slot_proc[slot as usize].load(Ordering::SeqCst) == 0 {
+                    let area = PERCPU_GPA + slot * PERCPU_SIZE;
+                    let busy = m.mem.read_u64(area + PC_BUSY).unwrap_or(0) != 0;
+                    if busy && m.slot_proc[slot as usize].load(Ordering::SeqCst) == 0 {
                         m.intr.raise(slot);
                         m.intr.kick(slot);
                     }

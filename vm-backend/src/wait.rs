@@ -91,9 +91,14 @@ pub fn what(mem: &GuestMem, h: &Host, nr: u64, a: [u64; 6]) -> Option<Wait> {
         0 | 19 => one(a[0], PollFlags::POLLIN, -1),
         1 | 20 => one(a[0], PollFlags::POLLOUT, -1),
         40 => {
-            let mut w = one(a[0], PollFlags::POLLOUT, -1)?;
-            w.fds.push((h.file(a[1]).ok()?, PollFlags::POLLIN));
-            Some(w)
+            // The side that held it up: the output when it has no room, else the
+            // input.
+            let out = h.file(a[0]).ok()?;
+            let mut p = [PollFd::new(out.as_fd(), PollFlags::POLLOUT)];
+            match nix::poll::poll(&mut p, PollTimeout::ZERO) {
+                Ok(0) => one(a[0], PollFlags::POLLOUT, -1),
+                _ => one(a[1], PollFlags::POLLIN, -1),
+            }
         }
         232 | 281 => one(a[0], PollFlags::POLLIN, i64::from(a[3] as i32)),
         7 | 271 => {
