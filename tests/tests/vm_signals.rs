@@ -10,6 +10,7 @@ use std::process::Command;
 const SIGNALS: &str = r#"
 #define _GNU_SOURCE
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -33,6 +34,9 @@ static void on_chld(int sig, siginfo_t *si, void *uc) {
 }
 
 static void on_alrm(int sig) { got = sig; }
+
+static volatile sig_atomic_t chld2;
+static void on_chld2(int sig) { chld2++; }
 
 static volatile sig_atomic_t stop_flag;
 static void on_usr2(int sig) { stop_flag = 1; }
@@ -166,6 +170,27 @@ int main(void) {
     waitpid(p, &st, 0);
     printf("busy handler: exited=%d status=%d\n", WIFEXITED(st), WEXITSTATUS(st));
 
+    /* ppoll with a signal mask: SIGCHLD, blocked around the call, is let in
+       during the wait only. */
+    signal(SIGCHLD, on_chld2);
+    sigprocmask(SIG_BLOCK, &chldset, &old);
+    p = fork();
+    if (p == 0) { usleep(50000); _exit(0); }
+    int pp[2];
+    pipe(pp);
+    struct pollfd pf2 = {pp[0], POLLIN, 0};
+    sigset_t none;
+    sigemptyset(&none);
+    struct timespec to = {5, 0};
+    r = ppoll(&pf2, 1, &to, &none);
+    e = errno;
+    sigset_t now;
+    sigprocmask(SIG_SETMASK, 0, &now);
+    printf("ppoll=%d %s chld=%d mask-back=%d\n", r, strerror(e), chld2, sigismember(&now, SIGCHLD));
+    sigprocmask(SIG_SETMASK, &old, 0);
+    waitpid(p, &st, 0);
+    signal(SIGCHLD, SIG_DFL);
+
     /* A write to a pipe with no reader: EPIPE with SIGPIPE ignored, death by
        SIGPIPE by default. */
     int q[2];
@@ -220,6 +245,7 @@ fn signals_match_the_host() {
         "busy kill: signaled=1 sig=9",
         "busy term: signaled=1 sig=15",
         "busy handler: exited=1 status=0",
+        "ppoll=-1 Interrupted system call chld=1 mask-back=1",
         "sigpipe ignored: -1 Broken pipe",
         "sigpipe: signaled=1 sig=13",
         "bad-signal=-1 Invalid argument",

@@ -420,14 +420,20 @@ fn host_signals() {
     interrupt(slots & !(1 << percpu::slot()));
 }
 
+/// Puts mask `m` in force until the current system call returns (the old one is
+/// restored then, or by the handler's return: rt_sigsuspend, ppoll, epoll_pwait).
+pub fn set_temporary_mask(m: u64) {
+    let old = percpu::get(PC_SIGMASK);
+    percpu::set(PC_SIGMASK, m & !UNBLOCKABLE);
+    percpu::set(PC_SAVED_MASK, old);
+    percpu::set(PC_MASK_SAVED, 1);
+}
+
 /// rt_sigsuspend(2) (and pause(2) with the current mask): waits with `mask` until a
 /// signal is to be taken; -EINTR, with the old mask restored after the handler.
 pub fn sigsuspend(mask: Option<u64>) -> i64 {
-    let old = percpu::get(PC_SIGMASK);
     if let Some(m) = mask {
-        percpu::set(PC_SIGMASK, m & !UNBLOCKABLE);
-        percpu::set(PC_SAVED_MASK, old);
-        percpu::set(PC_MASK_SAVED, 1);
+        set_temporary_mask(m);
     }
     while !deliverable() {
         // A wait on a word that stays 0, with no timeout: only an interrupt ends it.

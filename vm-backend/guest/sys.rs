@@ -196,6 +196,9 @@ pub fn dispatch(f: &mut Frame) -> i64 {
         // VMM's ring.
         0..=8 | 16..=22 | 32 | 33 | 40 | 72 | 79..=84 | 87 | 88 => forward(nr, a),
         217 | 257 | 258 | 262..=264 | 266 | 269 | 292 | 316 | 332 | 439 => forward(nr, a),
+        // ppoll and epoll_pwait with a signal mask: the mask holds during the wait.
+        271 if a[3] != 0 => with_mask(a[3], a[4], || forward(nr, a)),
+        281 if a[4] != 0 => with_mask(a[4], a[5], || forward(nr, a)),
         // Pipes, eventfds, poll and epoll: host objects in the VMM's fd table.
         213 | 232 | 233 | 271 | 281 | 284 | 290 | 291 | 293 => forward(nr, a),
         35 => thread::sleep(a[0], None),
@@ -286,6 +289,25 @@ pub fn unsupported(nr: u64) -> i64 {
         mmio(MMIO_UNSUPPORTED, nr);
     }
     -ENOSYS
+}
+
+/// Runs `call` with the signal mask at `mask` (a sigset of `size` bytes) in force,
+/// as ppoll and epoll_pwait do; the old mask comes back on the way out (after the
+/// handler, if a signal is taken).
+fn with_mask(mask: u64, size: u64, call: impl FnOnce() -> i64) -> i64 {
+    if size != 8 {
+        return -EINVAL;
+    }
+    if !user_ok(mask, 8) {
+        return -EFAULT;
+    }
+    // SAFETY: checked to be 8 bytes of guest RAM.
+    let m = unsafe { (mask as *const u64).read_unaligned() };
+    signal::set_temporary_mask(m);
+    if signal::deliverable() {
+        return -signal::EINTR;
+    }
+    call()
 }
 
 /// Hands a system call to the VMM through this vCPU's forwarding ring.

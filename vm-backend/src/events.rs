@@ -107,8 +107,8 @@ pub fn epoll_ctl(h: &Host, mem: &GuestMem, epfd: u64, op: u64, fd: u64, ev: u64)
     Ok(0)
 }
 
-/// epoll_wait(2) and epoll_pwait(2) (the signal mask is not used: the guest gets
-/// no signals while it waits), with a zero timeout: [`WOULD_WAIT`] when nothing is
+/// epoll_wait(2) and epoll_pwait(2) (the guest kernel applies the signal mask),
+/// with a zero timeout: [`WOULD_WAIT`] when nothing is
 /// ready and the guest's timeout is not zero.
 pub fn epoll_wait(
     h: &Host,
