@@ -46,10 +46,10 @@ impl Futexes {
     /// result. Futexes are keyed by guest-physical address: the same word in the
     /// shared low memory for every process, a process's own word in its window.
     pub fn perform(&self, mem: &GuestMem, blk: u64, window: u64, intr: Option<&AtomicBool>) {
-        let Some(ret_word) = mem.atomic_u64(blk + FX_RET) else {
+        let Some(ret_word) = mem.atomic_u64(blk.wrapping_add(FX_RET)) else {
             return;
         };
-        let field = |off| mem.read_u64(blk + off).unwrap_or(u64::MAX);
+        let field = |off| mem.read_u64(blk.wrapping_add(off)).unwrap_or(u64::MAX);
         let (op, addr, val) = (field(FX_OP), field(FX_ADDR), field(FX_VAL));
         let key = if addr < LOW {
             addr

@@ -123,14 +123,14 @@ fn copy_used(
 /// negative errno to its CL_RET.
 pub fn fork(m: &Arc<Machine>, ctx: &Ctx, blk: u64) {
     let ret = fork_inner(m, ctx, blk).map_or_else(|e| e, |()| 0);
-    if let Some(w) = m.mem.atomic_u64(blk + CL_RET) {
+    if let Some(w) = m.mem.atomic_u64(blk.wrapping_add(CL_RET)) {
         w.store(ret as u64, Ordering::SeqCst);
     }
 }
 
 fn fork_inner(m: &Arc<Machine>, ctx: &Ctx, blk: u64) -> Result<(), i64> {
     let einval = -(Errno::EINVAL as i64);
-    let word = |off| m.mem.read_u64(blk + off).ok_or(einval);
+    let word = |off| m.mem.read_u64(blk.wrapping_add(off)).ok_or(einval);
     let (child, ctid, tid) = (word(CL_PROC)?, word(CL_CTID)?, word(CL_TID)?);
     if child == 0 || child >= MAX_PROCS || child == ctx.proc {
         return Err(einval);
@@ -282,19 +282,19 @@ pub fn exec(m: &Arc<Machine>, ctx: &mut Ctx, blk: u64) {
     let mut low = m.mem.alias();
     match exec_inner(m, ctx, blk) {
         Ok((rip, rsp)) => {
-            low.write_u64(blk + EX_RIP, rip);
-            low.write_u64(blk + EX_RSP, rsp);
-            low.write_u64(blk + EX_RET, 0);
+            low.write_u64(blk.wrapping_add(EX_RIP), rip);
+            low.write_u64(blk.wrapping_add(EX_RSP), rsp);
+            low.write_u64(blk.wrapping_add(EX_RET), 0);
         }
         Err(e) => {
-            low.write_u64(blk + EX_RET, e as u64);
+            low.write_u64(blk.wrapping_add(EX_RET), e as u64);
         }
     }
 }
 
 fn exec_inner(m: &Machine, ctx: &mut Ctx, blk: u64) -> Result<(u64, u64), i64> {
     let efault = -(Errno::EFAULT as i64);
-    let word = |off| m.mem.read_u64(blk + off).ok_or(efault);
+    let word = |off| m.mem.read_u64(blk.wrapping_add(off)).ok_or(efault);
     let (path_at, argv_at, envp_at) = (word(EX_PATH)?, word(EX_ARGV)?, word(EX_ENVP)?);
     let user = ctx.mem.user();
     let path = read_path(&user, path_at).map_err(|e| -(e as i64))?;

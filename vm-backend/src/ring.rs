@@ -212,7 +212,7 @@ impl Kicker {
         loop {
             let wait = match self.shared.consumer.lock() {
                 Ok(mut c) => {
-                    if self.mem.read_u64(blk + RQ_RET) != Some(RQ_BLOCKED) {
+                    if self.mem.read_u64(blk.wrapping_add(RQ_RET)) != Some(RQ_BLOCKED) {
                         return;
                     }
                     let p = c.slot_proc[slot].load(Ordering::Acquire);
@@ -239,7 +239,7 @@ impl Kicker {
             }
             if self.intr.take(slot as u64) {
                 // A signal for this thread: the call ends with EINTR.
-                if let Some(w) = self.mem.atomic_u64(blk + RQ_RET) {
+                if let Some(w) = self.mem.atomic_u64(blk.wrapping_add(RQ_RET)) {
                     w.store((-(libc::EINTR as i64)) as u64, Ordering::SeqCst);
                 }
                 return;
@@ -248,7 +248,7 @@ impl Kicker {
                 return;
             };
             c.handle(slot, blk);
-            if self.mem.read_u64(blk + RQ_RET) != Some(RQ_BLOCKED) {
+            if self.mem.read_u64(blk.wrapping_add(RQ_RET)) != Some(RQ_BLOCKED) {
                 return;
             }
             // Its time is up, or it has nothing to wait for (its fd was closed
@@ -256,7 +256,7 @@ impl Kicker {
             let expired = deadline.is_some_and(|d| Instant::now() >= d);
             if expired || wait.is_none() {
                 let ret = if expired { 0 } else { -(libc::EAGAIN as i64) };
-                if let Some(w) = self.mem.atomic_u64(blk + RQ_RET) {
+                if let Some(w) = self.mem.atomic_u64(blk.wrapping_add(RQ_RET)) {
                     w.store(ret as u64, Ordering::SeqCst);
                 }
                 return;

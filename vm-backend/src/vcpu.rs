@@ -310,7 +310,7 @@ fn clone(m: &Arc<Machine>, ctx: &Ctx, blk: u64) {
         }
         Err(e) => e,
     };
-    if let Some(w) = m.mem.atomic_u64(blk + CL_RET) {
+    if let Some(w) = m.mem.atomic_u64(blk.wrapping_add(CL_RET)) {
         w.store(ret as u64, Ordering::SeqCst);
     }
 }
@@ -333,7 +333,7 @@ pub struct Start {
 
 /// The registers, flags, TLS and slot of the clone block at `blk`.
 pub fn read_start(m: &Machine, blk: u64) -> Result<Start, i64> {
-    let word = |off| m.mem.read_u64(blk + off).ok_or(-EINVAL);
+    let word = |off| m.mem.read_u64(blk.wrapping_add(off)).ok_or(-EINVAL);
     let mut regs = [0u64; 16];
     for (i, v) in regs.iter_mut().enumerate() {
         *v = word(CL_REGS + 8 * i as u64)?;
