@@ -234,3 +234,26 @@ int main(void) {
     assert!(out.stderr.contains("page fault at address 0x10"), "{out}");
     c.assert_nothing_left(&b);
 }
+
+/// The guest's CPU count is the domain's: `linux.resources.cpu.cpus` (its cpuset)
+/// is what sched_getaffinity reports in the VM.
+#[test]
+fn guest_cpu_count_follows_the_cpuset() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    let src = "#define _GNU_SOURCE\n#include <sched.h>\n#include <stdio.h>\n\
+               int main(void) { cpu_set_t s; sched_getaffinity(0, sizeof s, &s);\n\
+               printf(\"cpus=%d\\n\", CPU_COUNT(&s)); return 0; }\n";
+    skip_unless!(
+        compile_static(&b, "ncpu", src, &["-static"]),
+        "gcc -static does not work here (apt-get install gcc libc6-dev)"
+    );
+    b.args(&["/ncpu"]);
+    b.config_mut()["linux"]["resources"]["cpu"] = serde_json::json!({"cpus": "0"});
+    let c = hj.container("vmncpu");
+    let out = c.run(&b, &[]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_eq!(out.stdout, "cpus=1\n", "{out}");
+    c.assert_nothing_left(&b);
+}
