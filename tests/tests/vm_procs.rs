@@ -232,3 +232,34 @@ fn busybox_shell_pipelines() {
     assert_eq!(out.stdout, want, "{out}");
     c.assert_nothing_left(&b);
 }
+
+/// The guest kernel's /proc: meminfo (the VM's RAM), cpuinfo (the domain's CPUs),
+/// uptime, and a process's status, stat and cmdline; files that are not there, and
+/// no writing.
+#[test]
+fn proc_files() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    let script = r#"
+        grep MemTotal /proc/meminfo
+        [ "$(grep -c ^processor /proc/cpuinfo)" = "$(nproc)" ] && echo cpus-agree
+        grep -E '^[0-9]+\.[0-9]{2} [0-9]+\.[0-9]{2}$' /proc/uptime > /dev/null && echo uptime-ok
+        cat /proc/self/status | grep -E '^(Name|PPid):'
+        cat /proc/self/cmdline | tr '\0' ' '; echo
+        cut -d' ' -f1-6 /proc/$$/stat
+        cat /proc/nosuch 2>/dev/null || echo nosuch-missing
+        (echo x > /proc/uptime) 2>/dev/null || echo read-only
+    "#;
+    b.args(&["/bin/sh", "-c", script]);
+    let c = hj.container("vmproc");
+    let out = c.run(&b, &[]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_eq!(
+        out.stdout,
+        "MemTotal:          65536 kB\ncpus-agree\nuptime-ok\nName:\tcat\nPPid:\t1\n\
+         cat /proc/self/cmdline \n1 (sh) R 0 1 1\nnosuch-missing\nread-only\n",
+        "{out}"
+    );
+    c.assert_nothing_left(&b);
+}

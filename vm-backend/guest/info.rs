@@ -76,10 +76,28 @@ pub fn readlink(path: u64, buf: u64, size: u64) -> Option<i64> {
 
 pub fn prctl(option: u64, arg: u64) -> i64 {
     match option {
-        15 => 0, // PR_SET_NAME
+        15 => {
+            // PR_SET_NAME: up to 15 bytes of a string (the process's name here).
+            let mut name = [0u8; 16];
+            for (i, b) in name.iter_mut().take(15).enumerate() {
+                if !user_ok(arg + i as u64, 1) {
+                    return -EFAULT;
+                }
+                // SAFETY: checked to be guest RAM.
+                let c = unsafe { ((arg + i as u64) as *const u8).read_volatile() };
+                if c == 0 {
+                    break;
+                }
+                *b = c;
+            }
+            crate::sys::with(|s| s.me().comm = name);
+            0
+        }
         16 => {
             // PR_GET_NAME
-            if put(arg, b"main\0") {
+            let mut name = [0u8; 16];
+            let n = crate::procfs::comm_of(crate::percpu::get(PC_PROC).min(MAX_PROCS - 1), &mut name);
+            if put(arg, &name[..=n.min(15)]) {
                 0
             } else {
                 -EFAULT

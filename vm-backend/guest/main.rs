@@ -21,6 +21,7 @@ mod mem;
 mod patch;
 mod percpu;
 mod proc;
+mod procfs;
 mod ring;
 mod signal;
 mod sys;

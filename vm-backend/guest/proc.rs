@@ -154,6 +154,8 @@ pub fn execve(f: &mut Frame, path: u64, argv: u64, envp: u64) -> i64 {
         // SAFETY: as above.
         unsafe { ((blk + off) as *const u64).read_volatile() }
     };
+    // Read now: the caller's memory is gone once the new image is in.
+    let name = exec_name(path);
     w(EX_PATH, path);
     w(EX_ARGV, argv);
     w(EX_ENVP, envp);
@@ -185,9 +187,38 @@ pub fn execve(f: &mut Frame, path: u64, argv: u64, envp: u64) -> i64 {
     f.r11 = 0x202;
     percpu::set(PC_USER_RSP, rsp);
     percpu::set(PC_CLEAR_TID, 0);
-    with(|s| s.me().signals.exec());
+    with(|s| {
+        let me = s.me();
+        me.signals.exec();
+        me.comm = name;
+    });
     thread::set_single(me());
     0
+}
+
+/// A new image's name, as Linux gives it: the file name of the path execve got.
+fn exec_name(path: u64) -> [u8; 16] {
+    let mut name = [0u8; 16];
+    let mut k = 0;
+    let mut i = 0u64;
+    while i < 4096 && crate::mem::user_ok(path + i, 1) {
+        // SAFETY: checked to be guest RAM.
+        let c = unsafe { ((path + i) as *const u8).read_volatile() };
+        match c {
+            0 => break,
+            b'/' => {
+                name = [0; 16];
+                k = 0;
+            }
+            c if k < 15 => {
+                name[k] = c;
+                k += 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    name
 }
 
 /// exit_group(2): the first process's exit ends the VM; another's ends it alone.

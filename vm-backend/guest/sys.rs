@@ -3,7 +3,7 @@
 use crate::abi::*;
 use crate::mem::{boot, mmio, put, put_u64s, user_ok, zero};
 use crate::entry::Frame;
-use crate::{info, percpu, proc, signal, thread, time};
+use crate::{info, percpu, proc, procfs, signal, thread, time};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -47,6 +47,9 @@ pub struct Proc {
     pub live: bool,
     /// Signal actions.
     pub signals: crate::signal::Signals,
+    /// Its name (prctl PR_SET_NAME, /proc's Name), NUL-padded; empty: the
+    /// program's file name.
+    pub comm: [u8; 16],
 }
 
 impl Proc {
@@ -63,6 +66,7 @@ impl Proc {
         threads: 0,
         live: false,
         signals: crate::signal::Signals::EMPTY,
+        comm: [0; 16],
     };
 
     /// The heap's highest end so far and the lowest mapping: the room between is
@@ -194,6 +198,9 @@ pub fn dispatch(f: &mut Frame) -> i64 {
     match nr {
         // Console and file I/O, paths, the fd table and the working directory: the
         // VMM's ring.
+        // open/openat of /proc: made here (procfs.rs), else the VMM's.
+        2 => procfs::open(a[0], a[1]).unwrap_or_else(|| forward(nr, a)),
+        257 => procfs::open(a[1], a[2]).unwrap_or_else(|| forward(nr, a)),
         0..=8 | 16..=22 | 32 | 33 | 40 | 72 | 79..=84 | 87 | 88 => forward(nr, a),
         217 | 257 | 258 | 262..=264 | 266 | 269 | 292 | 316 | 332 | 439 => forward(nr, a),
         // ppoll and epoll_pwait with a signal mask: the mask holds during the wait.

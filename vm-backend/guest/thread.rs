@@ -168,6 +168,11 @@ pub fn clone(f: &Frame) -> i64 {
     tid as i64
 }
 
+/// The id the next thread (or process) will get.
+pub fn next_tid_peek() -> u64 {
+    NEXT_TID.load(Ordering::Relaxed)
+}
+
 /// The next thread (and process) id.
 pub fn next_tid() -> u64 {
     NEXT_TID.fetch_add(1, Ordering::Relaxed)

@@ -144,6 +144,19 @@ pub const PI_MMAP_TOP: u64 = 24;
 pub const PI_EXE: u64 = 0x100;
 /// Room for the program path (with its NUL).
 pub const PI_EXE_LEN: u64 = 0x400;
+/// The process's arguments, each NUL-terminated (/proc/self/cmdline), cut at
+/// [`PI_CMDLINE_LEN`] bytes; the length is the u64 at [`PI_CMDLINE_SIZE`].
+pub const PI_CMDLINE: u64 = 0x500;
+/// Room for the arguments.
+pub const PI_CMDLINE_LEN: u64 = 0x300;
+/// Bytes of [`PI_CMDLINE`] used.
+pub const PI_CMDLINE_SIZE: u64 = 32;
+
+/// A request only the guest kernel makes (never a program: numbers from 512 on are
+/// not forwarded): a read-only file with the bytes at a (kernel) address and length,
+/// installed in the caller's fd table (args: address, length, O_CLOEXEC flag);
+/// /proc's files are made so.
+pub const HJ_BUFFER_FILE: u64 = 1000;
 
 /// Per-CPU areas, one per vCPU slot, [`PERCPU_SIZE`] bytes each; a vCPU's GS base
 /// is its area's address. The kernel stack fills the area above [`PC_STACK_BOTTOM`].

@@ -53,6 +53,8 @@ const ALLOWED: &[&str] = &[
     "ppoll",
     // Processes (process.rs): AT_RANDOM for a new image.
     "getrandom",
+    // The guest's /proc files (hcall.rs, HJ_BUFFER_FILE).
+    "memfd_create",
     "rt_sigreturn",
     // The signal thread's sigwait (vmm::Vm::forward_signals).
     "rt_sigtimedwait",

@@ -312,6 +312,22 @@ impl Host {
         Ok(at as i64)
     }
 
+    /// Installs a file the VMM made (never waits: a memfd) at the lowest free fd.
+    pub fn install_file(&mut self, file: OwnedFd, cloexec: bool) -> Result<i64, Errno> {
+        let at = self.free_slot(0)?;
+        self.put(
+            at,
+            Slot {
+                file: Arc::new(file),
+                cloexec,
+                path: None,
+                nonblock: false,
+                kind: Kind::File,
+            },
+        );
+        Ok(at as i64)
+    }
+
     /// How guest fd `fd` may block, and whether the guest set O_NONBLOCK on it.
     pub fn kind(&self, fd: u64) -> Result<(Kind, bool), Errno> {
         self.slot(fd).map(|s| (s.kind, s.nonblock))

@@ -120,8 +120,23 @@ fn dispatch(mem: &mut GuestMem, h: &mut Host, nr: u64, a: [u64; 6]) -> Ret {
         316 => fsops::renameat2(h, mem, a),
         332 => fsops::statx(h, mem, a),
         439 => fsops::faccessat(h, mem, a[0], a[1], a[2], a[3]),
+        crate::abi::HJ_BUFFER_FILE => buffer_file(mem, h, a[0], a[1], a[2] != 0),
         _ => Err(Errno::ENOSYS),
     }
+}
+
+/// HJ_BUFFER_FILE: a memfd holding the guest kernel's bytes, as a new fd.
+fn buffer_file(mem: &GuestMem, h: &mut Host, at: u64, len: u64, cloexec: bool) -> Ret {
+    let kernel = mem.whole();
+    let bytes = kernel.slice(at, len.min(1 << 20)).ok_or(Errno::EFAULT)?;
+    let f =
+        nix::sys::memfd::memfd_create(c"hyperjail-proc", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)?;
+    let mut done = 0;
+    while done < bytes.len() {
+        done += nix::unistd::write(&f, &bytes[done..])?;
+    }
+    nix::unistd::lseek(&f, 0, nix::unistd::Whence::SeekSet)?;
+    h.install_file(f, cloexec)
 }
 
 /// A file offset argument: EINVAL when negative.

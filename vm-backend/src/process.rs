@@ -379,6 +379,7 @@ fn exec_inner(m: &Machine, ctx: &mut Ctx, blk: u64) -> Result<(u64, u64), i64> {
             brk_start: (end + PAGE - 1) & !(PAGE - 1),
             mmap_top: ram - m.stack,
             exe: &name,
+            argv: &argv,
         },
     );
     if !ok {

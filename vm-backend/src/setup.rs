@@ -83,6 +83,8 @@ pub struct ProcInfo<'a> {
     pub mmap_top: u64,
     /// readlink("/proc/self/exe").
     pub exe: &'a str,
+    /// Its arguments (/proc/self/cmdline).
+    pub argv: &'a [String],
 }
 
 /// Writes process slot `p`'s block for a new image (bumping its generation).
@@ -95,7 +97,15 @@ pub fn proc_info(mem: &mut GuestMem, p: u64, info: &ProcInfo<'_>) -> bool {
         .chain([0])
         .collect();
     let gen = mem.read_u64(b + PI_GEN).unwrap_or(0).wrapping_add(1);
+    let mut cmdline: Vec<u8> = info
+        .argv
+        .iter()
+        .flat_map(|a| a.bytes().chain([0]))
+        .collect();
+    cmdline.truncate(PI_CMDLINE_LEN as usize);
     p < MAX_PROCS
+        && mem.write(b + PI_CMDLINE, &cmdline)
+        && mem.write_u64(b + PI_CMDLINE_SIZE, cmdline.len() as u64)
         && mem.write_u64(b + PI_BRK_START, info.brk_start)
         && mem.write_u64(b + PI_MMAP_TOP, info.mmap_top)
         && mem.write(b + PI_EXE, &exe)

@@ -220,6 +220,7 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
                 brk_start: (end + PAGE - 1) & !(PAGE - 1),
                 mmap_top: top - p.stack,
                 exe: &p.execfn,
+                argv: &p.argv,
             },
         );
     if !ok {
