@@ -18,6 +18,7 @@ const PIPES: &str = r#"
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -179,6 +180,23 @@ int main(void) {
     e = errno;
     printf("semaphore=%llu %llu %zd %s\n", (unsigned long long)x1, (unsigned long long)x2, r3,
            strerror(e));
+    /* A timerfd: a blocking read waits for the expiry; epoll sees it too. */
+    int tf = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+    struct itimerspec its = {{0, 0}, {0, 60000000}};
+    t0 = ms_now();
+    timerfd_settime(tf, 0, &its, 0);
+    uint64_t exp = 0;
+    n = read(tf, &exp, 8);
+    printf("timerfd read=%zd expirations=%llu waited=%d\n", n, (unsigned long long)exp,
+           ms_now() - t0 >= 55);
+    struct itimerspec cur;
+    timerfd_gettime(tf, &cur);
+    printf("timerfd disarmed=%d\n", cur.it_value.tv_sec == 0 && cur.it_value.tv_nsec == 0);
+    struct epoll_event tev = {EPOLLIN, {.u64 = 77}};
+    epoll_ctl(ep, EPOLL_CTL_ADD, tf, &tev);
+    timerfd_settime(tf, 0, &its, 0);
+    k = epoll_wait(ep, out, 4, 1000);
+    printf("timerfd epoll=%d data=%llu\n", k, (unsigned long long)out[0].data.u64);
     int bad1 = pipe2(q, 0x1234) == -1 && errno == EINVAL;
     int bad2 = eventfd(0, 0x4000) == -1 && errno == EINVAL;
     printf("bad-flags=%d %d\n", bad1, bad2);
@@ -221,6 +239,9 @@ fn pipes_poll_and_epoll_match_the_host() {
         "epoll-timeout=0 waited=1",
         "epoll-bad-max=-1 Invalid argument",
         "semaphore=1 1 -1 Resource temporarily unavailable",
+        "timerfd read=8 expirations=1 waited=1",
+        "timerfd disarmed=1",
+        "timerfd epoll=1 data=77",
         "bad-flags=1 1",
     ] {
         assert!(host_out.contains(want), "host: {want:?} in {host_out}");

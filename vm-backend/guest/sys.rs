@@ -206,8 +206,8 @@ pub fn dispatch(f: &mut Frame) -> i64 {
         // ppoll and epoll_pwait with a signal mask: the mask holds during the wait.
         271 if a[3] != 0 => with_mask(a[3], a[4], || forward(nr, a)),
         281 if a[4] != 0 => with_mask(a[4], a[5], || forward(nr, a)),
-        // Pipes, eventfds, poll and epoll: host objects in the VMM's fd table.
-        213 | 232 | 233 | 271 | 281 | 284 | 290 | 291 | 293 => forward(nr, a),
+        // Pipes, eventfds, timerfds, poll and epoll: host objects in the VMM's fd table.
+        213 | 232 | 233 | 271 | 281 | 283 | 284 | 286 | 287 | 290 | 291 | 293 => forward(nr, a),
         35 => thread::sleep(a[0], None),
         230 => thread::sleep(a[2], (a[1] & 1 != 0).then_some(a[0])),
         // readlink: /proc/self/exe is known here, anything else is a rootfs path.

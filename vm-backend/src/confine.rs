@@ -45,6 +45,9 @@ const ALLOWED: &[&str] = &[
     // calls that would block (wait.rs).
     "pipe2",
     "eventfd2",
+    "timerfd_create",
+    "timerfd_settime",
+    "timerfd_gettime",
     "epoll_create1",
     "epoll_ctl",
     "epoll_wait",

@@ -1,4 +1,4 @@
-//! Pipes, eventfds, `poll` and epoll for the guest: host objects the VMM makes
+//! Pipes, eventfds, timerfds, `poll` and epoll for the guest: host objects the VMM makes
 //! O_NONBLOCK and keeps in the guest's fd table; a call that would wait is handed
 //! to the guest's vCPU thread ([`crate::wait`]), so here every call returns at once.
 
@@ -72,6 +72,103 @@ pub fn eventfd2(h: &mut Host, init: u64, flags: u64) -> Ret {
     // SAFETY: eventfd takes plain integers and returns a new fd or -1.
     let f = owned(unsafe { libc::eventfd(init as u32, host) })?;
     h.install_own(f, flags & O_CLOEXEC != 0, flags & O_NONBLOCK != 0)
+}
+
+/// timerfd_create(2): a host timerfd (the guest's clocks are the host's).
+pub fn timerfd_create(h: &mut Host, clock: u64, flags: u64) -> Ret {
+    const CLOCKS: [u64; 4] = [0, 1, 7, 8]; // REALTIME, MONOTONIC, BOOTTIME, REALTIME_ALARM
+    if !CLOCKS.contains(&clock) || flags & !(O_CLOEXEC | O_NONBLOCK) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let host = libc::TFD_CLOEXEC | libc::TFD_NONBLOCK;
+    // SAFETY: timerfd_create takes plain integers and returns a new fd or -1.
+    let f = owned(unsafe { libc::timerfd_create(clock as i32, host) })?;
+    h.install_own(f, flags & O_CLOEXEC != 0, flags & O_NONBLOCK != 0)
+}
+
+/// An itimerspec (4 u64s) from guest memory.
+fn itimerspec(mem: &GuestMem, at: u64) -> Result<libc::itimerspec, Errno> {
+    let w = |i: u64| mem.read_u64(at.wrapping_add(8 * i)).ok_or(Errno::EFAULT);
+    let ts = |s: u64, ns: u64| libc::timespec {
+        tv_sec: s as i64,
+        tv_nsec: ns as i64,
+    };
+    Ok(libc::itimerspec {
+        it_interval: ts(w(0)?, w(1)?),
+        it_value: ts(w(2)?, w(3)?),
+    })
+}
+
+fn put_itimerspec(mem: &mut GuestMem, at: u64, v: &libc::itimerspec) -> Result<(), Errno> {
+    let words = [
+        v.it_interval.tv_sec as u64,
+        v.it_interval.tv_nsec as u64,
+        v.it_value.tv_sec as u64,
+        v.it_value.tv_nsec as u64,
+    ];
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    if mem.write(at, &bytes) {
+        Ok(())
+    } else {
+        Err(Errno::EFAULT)
+    }
+}
+
+/// timerfd_settime(2).
+pub fn timerfd_settime(
+    h: &Host,
+    mem: &mut GuestMem,
+    fd: u64,
+    flags: u64,
+    new: u64,
+    old: u64,
+) -> Ret {
+    let f = h.file(fd)?;
+    let v = itimerspec(mem, new)?;
+    if old != 0 && mem.slice(old, 32).is_none() {
+        return Err(Errno::EFAULT);
+    }
+    let mut prev = libc::itimerspec {
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+    };
+    // SAFETY: the fd is held open by `f`; both structs live across the call.
+    let r = unsafe { libc::timerfd_settime(f.as_raw_fd(), flags as i32, &v, &mut prev) };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    if old != 0 {
+        put_itimerspec(mem, old, &prev)?;
+    }
+    Ok(0)
+}
+
+/// timerfd_gettime(2).
+pub fn timerfd_gettime(h: &Host, mem: &mut GuestMem, fd: u64, cur: u64) -> Ret {
+    let f = h.file(fd)?;
+    let mut v = libc::itimerspec {
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+    };
+    // SAFETY: the fd is held open by `f`; `v` lives across the call.
+    let r = unsafe { libc::timerfd_gettime(f.as_raw_fd(), &mut v) };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    put_itimerspec(mem, cur, &v)?;
+    Ok(0)
 }
 
 /// epoll_create1(2) (`epoll_create` with flags 0, its size ignored as Linux does).
