@@ -98,6 +98,23 @@ int main(int argc, char **argv) {
     int then = waitpid(-1, &st, 0) == p;
     printf("then=%d\n", then);
 
+    /* waitid: the child's siginfo; WNOWAIT leaves it to be reaped; WNOHANG. */
+    p = fork();
+    if (p == 0) _exit(6);
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    int wr = waitid(P_PID, p, &si, WEXITED | WNOWAIT);
+    printf("waitid=%d pid-right=%d code=%d status=%d\n", wr, si.si_pid == p, si.si_code,
+           si.si_status);
+    int again = waitpid(p, &st, 0) == p;
+    printf("reaped-after-nowait=%d\n", again);
+    p = fork();
+    if (p == 0) { usleep(100000); _exit(0); }
+    si.si_pid = 123;
+    wr = waitid(P_ALL, 0, &si, WEXITED | WNOHANG);
+    printf("waitid-nohang=%d pid=%d\n", wr, si.si_pid);
+    waitpid(p, &st, 0);
+
     /* A child that faults is killed by the signal; the parent goes on. */
     p = fork();
     if (p == 0) { *(volatile int *)8 = 1; _exit(0); }
@@ -158,6 +175,9 @@ fn fork_exec_wait_match_the_host() {
         "no-children=-1 No child processes",
         "wnohang=0",
         "then=1",
+        "waitid=0 pid-right=1 code=1 status=6",
+        "reaped-after-nowait=1",
+        "waitid-nohang=0 pid=0",
         "segv=1 sig=11",
         "ill=1 sig=4",
         "threaded-exit=9",

@@ -305,16 +305,9 @@ enum Found {
     None,
 }
 
-/// wait4(2) (rusage reported as zero).
-pub fn wait4(pid: i64, wstatus: u64, options: u64, rusage: u64) -> i64 {
-    const WNOHANG: u64 = 1;
-    const KNOWN: u64 = 1 | 2 | 8 | 0x2000_0000 | 0x4000_0000 | 0x8000_0000;
-    if options & !KNOWN != 0 || pid == i64::from(i32::MIN) {
-        return -EINVAL;
-    }
-    if (wstatus != 0 && !user_ok(wstatus, 4)) || (rusage != 0 && !user_ok(rusage, 144)) {
-        return -EFAULT;
-    }
+/// Which children a wait takes: by pid (-1 any, 0 the caller's group, >0 that one,
+/// <-1 that group).
+fn wait_for(pid: i64, nohang: bool, reap: bool) -> Result<Option<(u64, u64)>, i64> {
     let p = me();
     loop {
         let ev = CHILD_EVENT[p as usize].load(Ordering::SeqCst);
@@ -331,7 +324,7 @@ pub fn wait4(pid: i64, wstatus: u64, options: u64, rusage: u64) -> i64 {
                 .iter_mut()
                 .find(|z| z.used && z.ppid == mine && matches(z.pid, z.pgid))
             {
-                z.used = false;
+                z.used &= !reap;
                 return Found::Reaped(z.pid, z.status);
             }
             if s.procs
@@ -344,26 +337,94 @@ pub fn wait4(pid: i64, wstatus: u64, options: u64, rusage: u64) -> i64 {
             }
         });
         match found {
-            Found::Reaped(child, status) => {
-                if wstatus != 0 {
-                    put(wstatus, &(status as u32).to_le_bytes());
-                }
-                if rusage != 0 {
-                    crate::mem::zero(rusage, 144);
-                }
-                return child as i64;
-            }
-            Found::None => return -ECHILD,
-            Found::Wait if options & WNOHANG != 0 => return 0,
+            Found::Reaped(child, status) => return Ok(Some((child, status))),
+            Found::None => return Err(-ECHILD),
+            Found::Wait if nohang => return Ok(None),
             Found::Wait => {
                 let word = CHILD_EVENT[p as usize].as_ptr() as u64;
                 let r = thread::futex_call(0, word, u64::from(ev), u64::MAX, 0);
                 if r == -crate::signal::EINTR && crate::signal::deliverable() {
-                    return r;
+                    return Err(r);
                 }
             }
         }
     }
+}
+
+/// wait4(2) (rusage reported as zero).
+pub fn wait4(pid: i64, wstatus: u64, options: u64, rusage: u64) -> i64 {
+    const WNOHANG: u64 = 1;
+    const KNOWN: u64 = 1 | 2 | 8 | 0x2000_0000 | 0x4000_0000 | 0x8000_0000;
+    if options & !KNOWN != 0 || pid == i64::from(i32::MIN) {
+        return -EINVAL;
+    }
+    if (wstatus != 0 && !user_ok(wstatus, 4)) || (rusage != 0 && !user_ok(rusage, 144)) {
+        return -EFAULT;
+    }
+    match wait_for(pid, options & WNOHANG != 0, true) {
+        Ok(Some((child, status))) => {
+            if wstatus != 0 {
+                put(wstatus, &(status as u32).to_le_bytes());
+            }
+            if rusage != 0 {
+                crate::mem::zero(rusage, 144);
+            }
+            child as i64
+        }
+        Ok(None) => 0,
+        Err(e) => e,
+    }
+}
+
+/// waitid(2): P_ALL, P_PID, P_PGID; WEXITED (stopped and continued children do not
+/// exist here), WNOHANG, WNOWAIT; the child's siginfo (rusage reported as zero).
+pub fn waitid(idtype: u64, id: u64, info: u64, options: u64, rusage: u64) -> i64 {
+    const WNOHANG: u64 = 1;
+    const WEXITED: u64 = 4;
+    const WNOWAIT: u64 = 0x0100_0000;
+    const KNOWN: u64 = 1 | 2 | 4 | 8 | WNOWAIT | 0x2000_0000 | 0x4000_0000 | 0x8000_0000;
+    let id = id as u32 as i64;
+    let pid = match idtype {
+        0 => -1,
+        1 if id > 0 => id,
+        2 if id > 0 => -id,
+        2 if id == 0 => 0,
+        _ => return -EINVAL,
+    };
+    if options & !KNOWN != 0 || options & (WEXITED | 2 | 8) == 0 {
+        return -EINVAL;
+    }
+    if (info != 0 && !user_ok(info, 128)) || (rusage != 0 && !user_ok(rusage, 144)) {
+        return -EFAULT;
+    }
+    if options & WEXITED == 0 {
+        // Only stopped or continued children asked for: there are none.
+        return if options & WNOHANG != 0 { 0 } else { -ECHILD };
+    }
+    let found = match wait_for(pid, options & WNOHANG != 0, options & WNOWAIT == 0) {
+        Ok(f) => f,
+        Err(e) => return e,
+    };
+    if info != 0 {
+        let mut si = [0u8; 128];
+        if let Some((child, status)) = found {
+            let (code, st) = if status & 0x7f != 0 {
+                (2i32, (status & 0x7f) as i32)
+            } else {
+                (1, ((status >> 8) & 0xff) as i32)
+            };
+            si[..4].copy_from_slice(&17i32.to_le_bytes()); // SIGCHLD
+            si[8..12].copy_from_slice(&code.to_le_bytes());
+            si[16..20].copy_from_slice(&(child as u32).to_le_bytes());
+            si[20..24].copy_from_slice(&(crate::mem::boot(BI_UID) as u32).to_le_bytes());
+            si[24..28].copy_from_slice(&st.to_le_bytes());
+        }
+        put(info, &si);
+    }
+    if rusage != 0 {
+        crate::mem::zero(rusage, 144);
+    }
+    0
 }
 
 /// getpid(2).

@@ -218,6 +218,7 @@ pub fn dispatch(f: &mut Frame) -> i64 {
         58 => proc::fork(f, CLONE_VM | CLONE_VFORK | SIGCHLD, 0, 0, 0, 0),
         59 => proc::execve(f, a[0], a[1], a[2]),
         61 => proc::wait4(a[0] as i32 as i64, a[1], a[2], a[3]),
+        247 => proc::waitid(a[0], a[1], a[2], a[3], a[4]),
         109 => proc::setpgid(a[0], a[1]),
         112 => proc::setsid(),
         10 | 11 | 26 | 28 => 0, // mprotect, munmap, msync, madvise: accepted
