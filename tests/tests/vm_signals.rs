@@ -191,6 +191,28 @@ int main(void) {
     waitpid(p, &st, 0);
     signal(SIGCHLD, SIG_DFL);
 
+    /* SA_RESTART: a read a handled signal interrupts goes on after the handler. */
+    struct sigaction sr;
+    memset(&sr, 0, sizeof sr);
+    sr.sa_handler = on_alrm;
+    sr.sa_flags = SA_RESTART;
+    sigaction(SIGALRM, &sr, 0);
+    int rp[2];
+    pipe(rp);
+    p = fork();
+    if (p == 0) {
+        usleep(30000);
+        kill(getppid(), SIGALRM);
+        usleep(30000);
+        write(rp[1], "R", 1);
+        _exit(0);
+    }
+    char rc = 0;
+    got = 0;
+    r = read(rp[0], &rc, 1);
+    printf("restarted read=%d c=%c got=%d\n", r, rc, got);
+    waitpid(p, &st, 0);
+
     /* A write to a pipe with no reader: EPIPE with SIGPIPE ignored, death by
        SIGPIPE by default. */
     int q[2];
@@ -246,6 +268,7 @@ fn signals_match_the_host() {
         "busy term: signaled=1 sig=15",
         "busy handler: exited=1 status=0",
         "ppoll=-1 Interrupted system call chld=1 mask-back=1",
+        "restarted read=1 c=R got=14",
         "sigpipe ignored: -1 Broken pipe",
         "sigpipe: signaled=1 sig=13",
         "bad-signal=-1 Invalid argument",

@@ -60,7 +60,7 @@ extern "C" fn hj_async(frame: *mut entry::Frame) -> u64 {
     // SAFETY: as in `hj_syscall`.
     let f = unsafe { &mut *frame };
     let rax = f.rax as i64;
-    signal::deliver(f, rax) as u64
+    signal::deliver(f, rax, None) as u64
 }
 
 /// Called by the entry with the saved registers; returns the value for rax.
@@ -72,6 +72,7 @@ extern "C" fn hj_syscall(frame: *mut entry::Frame) -> u64 {
     if entry::trapped() {
         patch::try_patch(f);
     }
+    let nr = f.rax;
     let ret = sys::dispatch(f);
-    signal::deliver(f, ret) as u64
+    signal::deliver(f, ret, Some(nr)) as u64
 }

@@ -21,6 +21,7 @@ const SIGSEGV: u64 = 11;
 const SIGCHLD: u64 = 17;
 const SIGSTOP: u64 = 19;
 const SA_RESTORER: u64 = 0x0400_0000;
+const SA_RESTART: u64 = 0x1000_0000;
 const SA_NODEFER: u64 = 0x4000_0000;
 const SA_RESETHAND: u64 = 0x8000_0000;
 /// Signals no mask or handler can touch.
@@ -445,7 +446,7 @@ pub fn sigsuspend(mask: Option<u64>) -> i64 {
 /// After a system call: takes one pending signal that is not blocked and runs its
 /// action: a handler gets a signal frame (and `ret` is saved in it), a default
 /// action that terminates ends the process. Returns the value for rax.
-pub fn deliver(f: &mut Frame, ret: i64) -> i64 {
+pub fn deliver(f: &mut Frame, ret: i64, syscall: Option<u64>) -> i64 {
     if !deliverable() {
         return ret;
     }
@@ -493,7 +494,19 @@ pub fn deliver(f: &mut Frame, ret: i64) -> i64 {
             } else {
                 blocked
             };
-            if action.flags & SA_RESTORER == 0 || !frame(f, ret, sig, handler, &action, info, old) {
+            // SA_RESTART: a call the signal interrupted runs again after the handler
+            // (its `syscall` instruction, which stays in place even at a rewritten
+            // site, with its number in rax), as Linux restarts it.
+            let restart = ret == -EINTR
+                && action.flags & SA_RESTART != 0
+                && syscall.is_some_and(restartable);
+            let saved = if restart {
+                f.rcx -= 2;
+                syscall.map_or(ret, |nr| nr as i64)
+            } else {
+                ret
+            };
+            if action.flags & SA_RESTORER == 0 || !frame(f, saved, sig, handler, &action, info, old) {
                 // No way back from the handler, or no room for the frame: as Linux,
                 // the process dies of SIGSEGV.
                 crate::proc::killed(SIGSEGV);
@@ -503,6 +516,12 @@ pub fn deliver(f: &mut Frame, ret: i64) -> i64 {
             0
         }
     }
+}
+
+/// The calls SA_RESTART restarts (Linux never restarts the sleeps, waits with a
+/// timeout, poll/select/epoll or sigsuspend).
+fn restartable(nr: u64) -> bool {
+    matches!(nr, 0 | 1 | 17 | 18 | 19 | 20 | 40 | 61 | 247)
 }
 
 /// After rt_sigsuspend when no handler ran (another thread took the signal, or it
