@@ -18,6 +18,7 @@ const PIPES: &str = r#"
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/select.h>
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -180,6 +181,30 @@ int main(void) {
     e = errno;
     printf("semaphore=%llu %llu %zd %s\n", (unsigned long long)x1, (unsigned long long)x2, r3,
            strerror(e));
+    /* select: a timeout empties the set; ready fds are kept, bad ones refused. */
+    int sp[2];
+    pipe(sp);
+    fd_set rs, ws;
+    FD_ZERO(&rs);
+    FD_SET(sp[0], &rs);
+    struct timeval tv = {0, 100000};
+    t0 = ms_now();
+    r = select(sp[0] + 1, &rs, 0, 0, &tv);
+    printf("select-empty=%d waited=%d isset=%d\n", r, ms_now() - t0 >= 90, FD_ISSET(sp[0], &rs));
+    write(sp[1], "y", 1);
+    FD_ZERO(&rs);
+    FD_SET(sp[0], &rs);
+    FD_ZERO(&ws);
+    FD_SET(sp[1], &ws);
+    r = select(sp[1] + 1, &rs, &ws, 0, 0);
+    printf("select-ready=%d r=%d w=%d\n", r, FD_ISSET(sp[0], &rs), FD_ISSET(sp[1], &ws));
+    FD_ZERO(&rs);
+    FD_SET(200, &rs);
+    tv.tv_usec = 0;
+    r = select(201, &rs, 0, 0, &tv);
+    e = errno;
+    printf("select-bad=%d %s\n", r, strerror(e));
+
     /* A timerfd: a blocking read waits for the expiry; epoll sees it too. */
     int tf = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
     struct itimerspec its = {{0, 0}, {0, 60000000}};
@@ -239,6 +264,9 @@ fn pipes_poll_and_epoll_match_the_host() {
         "epoll-timeout=0 waited=1",
         "epoll-bad-max=-1 Invalid argument",
         "semaphore=1 1 -1 Resource temporarily unavailable",
+        "select-empty=0 waited=1 isset=0",
+        "select-ready=2 r=1 w=1",
+        "select-bad=-1 Bad file descriptor",
         "timerfd read=8 expirations=1 waited=1",
         "timerfd disarmed=1",
         "timerfd epoll=1 data=77",

@@ -203,6 +203,25 @@ pub fn dispatch(f: &mut Frame) -> i64 {
         257 => procfs::open(a[1], a[2]).unwrap_or_else(|| forward(nr, a)),
         0..=8 | 16..=22 | 32 | 33 | 40 | 72 | 79..=84 | 87 | 88 => forward(nr, a),
         217 | 257 | 258 | 262..=264 | 266 | 269 | 292 | 316 | 332 | 439 => forward(nr, a),
+        // pselect6's sixth argument: {sigset pointer, size}.
+        270 if a[5] != 0 => {
+            if !user_ok(a[5], 16) {
+                return -EFAULT;
+            }
+            // SAFETY: checked to be 16 bytes of guest RAM.
+            let (set, size) = unsafe {
+                (
+                    (a[5] as *const u64).read_unaligned(),
+                    ((a[5] + 8) as *const u64).read_unaligned(),
+                )
+            };
+            if set == 0 {
+                select(nr, a)
+            } else {
+                with_mask(set, size, || select(nr, a))
+            }
+        }
+        23 | 270 => select(nr, a),
         // ppoll and epoll_pwait with a signal mask: the mask holds during the wait.
         271 if a[3] != 0 => with_mask(a[3], a[4], || forward(nr, a)),
         281 if a[4] != 0 => with_mask(a[4], a[5], || forward(nr, a)),
@@ -297,6 +316,21 @@ pub fn unsupported(nr: u64) -> i64 {
         mmio(MMIO_UNSUPPORTED, nr);
     }
     -ENOSYS
+}
+
+/// select and pselect6 (forwarded): on a timeout the sets come back empty, as
+/// Linux returns them (the VMM leaves them as they were while the call waits).
+fn select(nr: u64, a: [u64; 6]) -> i64 {
+    let r = forward(nr, a);
+    if r == 0 {
+        let bytes = a[0].min(1024).div_ceil(64) * 8;
+        for set in [a[1], a[2], a[3]] {
+            if set != 0 {
+                zero(set, bytes);
+            }
+        }
+    }
+    r
 }
 
 /// Runs `call` with the signal mask at `mask` (a sigset of `size` bytes) in force,

@@ -297,6 +297,93 @@ pub fn poll(mem: &mut GuestMem, h: &Host, fds: u64, nfds: u64, timeout_ms: i64) 
     Ok(ready)
 }
 
+/// The fds of select's three sets (read, write, except) as poll entries; EBADF
+/// for a set bit naming no open fd, EINVAL for a bad `nfds`.
+pub fn select_fds(
+    mem: &GuestMem,
+    h: &Host,
+    nfds: u64,
+    sets: [u64; 3],
+) -> Result<Vec<(u64, Arc<OwnedFd>, PollFlags)>, Errno> {
+    if nfds > MAX_FDS as u64 {
+        return Err(Errno::EINVAL);
+    }
+    let bytes = nfds.div_ceil(64) * 8;
+    let flags = [PollFlags::POLLIN, PollFlags::POLLOUT, PollFlags::POLLPRI];
+    let mut v: Vec<(u64, Arc<OwnedFd>, PollFlags)> = Vec::new();
+    for (set, ev) in sets.iter().zip(flags) {
+        if *set == 0 {
+            continue;
+        }
+        let b = mem.slice(*set, bytes).ok_or(Errno::EFAULT)?;
+        for fd in 0..nfds {
+            if b[(fd / 8) as usize] & (1 << (fd % 8)) != 0 {
+                match v.iter_mut().find(|(f, _, _)| *f == fd) {
+                    Some(e) => e.2 |= ev,
+                    None => v.push((fd, h.file(fd)?, ev)),
+                }
+            }
+        }
+    }
+    Ok(v)
+}
+
+/// select(2) and pselect6(2) with a zero timeout (`timeout_ms` is the guest's):
+/// the sets are rewritten with the ready fds; [`WOULD_WAIT`] when none is ready and
+/// the timeout is not zero.
+pub fn select(mem: &mut GuestMem, h: &Host, nfds: u64, sets: [u64; 3], timeout_ms: i64) -> Ret {
+    let list = select_fds(mem, h, nfds, sets)?;
+    let mut pfds: Vec<PollFd<'_>> = list
+        .iter()
+        .map(|(_, f, ev)| PollFd::new(f.as_fd(), *ev))
+        .collect();
+    nix::poll::poll(&mut pfds, PollTimeout::ZERO)?;
+    let bytes = nfds.div_ceil(64) * 8;
+    let mut out = [
+        vec![0u8; bytes as usize],
+        vec![0u8; bytes as usize],
+        vec![0u8; bytes as usize],
+    ];
+    let mut ready = 0;
+    for ((fd, _, ev), p) in list.iter().zip(&pfds) {
+        let r = p.revents().unwrap_or(PollFlags::empty());
+        let err = r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP);
+        let hits = [
+            ev.contains(PollFlags::POLLIN) && (r.contains(PollFlags::POLLIN) || err),
+            ev.contains(PollFlags::POLLOUT) && (r.contains(PollFlags::POLLOUT) || err),
+            ev.contains(PollFlags::POLLPRI) && r.contains(PollFlags::POLLPRI),
+        ];
+        for (k, hit) in hits.iter().enumerate() {
+            if *hit {
+                out[k][(fd / 8) as usize] |= 1 << (fd % 8);
+                ready += 1;
+            }
+        }
+    }
+    if ready == 0 && timeout_ms != 0 {
+        return Err(WOULD_WAIT);
+    }
+    for (set, bits) in sets.iter().zip(&out) {
+        if *set != 0 && !mem.write(*set, bits) {
+            return Err(Errno::EFAULT);
+        }
+    }
+    Ok(ready)
+}
+
+/// A select timeout (struct timeval): ms (rounded up), -1 for NULL.
+pub fn timeval_ms(mem: &GuestMem, at: u64) -> Result<i64, Errno> {
+    if at == 0 {
+        return Ok(-1);
+    }
+    let sec = mem.read_u64(at).ok_or(Errno::EFAULT)? as i64;
+    let usec = mem.read_u64(at.wrapping_add(8)).ok_or(Errno::EFAULT)? as i64;
+    if sec < 0 || !(0..1_000_000).contains(&usec) {
+        return Err(Errno::EINVAL);
+    }
+    Ok(sec.saturating_mul(1000).saturating_add((usec + 999) / 1000))
+}
+
 /// A ppoll timeout: ms (rounded up), -1 for NULL (no limit).
 pub fn timespec_ms(mem: &GuestMem, at: u64) -> Result<i64, Errno> {
     if at == 0 {

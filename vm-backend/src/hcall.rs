@@ -82,6 +82,14 @@ fn dispatch(mem: &mut GuestMem, h: &mut Host, nr: u64, a: [u64; 6]) -> Ret {
         290 => events::eventfd2(h, a[0], a[1]),
         291 => events::epoll_create1(h, a[0]),
         283 => events::timerfd_create(h, a[0], a[1]),
+        23 => {
+            let ms = events::timeval_ms(mem, a[4])?;
+            events::select(mem, h, a[0], [a[1], a[2], a[3]], ms)
+        }
+        270 => {
+            let ms = events::timespec_ms(mem, a[4])?;
+            events::select(mem, h, a[0], [a[1], a[2], a[3]], ms)
+        }
         286 => events::timerfd_settime(h, mem, a[0], a[1], a[2], a[3]),
         287 => events::timerfd_gettime(h, mem, a[0], a[1]),
         293 => events::pipe2(h, mem, a[0], a[1]),

@@ -101,6 +101,19 @@ pub fn what(mem: &GuestMem, h: &Host, nr: u64, a: [u64; 6]) -> Option<Wait> {
             }
         }
         232 | 281 => one(a[0], PollFlags::POLLIN, i64::from(a[3] as i32)),
+        23 | 270 => {
+            let timeout_ms = if nr == 23 {
+                crate::events::timeval_ms(mem, a[4]).ok()?
+            } else {
+                crate::events::timespec_ms(mem, a[4]).ok()?
+            };
+            let fds = crate::events::select_fds(mem, h, a[0], [a[1], a[2], a[3]])
+                .ok()?
+                .into_iter()
+                .map(|(_, f, ev)| (f, ev))
+                .collect();
+            Some(Wait { fds, timeout_ms })
+        }
         7 | 271 => {
             let timeout_ms = if nr == 7 {
                 i64::from(a[2] as i32)
