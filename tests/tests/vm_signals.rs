@@ -14,6 +14,7 @@ const SIGNALS: &str = r#"
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,6 +35,9 @@ static void on_chld(int sig, siginfo_t *si, void *uc) {
 }
 
 static void on_alrm(int sig) { got = sig; }
+
+static volatile sig_atomic_t ticks;
+static void on_tick(int sig) { ticks++; }
 
 static volatile sig_atomic_t chld2;
 static void on_chld2(int sig) { chld2++; }
@@ -213,6 +217,35 @@ int main(void) {
     printf("restarted read=%d c=%c got=%d\n", r, rc, got);
     waitpid(p, &st, 0);
 
+    /* Interval timers: setitimer/getitimer, pause until SIGALRM, alarm's seconds
+       left, a periodic timer, and SIGALRM's default action in a child. */
+    signal(SIGALRM, on_alrm);
+    got = 0;
+    struct itimerval itv = {{0, 0}, {0, 50000}}, cur;
+    setitimer(ITIMER_REAL, &itv, 0);
+    getitimer(ITIMER_REAL, &cur);
+    int armed = cur.it_value.tv_sec > 0 || cur.it_value.tv_usec > 0;
+    r = pause();
+    printf("setitimer armed=%d pause=%d got=%d\n", armed, r, got);
+    alarm(10);
+    unsigned left = alarm(0);
+    printf("alarm-left=%u\n", left);
+    signal(SIGALRM, on_tick);
+    struct itimerval every = {{0, 20000}, {0, 20000}}, off = {{0, 0}, {0, 0}};
+    setitimer(ITIMER_REAL, &every, 0);
+    while (ticks < 3) pause();
+    setitimer(ITIMER_REAL, &off, 0);
+    printf("periodic ticks>=3\n");
+    p = fork();
+    if (p == 0) {
+        signal(SIGALRM, SIG_DFL);
+        struct itimerval once = {{0, 0}, {0, 30000}};
+        setitimer(ITIMER_REAL, &once, 0);
+        for (;;) pause();
+    }
+    waitpid(p, &st, 0);
+    printf("alarm default: signaled=%d sig=%d\n", WIFSIGNALED(st), WTERMSIG(st));
+
     /* A write to a pipe with no reader: EPIPE with SIGPIPE ignored, death by
        SIGPIPE by default. */
     int q[2];
@@ -269,6 +302,10 @@ fn signals_match_the_host() {
         "busy handler: exited=1 status=0",
         "ppoll=-1 Interrupted system call chld=1 mask-back=1",
         "restarted read=1 c=R got=14",
+        "setitimer armed=1 pause=-1 got=14",
+        "alarm-left=10",
+        "periodic ticks>=3",
+        "alarm default: signaled=1 sig=14",
         "sigpipe ignored: -1 Broken pipe",
         "sigpipe: signaled=1 sig=13",
         "bad-signal=-1 Invalid argument",

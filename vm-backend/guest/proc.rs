@@ -99,7 +99,7 @@ pub fn fork(f: &Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tls: u64) -
     let ranges = with(|s| {
         let mut c = *s.me();
         let ranges = c.used_ranges(percpu::get(PC_USER_RSP));
-        (c.ppid, c.pid, c.threads, c.live) = (c.pid, pid, 1, true);
+        (c.ppid, c.pid, c.threads, c.live, c.it_interval) = (c.pid, pid, 1, true, 0);
         s.procs[child as usize] = c;
         ranges
     });

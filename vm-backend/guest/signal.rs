@@ -396,9 +396,40 @@ pub fn deliverable() -> bool {
     (t | PENDING[p].load(Ordering::SeqCst)) & !blocked != 0
 }
 
+/// Signals the VMM's timers raised for the calling process (its block's
+/// PI_TIMER_SIG) become pending for it.
+fn timer_signals() {
+    let p = percpu::get(PC_PROC).min(MAX_PROCS - 1);
+    // SAFETY: the mailbox is an aligned u64 of the process's block (kernel memory),
+    // only ever accessed atomically.
+    let mailbox = unsafe {
+        AtomicU64::from_ptr((PROC_INFO_GPA + p * PROC_INFO_SIZE + PI_TIMER_SIG) as *mut u64)
+    };
+    if mailbox.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    let sigs = mailbox.swap(0, Ordering::SeqCst);
+    let kernel = Info {
+        code: 0x80,
+        pid: 0,
+        status: 0,
+    };
+    let slots = with(|s| {
+        let mut slots = 0;
+        for sig in 1..=64 {
+            if sigs & bit(sig) != 0 {
+                slots |= post(s, p as usize, sig, kernel);
+            }
+        }
+        slots
+    });
+    interrupt(slots & !(1 << percpu::slot()));
+}
+
 /// Signals from the host (the VMM's mailbox) become pending for the first process,
 /// when one of its threads looks.
 fn host_signals() {
+    timer_signals();
     if percpu::get(PC_PROC) != 0 {
         return;
     }

@@ -50,6 +50,8 @@ pub struct Proc {
     /// Its name (prctl PR_SET_NAME, /proc's Name), NUL-padded; empty: the
     /// program's file name.
     pub comm: [u8; 16],
+    /// The period of its real-time timer in ns (the VMM keeps the expiry).
+    pub it_interval: u64,
 }
 
 impl Proc {
@@ -67,6 +69,7 @@ impl Proc {
         live: false,
         signals: crate::signal::Signals::EMPTY,
         comm: [0; 16],
+        it_interval: 0,
     };
 
     /// The heap's highest end so far and the lowest mapping: the room between is
@@ -228,6 +231,9 @@ pub fn dispatch(f: &mut Frame) -> i64 {
         // Pipes, eventfds, timerfds, poll and epoll: host objects in the VMM's fd table.
         213 | 232 | 233 | 271 | 281 | 283 | 284 | 286 | 287 | 290 | 291 | 293 => forward(nr, a),
         35 => thread::sleep(a[0], None),
+        36 => time::getitimer(a[0], a[1]),
+        37 => time::alarm(a[0]),
+        38 => time::setitimer(a[0], a[1], a[2]),
         230 => thread::sleep(a[2], (a[1] & 1 != 0).then_some(a[0])),
         // readlink: /proc/self/exe is known here, anything else is a rootfs path.
         89 => info::readlink(a[0], a[1], a[2]).unwrap_or_else(|| forward(nr, a)),

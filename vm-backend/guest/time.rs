@@ -60,3 +60,87 @@ pub fn time(tloc: u64) -> i64 {
     }
     t as i64
 }
+
+/// The VMM's timer for the calling process: `set` with a value and period in ns
+/// (0: disarm), or a read; returns the ns that were left.
+fn itimer(set: Option<(u64, u64)>) -> u64 {
+    let blk = crate::percpu::base() + PC_BLOCK;
+    let w = |off: u64, v: u64| {
+        // SAFETY: the block is in this vCPU's per-CPU area.
+        unsafe { ((blk + off) as *mut u64).write_volatile(v) }
+    };
+    let (value, interval) = set.unwrap_or((0, 0));
+    w(IT_OP, u64::from(set.is_some()));
+    w(IT_VALUE, value);
+    w(IT_INTERVAL, interval);
+    w(IT_RET, 0);
+    mem::mmio(MMIO_ITIMER, blk);
+    // SAFETY: as for the writes; the VMM wrote the result before the doorbell
+    // returned.
+    unsafe { ((blk + IT_RET) as *const u64).read_volatile() }
+}
+
+/// alarm(2): SIGALRM in `secs` seconds (0: none); the seconds that were left
+/// (rounded up).
+pub fn alarm(secs: u64) -> i64 {
+    let secs = secs.min(u64::from(u32::MAX));
+    crate::sys::with(|s| s.me().it_interval = 0);
+    let left = itimer(Some((secs * 1_000_000_000, 0)));
+    left.div_ceil(1_000_000_000) as i64
+}
+
+/// A struct timeval in ns; None when it is out of range.
+fn timeval_ns(s: u64, us: u64) -> Option<u64> {
+    ((s as i64) >= 0 && us < 1_000_000).then(|| s.saturating_mul(1_000_000_000).saturating_add(us * 1000))
+}
+
+/// Writes an itimerval (interval, then value; timevals) for `interval` and `left`
+/// ns.
+fn put_itimerval(at: u64, interval: u64, left: u64) -> bool {
+    let tv = |ns: u64| [ns / 1_000_000_000, ns % 1_000_000_000 / 1000];
+    let (i, v) = (tv(interval), tv(left));
+    put_u64s(at, &[i[0], i[1], v[0], v[1]])
+}
+
+/// setitimer(2) for ITIMER_REAL (the CPU-time timers are not kept: EINVAL).
+pub fn setitimer(which: u64, new: u64, old: u64) -> i64 {
+    if which != 0 {
+        return -EINVAL;
+    }
+    let (interval, value) = if new == 0 {
+        (0, 0)
+    } else {
+        if !mem::user_ok(new, 32) {
+            return -EFAULT;
+        }
+        // SAFETY: checked to be 32 bytes of guest RAM.
+        let r = |i: u64| unsafe { ((new + 8 * i) as *const u64).read_unaligned() };
+        match (timeval_ns(r(0), r(1)), timeval_ns(r(2), r(3))) {
+            (Some(i), Some(v)) => (i, v),
+            _ => return -EINVAL,
+        }
+    };
+    if old != 0 && !mem::user_ok(old, 32) {
+        return -EFAULT;
+    }
+    let prev = crate::sys::with(|s| core::mem::replace(&mut s.me().it_interval, if value == 0 { 0 } else { interval }));
+    let left = itimer(Some((value, if value == 0 { 0 } else { interval })));
+    if old != 0 && !put_itimerval(old, if left == 0 { 0 } else { prev }, left) {
+        return -EFAULT;
+    }
+    0
+}
+
+/// getitimer(2) for ITIMER_REAL.
+pub fn getitimer(which: u64, cur: u64) -> i64 {
+    if which != 0 {
+        return -EINVAL;
+    }
+    let left = itimer(None);
+    let interval = crate::sys::with(|s| s.me().it_interval);
+    if put_itimerval(cur, if left == 0 { 0 } else { interval }, left) {
+        0
+    } else {
+        -EFAULT
+    }
+}

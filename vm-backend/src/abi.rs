@@ -151,6 +151,21 @@ pub const PI_CMDLINE: u64 = 0x500;
 pub const PI_CMDLINE_LEN: u64 = 0x300;
 /// Bytes of [`PI_CMDLINE`] used.
 pub const PI_CMDLINE_SIZE: u64 = 32;
+/// Signals the VMM's timers raised for the process (SIGALRM of `alarm`/
+/// `setitimer`), a bit per signal; taken by its threads.
+pub const PI_TIMER_SIG: u64 = 40;
+
+/// Doorbell: the process's real-time interval timer (alarm, setitimer
+/// ITIMER_REAL); value = GPA of an itimer block (IT_*).
+pub const MMIO_ITIMER: u64 = MMIO_BASE + 0x78;
+/// Itimer block: 0 reads the timer, 1 sets it.
+pub const IT_OP: u64 = 0;
+/// The new expiry, ns from now (0: disarm).
+pub const IT_VALUE: u64 = 8;
+/// The new period in ns (0: one shot).
+pub const IT_INTERVAL: u64 = 16;
+/// Result: ns left on the timer before the call (0: it was not armed).
+pub const IT_RET: u64 = 24;
 
 /// A request only the guest kernel makes (never a program: numbers from 512 on are
 /// not forwarded): a read-only file with the bytes at a (kernel) address and length,

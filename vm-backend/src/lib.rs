@@ -58,6 +58,7 @@ mod ring;
 mod setup;
 mod stack;
 mod stat;
+mod timers;
 #[allow(unsafe_code)]
 mod tty;
 mod vcpu;

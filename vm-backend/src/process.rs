@@ -141,6 +141,8 @@ fn fork_inner(m: &Arc<Machine>, ctx: &Ctx, blk: u64) -> Result<(), i64> {
     for i in 0..CL_NRANGES {
         ranges.push((word(CL_RANGES + 16 * i)?, word(CL_RANGES + 16 * i + 8)?));
     }
+    // A child starts with no timer (its slot's last process may have had one).
+    m.timers.clear(child);
     if ctid != 0 && (ctid < LOW || ctid.checked_add(4).is_none_or(|e| e > m.mem.size())) {
         return Err(-(Errno::EFAULT as i64));
     }
@@ -200,6 +202,7 @@ pub fn exit(m: &Machine, ctx: &Ctx) {
     if let Ok(mut i) = m.images.lock() {
         i[ctx.proc as usize].clear();
     }
+    m.timers.clear(ctx.proc);
     if let Some(r) = m.ring.get() {
         r.with_host(|h, _| h.drop_files(ctx.proc));
     }

@@ -72,6 +72,8 @@ pub struct Machine {
     pub intr: Arc<crate::intr::Interrupts>,
     /// Set when `start` let the first vCPU run.
     pub started: AtomicBool,
+    /// The processes' interval timers.
+    pub timers: crate::timers::Timers,
 }
 
 /// What a vCPU thread runs: its per-CPU slot, its process slot and that
@@ -194,6 +196,7 @@ pub fn run(m: &Arc<Machine>, vcpu: &mut VcpuFd, ctx: &mut Ctx) -> End {
             Event::Write(MMIO_FORK, blk) => crate::process::fork(m, ctx, blk),
             Event::Write(MMIO_EXEC, blk) => crate::process::exec(m, ctx, blk),
             Event::Write(MMIO_PROC_EXIT, _) => crate::process::exit(m, ctx),
+            Event::Write(MMIO_ITIMER, blk) => itimer(m, ctx, blk),
             Event::Write(MMIO_THREAD_EXIT, code) => return End::ThreadExit(code as u8),
             Event::Write(MMIO_EXIT, code) => return End::Exit(code as u8),
             // Only numbers below 512 (the guest kernel's table): a guest cannot grow
@@ -223,6 +226,18 @@ pub fn run(m: &Arc<Machine>, vcpu: &mut VcpuFd, ctx: &mut Ctx) -> End {
             Event::Write(..) | Event::Read | Event::Continue => {}
             Event::Fatal(msg) => return End::Crash(libc::SIGSEGV, msg),
         }
+    }
+}
+
+/// MMIO_ITIMER: reads or sets the calling process's real-time timer.
+fn itimer(m: &Arc<Machine>, ctx: &Ctx, blk: u64) {
+    let word = |off: u64| m.mem.read_u64(blk.wrapping_add(off)).unwrap_or(0);
+    let left = match word(IT_OP) {
+        1 => m.timers.set(m, ctx.proc, word(IT_VALUE), word(IT_INTERVAL)),
+        _ => m.timers.get(ctx.proc),
+    };
+    if let Some(w) = m.mem.atomic_u64(blk.wrapping_add(IT_RET)) {
+        w.store(left, Ordering::SeqCst);
     }
 }
 

@@ -282,6 +282,7 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
         pagemap: std::fs::File::open("/proc/self/pagemap").ok(),
         intr: Arc::new(crate::intr::Interrupts::new()?),
         started: AtomicBool::new(false),
+        timers: Default::default(),
         images: Mutex::new(
             (0..MAX_PROCS)
                 .map(|i| {
