@@ -93,6 +93,8 @@ pub fn fork(f: &Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tls: u64) -
             (PROC_INFO_SIZE - PI_BRK_START) as usize,
         );
         ((to + PI_GEN) as *mut u64).write_volatile(pi(parent, PI_GEN));
+        // Timer signals the parent has not taken yet are not the child's.
+        ((to + PI_TIMER_SIG) as *mut u64).write_volatile(0);
     }
     crate::signal::clear_pending(child);
     DYING[child as usize].store(false, Ordering::SeqCst);
