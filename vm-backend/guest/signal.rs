@@ -532,7 +532,7 @@ pub fn deliver(f: &mut Frame, ret: i64, syscall: Option<u64>) -> i64 {
                 && action.flags & SA_RESTART != 0
                 && syscall.is_some_and(restartable);
             let saved = if restart {
-                f.rcx -= 2;
+                f.rcx = f.rcx.wrapping_sub(2);
                 syscall.map_or(ret, |nr| nr as i64)
             } else {
                 ret
