@@ -142,6 +142,29 @@ pub fn parse(name: &str, file: &[u8], len: u64, dyn_base: u64) -> Result<Image, 
     Ok(img)
 }
 
+/// Parses `program`'s loader (its PT_INTERP file `path`, named `execfn`'s loader in
+/// messages) and places it at the first 2 MiB boundary above the program; a loader
+/// that names a loader itself is refused.
+pub fn parse_loader(
+    execfn: &str,
+    program: &Image,
+    path: &str,
+    file: &[u8],
+    len: u64,
+) -> Result<Image, String> {
+    let base = program
+        .end
+        .checked_next_multiple_of(crate::abi::HUGE)
+        .ok_or_else(|| format!("{execfn}: no room for its loader"))?;
+    let img = parse(path, file, len, base)?;
+    if img.interp.is_some() {
+        return Err(format!(
+            "{path}, the loader of {execfn}, names a loader itself"
+        ));
+    }
+    Ok(img)
+}
+
 /// The NUL-terminated path PT_INTERP points at.
 fn interp_path(name: &str, file: &[u8], offset: u64, filesz: u64) -> Result<String, String> {
     let bytes = usize::try_from(offset)

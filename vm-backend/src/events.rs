@@ -86,6 +86,18 @@ pub fn timerfd_create(h: &mut Host, clock: u64, flags: u64) -> Ret {
     h.install_own(f, flags & O_CLOEXEC != 0, flags & O_NONBLOCK != 0)
 }
 
+/// An itimerspec of zeros (a disarmed timer).
+fn no_time() -> libc::itimerspec {
+    let zero = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    libc::itimerspec {
+        it_interval: zero,
+        it_value: zero,
+    }
+}
+
 /// An itimerspec (4 u64s) from guest memory.
 fn itimerspec(mem: &GuestMem, at: u64) -> Result<libc::itimerspec, Errno> {
     let w = |i: u64| mem.read_u64(at.wrapping_add(8 * i)).ok_or(Errno::EFAULT);
@@ -128,16 +140,7 @@ pub fn timerfd_settime(
     if old != 0 && mem.slice(old, 32).is_none() {
         return Err(Errno::EFAULT);
     }
-    let mut prev = libc::itimerspec {
-        it_interval: libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        },
-        it_value: libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        },
-    };
+    let mut prev = no_time();
     // SAFETY: the fd is held open by `f`; both structs live across the call.
     let r = unsafe { libc::timerfd_settime(f.as_raw_fd(), flags as i32, &v, &mut prev) };
     if r < 0 {
@@ -152,16 +155,7 @@ pub fn timerfd_settime(
 /// timerfd_gettime(2).
 pub fn timerfd_gettime(h: &Host, mem: &mut GuestMem, fd: u64, cur: u64) -> Ret {
     let f = h.file(fd)?;
-    let mut v = libc::itimerspec {
-        it_interval: libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        },
-        it_value: libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        },
-    };
+    let mut v = no_time();
     // SAFETY: the fd is held open by `f`; `v` lives across the call.
     let r = unsafe { libc::timerfd_gettime(f.as_raw_fd(), &mut v) };
     if r < 0 {

@@ -142,21 +142,7 @@ impl Host {
             return Some(self.dup(fd as u64, 0, cloexec).map_err(|_| Errno::ENXIO));
         }
         let file = self.devices.iter().find(|(p, _)| *p == abs)?.1.clone();
-        let at = match self.free_slot(0) {
-            Ok(at) => at,
-            Err(e) => return Some(Err(e)),
-        };
-        self.put(
-            at,
-            Slot {
-                file,
-                cloexec,
-                path: None,
-                nonblock: false,
-                kind: Kind::File,
-            },
-        );
-        Some(Ok(at as i64))
+        Some(self.install_shared(file, cloexec))
     }
 
     /// Makes process slot `p`'s files the ones calls act on (slot 0 for a bad `p`).
@@ -267,6 +253,13 @@ impl Host {
         fds[at] = Some(slot);
     }
 
+    /// Puts `slot` at the lowest free guest fd.
+    fn add(&mut self, slot: Slot) -> Result<i64, Errno> {
+        let at = self.free_slot(0)?;
+        self.put(at, slot);
+        Ok(at as i64)
+    }
+
     /// Installs a freshly opened host fd (opened O_NONBLOCK; `nonblock` says whether
     /// the guest asked for it) at the lowest free guest fd.
     pub fn install(
@@ -276,18 +269,13 @@ impl Host {
         nonblock: bool,
         path: &[u8],
     ) -> Result<i64, Errno> {
-        let at = self.free_slot(0)?;
-        self.put(
-            at,
-            Slot {
-                file: Arc::new(file),
-                cloexec,
-                path: Some(path.into()),
-                nonblock,
-                kind: Kind::File,
-            },
-        );
-        Ok(at as i64)
+        self.add(Slot {
+            file: Arc::new(file),
+            cloexec,
+            path: Some(path.into()),
+            nonblock,
+            kind: Kind::File,
+        })
     }
 
     /// Installs a file the VMM made O_NONBLOCK (a pipe end, an eventfd, an epoll fd)
@@ -298,34 +286,29 @@ impl Host {
         cloexec: bool,
         nonblock: bool,
     ) -> Result<i64, Errno> {
-        let at = self.free_slot(0)?;
-        self.put(
-            at,
-            Slot {
-                file: Arc::new(file),
-                cloexec,
-                path: None,
-                nonblock,
-                kind: Kind::Own,
-            },
-        );
-        Ok(at as i64)
+        self.add(Slot {
+            file: Arc::new(file),
+            cloexec,
+            path: None,
+            nonblock,
+            kind: Kind::Own,
+        })
     }
 
     /// Installs a file the VMM made (never waits: a memfd) at the lowest free fd.
     pub fn install_file(&mut self, file: OwnedFd, cloexec: bool) -> Result<i64, Errno> {
-        let at = self.free_slot(0)?;
-        self.put(
-            at,
-            Slot {
-                file: Arc::new(file),
-                cloexec,
-                path: None,
-                nonblock: false,
-                kind: Kind::File,
-            },
-        );
-        Ok(at as i64)
+        self.install_shared(Arc::new(file), cloexec)
+    }
+
+    /// Installs a file that never waits and that other fds may share (a device).
+    fn install_shared(&mut self, file: Arc<OwnedFd>, cloexec: bool) -> Result<i64, Errno> {
+        self.add(Slot {
+            file,
+            cloexec,
+            path: None,
+            nonblock: false,
+            kind: Kind::File,
+        })
     }
 
     /// How guest fd `fd` may block, and whether the guest set O_NONBLOCK on it.

@@ -325,16 +325,9 @@ fn exec_inner(m: &Machine, ctx: &mut Ctx, blk: u64) -> Result<(u64, u64), i64> {
         elf::parse(&name, &prog.head, prog.len, USER_MIN).map_err(|_| -(Errno::ENOEXEC as i64))?;
     let interp = match &image.interp {
         Some(path) => {
-            let base = image
-                .end
-                .checked_next_multiple_of(HUGE)
-                .ok_or(-(Errno::ENOMEM as i64))?;
             let p = open_program(m, ctx.proc, path.as_bytes(), false)?;
-            let img =
-                elf::parse(path, &p.head, p.len, base).map_err(|_| -(Errno::ELIBBAD as i64))?;
-            if img.interp.is_some() {
-                return Err(-(Errno::ELIBBAD as i64));
-            }
+            let img = elf::parse_loader(&name, &image, path, &p.head, p.len)
+                .map_err(|_| -(Errno::ELIBBAD as i64))?;
             Some((p, img))
         }
         None => None,

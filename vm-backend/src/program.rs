@@ -130,16 +130,7 @@ fn loader(
     let mut head = vec![0u8; meta.len().min(HEAD) as usize];
     file.read_exact_at(&mut head, 0)
         .map_err(|e| format!("read {path}: {e}"))?;
-    let base = image
-        .end
-        .checked_next_multiple_of(HUGE)
-        .ok_or_else(|| format!("{execfn}: no room for its loader"))?;
-    let img = elf::parse(path, &head, meta.len(), base)?;
-    if img.interp.is_some() {
-        return Err(format!(
-            "{path}, the loader of {execfn}, names a loader itself"
-        ));
-    }
+    let img = elf::parse_loader(execfn, image, path, &head, meta.len())?;
     Ok((file, img))
 }
 

@@ -120,13 +120,5 @@ fn fire(m: &Machine, p: u64) {
     if let Some(w) = m.mem.atomic_u64(b) {
         w.fetch_or(1 << (SIGALRM - 1), Ordering::SeqCst);
     }
-    for slot in 0..MAX_VCPUS {
-        let area = PERCPU_GPA + slot * PERCPU_SIZE;
-        let busy = m.mem.read_u64(area + PC_BUSY).unwrap_or(0) != 0;
-        if busy && m.slot_proc[slot as usize].load(Ordering::SeqCst) == p {
-            m.intr.raise(slot);
-            m.intr.kick(slot);
-        }
-    }
-    m.futexes.interrupt();
+    m.wake_process(p);
 }

@@ -98,6 +98,20 @@ pub fn cr3(p: u64) -> u64 {
 }
 
 impl Machine {
+    /// Wakes or kicks every running thread of process slot `p` (a signal for it is
+    /// in a mailbox of its).
+    pub fn wake_process(&self, p: u64) {
+        for slot in 0..MAX_VCPUS {
+            let area = PERCPU_GPA + slot * PERCPU_SIZE;
+            let busy = self.mem.read_u64(area + PC_BUSY).unwrap_or(0) != 0;
+            if busy && self.slot_proc[slot as usize].load(Ordering::SeqCst) == p {
+                self.intr.raise(slot);
+                self.intr.kick(slot);
+            }
+        }
+        self.futexes.interrupt();
+    }
+
     /// A handle on process slot `p`'s view of memory (slot 0's if it has none).
     pub fn view(&self, p: u64) -> GuestMem {
         self.views

@@ -429,15 +429,7 @@ impl Vm {
                         w.fetch_or(1 << (n - 1), Ordering::SeqCst);
                     }
                 }
-                for slot in 0..MAX_VCPUS {
-                    let area = PERCPU_GPA + slot * PERCPU_SIZE;
-                    let busy = m.mem.read_u64(area + PC_BUSY).unwrap_or(0) != 0;
-                    if busy && m.slot_proc[slot as usize].load(Ordering::SeqCst) == 0 {
-                        m.intr.raise(slot);
-                        m.intr.kick(slot);
-                    }
-                }
-                m.futexes.interrupt();
+                m.wake_process(0);
             })
             .map(|_| ())
             .map_err(|e| format!("signal thread: {e}"))
