@@ -4,7 +4,9 @@
 //! (`popfq; jmp *%rcx`, native at CPL3). `hj_syscall_entry` (LSTAR) is reached by
 //! the `syscall` instruction, which exits to KVM on this host; `hj_fast_entry` by a
 //! `jmp` from a rewritten site (patch.rs), with rcx = return address and the flags
-//! pushed in place of r11 (no `mov` changes them). The kernel stack, the saved
+//! pushed in place of r11 (no `mov` changes them); `hj_async_entry` by the VMM's
+//! redirection of a vCPU stopped in user code (its rip and rflags take rcx's and
+//! r11's places, which are kept in the per-CPU area). The kernel stack, the saved
 //! user rsp and which entry was taken live in the vCPU's per-CPU area, whose
 //! address is the vCPU's GS base (set by the VMM; user code uses FS for its TLS).
 
@@ -45,30 +47,13 @@ hj_fast_entry:
 
     .globl hj_async_entry
 hj_async_entry:
-    push %gs:136
-    push %gs:128
     mov %rcx, %gs:152
     mov %r11, %gs:160
     movq $1, %gs:144
-    push %r9
-    push %r8
-    push %r10
-    push %rdx
-    push %rsi
-    push %rdi
-    push %rax
-    push %rbx
-    push %rbp
-    push %r12
-    push %r13
-    push %r14
-    push %r15
-    sub $520, %rsp
-    fxsave64 (%rsp)
-    cld
-    lea 520(%rsp), %rdi
-    call hj_async
-    jmp hj_exit_common
+    movq $2, %gs:16
+    push %gs:136
+    mov %gs:128, %rcx
+    jmp hj_entry_common
 
     .globl hj_syscall_entry
 hj_syscall_entry:
@@ -167,8 +152,21 @@ pub struct Frame {
     pub r11: u64,
 }
 
-/// Whether the current system call came through the `syscall` instruction (and
-/// not through a rewritten site).
-pub fn trapped() -> bool {
-    crate::percpu::get(crate::abi::PC_TRAPPED) != 0
+/// How the kernel was entered this time.
+pub enum Entry {
+    /// A system call from a rewritten site (`jmp` to `hj_fast_entry`).
+    Fast,
+    /// A system call through the `syscall` instruction.
+    Trapped,
+    /// The async entry: no system call, a signal to take.
+    Async,
+}
+
+/// How the kernel was entered (PC_TRAPPED, set by each entry).
+pub fn how() -> Entry {
+    match crate::percpu::get(crate::abi::PC_TRAPPED) {
+        0 => Entry::Fast,
+        1 => Entry::Trapped,
+        _ => Entry::Async,
+    }
 }

@@ -124,13 +124,7 @@ pub fn getaffinity(len: u64, mask: u64) -> i64 {
 /// sysinfo: uptime, guest RAM, memory not yet handed out, and the running threads.
 pub fn sysinfo(buf: u64) -> i64 {
     let (brk, low) = crate::sys::with(|s| s.me().heap_bounds());
-    let procs = (0..MAX_VCPUS)
-        .filter(|&i| {
-            // SAFETY: PC_BUSY of each slot is an aligned u64 of kernel memory.
-            let busy = unsafe { crate::percpu::at(i, PC_BUSY).read_volatile() };
-            busy != 0
-        })
-        .count() as u64;
+    let procs = crate::percpu::running();
     let mut b = [0u64; 14];
     b[0] = crate::time::uptime_ns() / 1_000_000_000;
     b[4] = boot(BI_RAM_END);

@@ -52,25 +52,22 @@ extern "C" fn hj_killed(sig: u64) -> ! {
     proc::killed(sig)
 }
 
-/// The async entry: the VMM stopped this vCPU in user code because a signal is to
-/// be taken; the user's registers are in the frame (rcx and r11 in the per-CPU
-/// area). Returns the value for rax (the user's own, unless a handler runs).
-#[no_mangle]
-extern "C" fn hj_async(frame: *mut entry::Frame) -> u64 {
-    // SAFETY: as in `hj_syscall`.
-    let f = unsafe { &mut *frame };
-    let rax = f.rax as i64;
-    signal::deliver(f, rax, None) as u64
-}
-
-/// Called by the entry with the saved registers; returns the value for rax.
+/// Called by the entry with the saved registers; returns the value for rax. From
+/// the async entry (the VMM stopped this vCPU in user code because a signal is to be
+/// taken; rcx and r11 are in the per-CPU area) no system call runs: the user's own
+/// rax goes back, unless a handler runs.
 #[no_mangle]
 extern "C" fn hj_syscall(frame: *mut entry::Frame) -> u64 {
     // SAFETY: the entry passes a pointer to the frame it just pushed on the kernel
     // stack; nothing else refers to it until this function returns.
     let f = unsafe { &mut *frame };
-    if entry::trapped() {
-        patch::try_patch(f);
+    match entry::how() {
+        entry::Entry::Async => {
+            let rax = f.rax as i64;
+            return signal::deliver(f, rax, None) as u64;
+        }
+        entry::Entry::Trapped => patch::try_patch(f),
+        entry::Entry::Fast => {}
     }
     let nr = f.rax;
     let ret = sys::dispatch(f);

@@ -42,3 +42,14 @@ pub fn slot() -> u64 {
 pub fn at(slot: u64, off: u64) -> *mut u64 {
     (PERCPU_GPA + slot * PERCPU_SIZE + off) as *mut u64
 }
+
+/// Threads running: the per-CPU slots taken.
+pub fn running() -> u64 {
+    (0..MAX_VCPUS)
+        .filter(|&i| {
+            // SAFETY: PC_BUSY of each slot is an aligned u64 of kernel memory.
+            let busy = unsafe { at(i, PC_BUSY).read_volatile() };
+            busy != 0
+        })
+        .count() as u64
+}

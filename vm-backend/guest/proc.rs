@@ -39,24 +39,24 @@ fn me() -> u64 {
     percpu::get(PC_PROC).min(MAX_PROCS - 1)
 }
 
+/// Process slot `p`'s PI_BUSY word.
+fn busy(p: u64) -> &'static AtomicU64 {
+    // SAFETY: PI_BUSY of each slot is an aligned u64 of kernel memory, only ever
+    // accessed atomically.
+    unsafe { AtomicU64::from_ptr((PROC_INFO_GPA + p * PROC_INFO_SIZE + PI_BUSY) as *mut u64) }
+}
+
 /// Takes a free process slot (its PI_BUSY from 0 to 1).
 fn take_proc() -> Option<u64> {
     (1..MAX_PROCS).find(|&p| {
-        // SAFETY: PI_BUSY of each slot is an aligned u64 of kernel memory, only
-        // ever accessed atomically.
-        let busy = unsafe {
-            AtomicU64::from_ptr((PROC_INFO_GPA + p * PROC_INFO_SIZE + PI_BUSY) as *mut u64)
-        };
-        busy.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
+        busy(p)
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
     })
 }
 
 fn free_proc(p: u64) {
-    // SAFETY: as in `take_proc`.
-    let busy =
-        unsafe { AtomicU64::from_ptr((PROC_INFO_GPA + p * PROC_INFO_SIZE + PI_BUSY) as *mut u64) };
-    busy.store(0, Ordering::Release);
+    busy(p).store(0, Ordering::Release);
 }
 
 /// fork(2), vfork(2) (a copy too: its child may only exec or exit anyway) and

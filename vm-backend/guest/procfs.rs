@@ -134,19 +134,8 @@ fn meminfo(t: &mut Text) -> bool {
     true
 }
 
-/// Threads running (taken per-CPU slots).
-fn threads() -> u64 {
-    (0..MAX_VCPUS)
-        .filter(|&i| {
-            // SAFETY: PC_BUSY of each slot is an aligned u64 of kernel memory.
-            let busy = unsafe { percpu::at(i, PC_BUSY).read_volatile() };
-            busy != 0
-        })
-        .count() as u64
-}
-
 fn loadavg(t: &mut Text) -> bool {
-    let n = threads();
+    let n = percpu::running();
     let last = crate::thread::next_tid_peek().saturating_sub(1);
     let _ = writeln!(t, "0.00 0.00 0.00 1/{n} {last}");
     true

@@ -202,6 +202,11 @@ pub fn post(s: &mut State, p: usize, sig: u64, info: Info) -> u64 {
     }
     sigs.info[(sig - 1) as usize] = info;
     PENDING[p].fetch_or(bit(sig), Ordering::SeqCst);
+    slots_of(p as u64)
+}
+
+/// The per-CPU slots running threads of process slot `p`, as a bit mask.
+fn slots_of(p: u64) -> u64 {
     let mut slots = 0;
     for slot in 0..MAX_VCPUS {
         // SAFETY: per-CPU words of kernel memory, read atomically enough (a stale
@@ -212,7 +217,7 @@ pub fn post(s: &mut State, p: usize, sig: u64, info: Info) -> u64 {
                 percpu::at(slot, PC_PROC).read_volatile(),
             )
         };
-        if busy != 0 && proc_ == p as u64 {
+        if busy != 0 && proc_ == p {
             slots |= 1 << slot;
         }
     }
@@ -326,22 +331,13 @@ pub fn tgkill(tgid: Option<u64>, tid: u64, sig: u64) -> i64 {
 /// SIGKILL to every thread of process slot `p` but the caller; returns their slots
 /// (to [`interrupt`]).
 pub fn kill_other_threads(p: u64) -> u64 {
-    let me = percpu::slot();
-    let mut slots = 0;
+    let others = slots_of(p) & !(1 << percpu::slot());
     for slot in 0..MAX_VCPUS {
-        // SAFETY: per-CPU words of kernel memory.
-        let (busy, proc_) = unsafe {
-            (
-                percpu::at(slot, PC_BUSY).read_volatile(),
-                percpu::at(slot, PC_PROC).read_volatile(),
-            )
-        };
-        if slot != me && busy != 0 && proc_ == p {
+        if others & (1 << slot) != 0 {
             thread_pending(slot).fetch_or(bit(SIGKILL), Ordering::SeqCst);
-            slots |= 1 << slot;
         }
     }
-    slots
+    others
 }
 
 /// `sig` to the calling thread (taken on the way out of the current call), from
@@ -396,29 +392,21 @@ pub fn deliverable() -> bool {
     (t | PENDING[p].load(Ordering::SeqCst)) & !blocked != 0
 }
 
-/// Signals the VMM's timers raised for the calling process (its block's
-/// PI_TIMER_SIG) become pending for it.
-fn timer_signals() {
-    let p = percpu::get(PC_PROC).min(MAX_PROCS - 1);
-    // SAFETY: the mailbox is an aligned u64 of the process's block (kernel memory),
-    // only ever accessed atomically.
-    let mailbox = unsafe {
-        AtomicU64::from_ptr((PROC_INFO_GPA + p * PROC_INFO_SIZE + PI_TIMER_SIG) as *mut u64)
-    };
+/// Signals the VMM put in a mailbox (a u64 of kernel memory at `addr`, a bit per
+/// signal) become pending for process slot `p`, with `info`.
+fn take_mailbox(addr: u64, p: u64, info: Info) {
+    // SAFETY: the mailboxes are aligned u64s of kernel memory, only ever accessed
+    // atomically.
+    let mailbox = unsafe { AtomicU64::from_ptr(addr as *mut u64) };
     if mailbox.load(Ordering::Relaxed) == 0 {
         return;
     }
     let sigs = mailbox.swap(0, Ordering::SeqCst);
-    let kernel = Info {
-        code: 0x80,
-        pid: 0,
-        status: 0,
-    };
     let slots = with(|s| {
         let mut slots = 0;
         for sig in 1..=64 {
             if sigs & bit(sig) != 0 {
-                slots |= post(s, p as usize, sig, kernel);
+                slots |= post(s, p as usize, sig, info);
             }
         }
         slots
@@ -426,30 +414,20 @@ fn timer_signals() {
     interrupt(slots & !(1 << percpu::slot()));
 }
 
-/// Signals from the host (the VMM's mailbox) become pending for the first process,
-/// when one of its threads looks.
+/// The signals waiting for the calling process in the VMM's mailboxes become
+/// pending, when one of its threads looks: its timers' (PI_TIMER_SIG, from the
+/// kernel) and, for the first process, the host's (`hyperjail kill`).
 fn host_signals() {
-    timer_signals();
-    if percpu::get(PC_PROC) != 0 {
-        return;
+    let p = percpu::get(PC_PROC).min(MAX_PROCS - 1);
+    let kernel = Info {
+        code: 0x80,
+        pid: 0,
+        status: 0,
+    };
+    take_mailbox(PROC_INFO_GPA + p * PROC_INFO_SIZE + PI_TIMER_SIG, p, kernel);
+    if p == 0 {
+        take_mailbox(BOOT_INFO_GPA + BI_HOSTSIG, 0, Info::default());
     }
-    // SAFETY: the mailbox is an aligned u64 of the boot-info page, only ever
-    // accessed atomically.
-    let mailbox = unsafe { AtomicU64::from_ptr((BOOT_INFO_GPA + BI_HOSTSIG) as *mut u64) };
-    if mailbox.load(Ordering::Relaxed) == 0 {
-        return;
-    }
-    let sigs = mailbox.swap(0, Ordering::SeqCst);
-    let slots = with(|s| {
-        let mut slots = 0;
-        for sig in 1..=64 {
-            if sigs & bit(sig) != 0 {
-                slots |= post(s, 0, sig, Info::default());
-            }
-        }
-        slots
-    });
-    interrupt(slots & !(1 << percpu::slot()));
 }
 
 /// Puts mask `m` in force until the current system call returns (the old one is

@@ -199,13 +199,13 @@ pub fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
 pub fn dispatch(f: &mut Frame) -> i64 {
     let (nr, a) = (f.rax, [f.rdi, f.rsi, f.rdx, f.r10, f.r8, f.r9]);
     match nr {
-        // Console and file I/O, paths, the fd table and the working directory: the
-        // VMM's ring.
         // open/openat of /proc: made here (procfs.rs), else the VMM's.
         2 => procfs::open(a[0], a[1]).unwrap_or_else(|| forward(nr, a)),
         257 => procfs::open(a[1], a[2]).unwrap_or_else(|| forward(nr, a)),
+        // Console and file I/O, paths, the fd table and the working directory: the
+        // VMM's ring.
         0..=8 | 16..=22 | 32 | 33 | 40 | 72 | 79..=84 | 87 | 88 => forward(nr, a),
-        217 | 257 | 258 | 262..=264 | 266 | 269 | 292 | 316 | 332 | 439 => forward(nr, a),
+        217 | 258 | 262..=264 | 266 | 269 | 292 | 316 | 332 | 439 => forward(nr, a),
         // pselect6's sixth argument: {sigset pointer, size}.
         270 if a[5] != 0 => {
             if !user_ok(a[5], 16) {

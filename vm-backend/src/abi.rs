@@ -182,7 +182,8 @@ pub const PERCPU_SIZE: u64 = 0x4000;
 pub const PC_USER_RSP: u64 = 0;
 /// Top of this vCPU's kernel stack (written by whoever starts the vCPU).
 pub const PC_KSTACK_TOP: u64 = 8;
-/// 1 when the current system call came through the `syscall` instruction.
+/// How the kernel was entered: 0 a rewritten site, 1 the `syscall` instruction,
+/// 2 the async entry (no system call).
 pub const PC_TRAPPED: u64 = 16;
 /// The thread id running on this vCPU.
 pub const PC_TID: u64 = 24;
