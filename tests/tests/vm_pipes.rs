@@ -29,6 +29,14 @@ static long ms_now(void) {
     return t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
+/* A number no fd has just now. The host run may inherit open fds from whatever
+   ran the tests (a CI runner held fd 200), so no fixed number is safe. */
+static int closed_fd(void) {
+    int fd = dup(0);
+    close(fd);
+    return fd;
+}
+
 static void nap(long ms) {
     struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
     nanosleep(&t, 0);
@@ -103,7 +111,7 @@ int main(void) {
     r = poll(&pf, 1, -1);
     printf("poll-ready=%d revents-in=%d\n", r, (pf.revents & POLLIN) != 0);
     read(p[0], got, 1);
-    struct pollfd bad = {999, POLLIN, 0};
+    struct pollfd bad = {closed_fd(), POLLIN, 0};
     r = poll(&bad, 1, 0);
     printf("poll-nval=%d %d\n", r, bad.revents == POLLNVAL);
 
@@ -199,9 +207,10 @@ int main(void) {
     r = select(sp[1] + 1, &rs, &ws, 0, 0);
     printf("select-ready=%d r=%d w=%d\n", r, FD_ISSET(sp[0], &rs), FD_ISSET(sp[1], &ws));
     FD_ZERO(&rs);
-    FD_SET(200, &rs);
+    int dead = closed_fd();
+    FD_SET(dead, &rs);
     tv.tv_usec = 0;
-    r = select(201, &rs, 0, 0, &tv);
+    r = select(dead + 1, &rs, 0, 0, &tv);
     e = errno;
     printf("select-bad=%d %s\n", r, strerror(e));
 
