@@ -83,6 +83,17 @@ pub struct ExecRequest {
     pub lock_fd: Option<std::os::fd::RawFd>,
 }
 
+/// A process of a domain with a kernel of its own (`ps` of a VM domain).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuestProcess {
+    /// Its pid in the guest.
+    pub pid: i32,
+    /// Its parent's pid in the guest (0: started from the host).
+    pub ppid: i32,
+    /// Its arguments.
+    pub args: Vec<String>,
+}
+
 /// Waits for OOM kills in a domain (an eventfd on v1, memory.events on v2).
 pub trait OomWatch {
     /// Waits up to `timeout`; true if at least one OOM kill happened since last time.
@@ -149,6 +160,13 @@ pub trait Backend {
     /// Freezes or thaws the domain without waiting for the kernel to finish (the
     /// ARINC 653 partition switcher, at every slot boundary).
     fn hold(&self, rec: &DomainRecord, frozen: bool) -> Result<()>;
+
+    /// The domain's processes as its own kernel lists them, when they are not host
+    /// processes (a VM's guest); `None` (the default): they are host processes, and
+    /// [`Backend::pids`] names them.
+    fn guest_processes(&self, _rec: &DomainRecord) -> Result<Option<Vec<GuestProcess>>> {
+        Ok(None)
+    }
 
     /// Kills every process of the domain and releases its resources (cgroups, VM
     /// memory). Idempotent: it is also the crash clean-up.

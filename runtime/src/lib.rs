@@ -21,7 +21,7 @@ mod switcher;
 mod wait;
 
 pub use backend::{
-    Backend, BackendKind, CreateOpts, CreateRequest, Created, ExecRequest, OomWatch,
+    Backend, BackendKind, CreateOpts, CreateRequest, Created, ExecRequest, GuestProcess, OomWatch,
 };
 pub use error::Error;
 pub use hyperjail_oci::{OciState, Status};

@@ -166,6 +166,7 @@ impl Runtime {
             sched: None,
             sched_note: String::new(),
             user_paused: false,
+            dir: dir.path().to_path_buf(),
         };
         let req = CreateRequest {
             id: &id,
@@ -364,6 +365,7 @@ impl Runtime {
             sched: None,
             sched_note: String::new(),
             user_paused: false,
+            dir: Default::default(),
         })
     }
 
@@ -431,6 +433,13 @@ impl Runtime {
     pub fn pids(&self, id: &str) -> Result<Vec<i32>> {
         let (rec, _) = self.record(id)?;
         self.backend(&rec.backend)?.pids(&rec)
+    }
+
+    /// `ps` of a domain whose processes are a guest kernel's (a VM's): its own list;
+    /// `None` for a domain of host processes.
+    pub fn guest_processes(&self, id: &str) -> Result<Option<Vec<crate::GuestProcess>>> {
+        let (rec, _) = self.record(id)?;
+        self.backend(&rec.backend)?.guest_processes(&rec)
     }
 
     /// `update`: new resource limits for a live domain.

@@ -63,6 +63,10 @@ pub struct DomainRecord {
     /// own, so the freezer alone does not say whether the user paused it).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub user_paused: bool,
+    /// The state directory the record lives in (not saved: set when it is read or
+    /// made). A backend keeps its own files there (the VMM's control socket).
+    #[serde(skip)]
+    pub dir: PathBuf,
 }
 
 fn default_pool() -> String {
@@ -298,7 +302,9 @@ fn read_record(path: &Path) -> Result<Option<DomainRecord>> {
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("read", path, e)),
     };
-    parse_record(&data, path).map(Some)
+    let mut rec = parse_record(&data, path)?;
+    rec.dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    Ok(Some(rec))
 }
 
 /// Parses the bytes of a state.json; `path` names the file in the error (a
@@ -333,6 +339,7 @@ mod tests {
             pool: default_pool(),
             sched: None,
             sched_note: String::new(),
+            dir: PathBuf::new(),
             user_paused: false,
         }
     }

@@ -9,6 +9,9 @@ use std::time::Duration;
 
 /// `ps`: pids as JSON, or ps(1)'s table filtered to the container's processes.
 pub fn ps(rt: &Runtime, id: &str, format: ListFormat, ps_args: &[String]) -> Result<()> {
+    if let Some(procs) = rt.guest_processes(id)? {
+        return guest_ps(&procs, format, ps_args);
+    }
     let pids = rt.pids(id)?;
     if format == ListFormat::Json {
         super::out(serde_json::to_string(&pids)?)?;
@@ -47,6 +50,32 @@ pub fn ps(rt: &Runtime, id: &str, format: ListFormat, ps_args: &[String]) -> Res
         if pid.is_some_and(|p| pids.contains(&p)) {
             writeln!(stdout, "{l}")?;
         }
+    }
+    Ok(())
+}
+
+/// `ps` of a VM domain: the guest kernel's processes (pids in the guest), as JSON
+/// pids or a PID/PPID/CMD table; the host's ps cannot see them, so it takes no
+/// ps options.
+fn guest_ps(
+    procs: &[hyperjail_runtime::GuestProcess],
+    format: ListFormat,
+    ps_args: &[String],
+) -> Result<()> {
+    if format == ListFormat::Json {
+        let pids: Vec<i32> = procs.iter().map(|p| p.pid).collect();
+        return super::out(serde_json::to_string(&pids)?);
+    }
+    if !ps_args.is_empty() {
+        bail!(
+            "ps options ({}) are not supported for a VM domain: its processes are the guest kernel's, which the host's ps cannot see",
+            ps_args.join(" ")
+        );
+    }
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{:>7} {:>7} CMD", "PID", "PPID")?;
+    for p in procs {
+        writeln!(stdout, "{:>7} {:>7} {}", p.pid, p.ppid, p.args.join(" "))?;
     }
     Ok(())
 }
