@@ -22,12 +22,36 @@ hj_header:
     .quad hj_thread_start
     .quad hj_kill_start
     .quad hj_async_entry
+    .quad hj_spawn_start
 
     .text
     .globl hj_kill_start
 hj_kill_start:
     mov %gs:8, %rsp
     call hj_killed
+
+    .text
+    .globl hj_spawn_start
+hj_spawn_start:
+    mov %gs:8, %rsp
+    call hj_spawned
+    mov %rax, %rsp
+    xor %eax, %eax
+    xor %ebx, %ebx
+    xor %ecx, %ecx
+    xor %edx, %edx
+    xor %esi, %esi
+    xor %edi, %edi
+    xor %ebp, %ebp
+    xor %r8d, %r8d
+    xor %r9d, %r9d
+    xor %r10d, %r10d
+    xor %r11d, %r11d
+    xor %r12d, %r12d
+    xor %r13d, %r13d
+    xor %r14d, %r14d
+    xor %r15d, %r15d
+    jmp hj_thread_start
 
     .text
     .globl hj_thread_start

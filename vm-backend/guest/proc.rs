@@ -8,7 +8,7 @@ use crate::abi::*;
 use crate::entry::Frame;
 use crate::mem::{mmio, put, user_ok};
 use crate::percpu;
-use crate::sys::{pi, unsupported, with, Zombie, EFAULT, EINVAL, ENOSYS};
+use crate::sys::{pi, set_pi, unsupported, with, Proc, Zombie, EFAULT, EINVAL, ENOSYS};
 use crate::thread;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
@@ -93,8 +93,9 @@ pub fn fork(f: &Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tls: u64) -
             (PROC_INFO_SIZE - PI_BRK_START) as usize,
         );
         ((to + PI_GEN) as *mut u64).write_volatile(pi(parent, PI_GEN));
-        // Timer signals the parent has not taken yet are not the child's.
+        // Timer and host signals the parent has not taken yet are not the child's.
         ((to + PI_TIMER_SIG) as *mut u64).write_volatile(0);
+        ((to + PI_HOSTSIG) as *mut u64).write_volatile(0);
     }
     crate::signal::clear_pending(child);
     DYING[child as usize].store(false, Ordering::SeqCst);
@@ -131,13 +132,39 @@ pub fn fork(f: &Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tls: u64) -
     }
     w(CL_RET, (-ENOSYS) as u64);
     thread::set_single(child);
+    set_pi(child, PI_PPID, pi(parent, PI_PID));
+    set_pi(child, PI_PID, pid);
     mmio(MMIO_FORK, blk);
     // SAFETY: as for the writes.
     let ret = unsafe { ((blk + CL_RET) as *const u64).read_volatile() } as i64;
     if ret < 0 {
+        set_pi(child, PI_PID, 0);
         return undo(ret);
     }
     pid as i64
+}
+
+/// Where a process the VMM started for `hyperjail exec` begins (the spawn entry,
+/// on a vCPU of its own whose PC_PROC the VMM set, with the image loaded): it is
+/// registered without a parent in the VM, as `runc exec` starts a process in a PID
+/// namespace (ppid 0; its orphans go to init), in a session of its own, with no
+/// signal blocked. Returns the user stack; the entry jumps to `rip` with every
+/// other register zero.
+#[no_mangle]
+extern "C" fn hj_spawned(rip: u64, rsp: u64) -> u64 {
+    let p = me();
+    let pid = thread::next_tid();
+    thread::prepare_slot(percpu::slot(), pid, 0, rip, p);
+    percpu::set(PC_SIGMASK, 0);
+    percpu::set(PC_USER_RSP, rsp);
+    crate::signal::clear_pending(p);
+    DYING[p as usize].store(false, Ordering::SeqCst);
+    thread::set_single(p);
+    with(|s| s.procs[p as usize] = Proc::started(pid));
+    set_pi(p, PI_PPID, 0);
+    set_pi(p, PI_PID, pid);
+    mmio(MMIO_SPAWNED, pid);
+    rsp
 }
 
 /// execve(2): the VMM loads the new image into this process's memory; on success
@@ -262,8 +289,9 @@ fn end(status: u64) -> ! {
         s.procs[p as usize].live = false;
         // Children go to the first process (pid 1), as to init.
         let mut orphans = false;
-        for q in s.procs.iter_mut().filter(|q| q.live && q.ppid == me.pid) {
+        for (i, q) in s.procs.iter_mut().enumerate().filter(|(_, q)| q.live && q.ppid == me.pid) {
             q.ppid = 1;
+            set_pi(i as u64, PI_PPID, 1);
         }
         for z in s.zombies.iter_mut().filter(|z| z.used && z.ppid == me.pid) {
             z.ppid = 1;
@@ -274,8 +302,13 @@ fn end(status: u64) -> ! {
             .iter()
             .position(|q| q.live && q.pid == me.ppid)
             .unwrap_or(0);
-        // SIGCHLD; a parent that ignores it keeps no zombie.
-        let slots = crate::signal::child_exited(s, parent, me.pid, status);
+        // SIGCHLD; a parent that ignores it keeps no zombie. A process started
+        // from the host has no parent here: the VMM got its status (MMIO_PROC_EXIT).
+        let slots = if me.ppid == 0 {
+            None
+        } else {
+            crate::signal::child_exited(s, parent, me.pid, status)
+        };
         if slots.is_some() {
             let z = Zombie {
                 used: true,
@@ -290,6 +323,7 @@ fn end(status: u64) -> ! {
         }
         (parent as u64, orphans, slots.unwrap_or(0))
     });
+    set_pi(p, PI_PID, 0);
     free_proc(p);
     crate::signal::interrupt(slots);
     for slot in [Some(parent), orphans.then_some(0)].into_iter().flatten() {

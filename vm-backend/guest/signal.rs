@@ -416,7 +416,8 @@ fn take_mailbox(addr: u64, p: u64, info: Info) {
 
 /// The signals waiting for the calling process in the VMM's mailboxes become
 /// pending, when one of its threads looks: its timers' (PI_TIMER_SIG, from the
-/// kernel) and, for the first process, the host's (`hyperjail kill`).
+/// kernel) and the host's (PI_HOSTSIG: `hyperjail kill`, `kill --all`, an `exec`
+/// proxy's).
 fn host_signals() {
     let p = percpu::get(PC_PROC).min(MAX_PROCS - 1);
     let kernel = Info {
@@ -425,9 +426,7 @@ fn host_signals() {
         status: 0,
     };
     take_mailbox(PROC_INFO_GPA + p * PROC_INFO_SIZE + PI_TIMER_SIG, p, kernel);
-    if p == 0 {
-        take_mailbox(BOOT_INFO_GPA + BI_HOSTSIG, 0, Info::default());
-    }
+    take_mailbox(PROC_INFO_GPA + p * PROC_INFO_SIZE + PI_HOSTSIG, p, Info::default());
 }
 
 /// Puts mask `m` in force until the current system call returns (the old one is

@@ -72,6 +72,19 @@ impl Proc {
         it_interval: 0,
     };
 
+    /// A process started from the host (`hyperjail exec`): pid `pid`, no parent in
+    /// the VM, a session and group of its own, default signal actions.
+    pub const fn started(pid: u64) -> Proc {
+        Proc {
+            pid,
+            pgid: pid,
+            sid: pid,
+            threads: 1,
+            live: true,
+            ..Proc::EMPTY
+        }
+    }
+
     /// The heap's highest end so far and the lowest mapping: the room between is
     /// memory not handed out yet.
     pub fn heap_bounds(&self) -> (u64, u64) {
@@ -127,6 +140,13 @@ pub struct State {
 pub fn pi(p: u64, off: u64) -> u64 {
     // SAFETY: the process blocks are kernel memory laid out by abi.rs; p is clamped.
     unsafe { ((PROC_INFO_GPA + p.min(MAX_PROCS - 1) * PROC_INFO_SIZE + off) as *const u64).read_volatile() }
+}
+
+/// Sets the u64 at `off` of process slot `p`'s block (PI_PID, PI_PPID: what the
+/// VMM's `ps` reads).
+pub fn set_pi(p: u64, off: u64, v: u64) {
+    // SAFETY: as for `pi`.
+    unsafe { ((PROC_INFO_GPA + p.min(MAX_PROCS - 1) * PROC_INFO_SIZE + off) as *mut u64).write_volatile(v) }
 }
 
 impl State {

@@ -70,7 +70,9 @@ pub const MMIO_WAIT: u64 = MMIO_BASE + 0x30;
 /// Magic at offset 0 of the kernel blob; the syscall entry's address follows it,
 /// then the thread entry's, then the kill entry's (a faulting process's vCPU is
 /// restarted there, rdi = the signal), then the async entry's (a vCPU stopped in
-/// user code with a signal to take continues there; see [`PC_ASYNC_RIP`]).
+/// user code with a signal to take continues there; see [`PC_ASYNC_RIP`]), then the
+/// spawn entry's (a process `hyperjail exec` starts: rdi = its entry point, rsi =
+/// its stack; [`PC_PROC`] and [`PC_KSTACK_TOP`] set by the VMM).
 pub const KERNEL_MAGIC: u64 = u64::from_le_bytes(*b"HJGUEST1");
 /// Magic of the boot-info page.
 pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"HJBOOT01");
@@ -96,9 +98,6 @@ pub const BI_GID: u64 = 88;
 /// CPUs the domain may use (the VMM's affinity when the VM is built), 1..=64:
 /// sched_getaffinity and sysinfo report it.
 pub const BI_NCPUS: u64 = 96;
-/// Signals sent to the domain from the host (`hyperjail kill`), a bit per signal
-/// (bit n-1 for signal n), set by the VMM and taken by the first process's threads.
-pub const BI_HOSTSIG: u64 = 0x800;
 /// Host name, NUL-terminated, 65 bytes.
 pub const BI_HOSTNAME: u64 = 0x100;
 /// Working directory, NUL-terminated, [`BI_CWD_LEN`] bytes.
@@ -154,6 +153,18 @@ pub const PI_CMDLINE_SIZE: u64 = 32;
 /// Signals the VMM's timers raised for the process (SIGALRM of `alarm`/
 /// `setitimer`), a bit per signal; taken by its threads.
 pub const PI_TIMER_SIG: u64 = 40;
+/// Signals sent to the process from the host, a bit per signal (bit n-1 for signal
+/// n): `hyperjail kill` sets the first process's, `kill --all` every process's, an
+/// `exec` proxy its own process's; taken by its threads.
+pub const PI_HOSTSIG: u64 = 48;
+/// The process's pid (0 while it has none), kept by the guest kernel: what
+/// `hyperjail ps` lists.
+pub const PI_PID: u64 = 56;
+/// Its parent's pid (0: started from the host, the first process and `exec`'s).
+pub const PI_PPID: u64 = 64;
+/// Doorbell: the process the VMM started for `hyperjail exec` (on this vCPU) runs;
+/// value = its pid.
+pub const MMIO_SPAWNED: u64 = MMIO_BASE + 0x80;
 
 /// Doorbell: the process's real-time interval timer (alarm, setitimer
 /// ITIMER_REAL); value = GPA of an itimer block (IT_*).

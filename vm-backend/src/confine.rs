@@ -36,6 +36,7 @@ const ALLOWED: &[&str] = &[
     "accept4",
     "sendto",
     "recvfrom",
+    "recvmsg",
     "munmap",
     "mremap",
     "madvise",

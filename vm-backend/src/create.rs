@@ -18,8 +18,11 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
-/// Name of the socket the VMM waits on until `start`.
-pub const START_SOCKET: &str = "start.sock";
+/// Name of the VMM's socket in the state directory: `start` connects to it once,
+/// then `exec`, `ps` and `kill --all` (spawn.rs).
+pub const CONTROL_SOCKET: &str = "vmm.sock";
+/// The byte `start` sends (a control request starts with another).
+pub const START_BYTE: u8 = b's';
 
 fn backend(e: impl std::fmt::Display) -> Error {
     Error::Backend(e.to_string())
@@ -71,7 +74,7 @@ pub fn create(req: &CreateRequest<'_>, rec: &mut DomainRecord) -> Result<()> {
     rec.cgroups = cg.dirs.clone();
     cg.apply(&settings).map_err(backend)?;
 
-    let (dirf, sock) = short_path(req.dir.path(), START_SOCKET)?;
+    let (dirf, sock) = short_path(req.dir.path(), CONTROL_SOCKET)?;
     let listener =
         UnixListener::bind(&sock).map_err(|e| backend(format!("bind start socket: {e}")))?;
     drop(dirf);
@@ -241,15 +244,25 @@ fn vmm_main(
     }
     drop(ch);
     // `start`: one connection and one byte; closing it tells `start` all is well.
-    match listener.accept() {
-        Ok((mut s, _)) => {
-            let mut b = [0u8; 1];
-            if s.read_exact(&mut b).is_err() {
-                std::process::exit(1);
+    // A control request (`ps`, `exec`, `kill --all`) before then is refused.
+    loop {
+        let Ok((mut s, _)) = listener.accept() else {
+            std::process::exit(1);
+        };
+        let mut b = [0u8; 1];
+        match s.read_exact(&mut b) {
+            Ok(()) if b[0] == START_BYTE => break,
+            Ok(()) => {
+                let _ = s.write_all(b"error the VM has not been started\n");
             }
+            Err(_) => std::process::exit(1),
         }
-        Err(_) => std::process::exit(1),
     }
-    drop(listener);
+    // From now on the socket serves `exec`, `ps` and `kill --all`.
+    if let Err(e) = vm.serve_control(listener) {
+        vmm::warn(&format!(
+            "vm: {e}; exec, ps and kill --all will not reach the guest"
+        ));
+    }
     vm.run()
 }

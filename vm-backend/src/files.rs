@@ -43,6 +43,24 @@ struct Slot {
     kind: Kind,
 }
 
+impl Slot {
+    /// A guest fd for a file the VMM was given (the console, `exec`'s stdio):
+    /// its O_NONBLOCK is left as it is.
+    fn given(f: OwnedFd) -> Slot {
+        let kind = match nix::sys::stat::fstat(&f).map(|st| st.st_mode & libc::S_IFMT) {
+            Ok(libc::S_IFREG | libc::S_IFDIR) => Kind::File,
+            _ => Kind::Polled,
+        };
+        Slot {
+            file: Arc::new(f),
+            cloexec: false,
+            path: None,
+            nonblock: false,
+            kind,
+        }
+    }
+}
+
 /// How a guest fd's host file can block, which decides who performs its I/O (see
 /// [`crate::wait`]): never the ring thread, when the call would wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,22 +110,7 @@ impl Host {
     /// `root` (an fd, O_PATH is enough), with working directory `cwd` (a guest path).
     /// With `readonly`, calls that would change the rootfs fail with EROFS.
     pub fn new(console: [OwnedFd; 3], root: OwnedFd, cwd: &str, readonly: bool) -> Host {
-        let fds = console
-            .into_iter()
-            .map(|f| {
-                let kind = match nix::sys::stat::fstat(&f).map(|st| st.st_mode & libc::S_IFMT) {
-                    Ok(libc::S_IFREG | libc::S_IFDIR) => Kind::File,
-                    _ => Kind::Polled,
-                };
-                Some(Slot {
-                    file: Arc::new(f),
-                    cloexec: false,
-                    path: None,
-                    nonblock: false,
-                    kind,
-                })
-            })
-            .collect();
+        let fds = console.into_iter().map(|f| Some(Slot::given(f))).collect();
         let mut procs = vec![Files::default(); crate::abi::MAX_PROCS as usize];
         procs[0] = Files {
             cwd: normalize(&absolute_cwd(cwd)),
@@ -160,6 +163,18 @@ impl Host {
         let (p, c) = (parent as usize, child as usize);
         if p < self.procs.len() && c < self.procs.len() && p != c {
             self.procs[c] = self.procs[p].clone();
+        }
+    }
+
+    /// `exec`: process slot `p` starts with working directory `cwd` (an absolute
+    /// guest path) and `fds` as its guest fds 0, 1, 2, ... (its stdio, then the
+    /// preserved fds).
+    pub fn spawn_files(&mut self, p: u64, cwd: &str, fds: Vec<OwnedFd>) {
+        if let Some(f) = self.procs.get_mut(p as usize) {
+            *f = Files {
+                cwd: normalize(&absolute_cwd(cwd)),
+                fds: fds.into_iter().map(|f| Some(Slot::given(f))).collect(),
+            };
         }
     }
 

@@ -7,7 +7,9 @@
 //! embedded at build time) and the ELF `process.args[0]` from the rootfs (its
 //! segments mapped private from the file; a dynamically linked one with its
 //! PT_INTERP loader) with its Linux initial stack. The vCPU starts at the program's
-//! entry at CPL3 when `start` connects to `start.sock`. The guest kernel implements
+//! entry at CPL3 when `start` connects to the VMM's socket (`vmm.sock` in the state
+//! directory), which then serves `exec`, `ps` and `kill --all` (`spawn`; the
+//! runtime's side, with the `exec` proxy, is `control`). The guest kernel implements
 //! process-local system calls itself and forwards console and file I/O through
 //! shared-memory rings ([`abi`]) that a VMM thread polls while busy (`ring`); the
 //! VMM performs file calls against the bundle's rootfs through a per-process fd
@@ -36,6 +38,8 @@
 pub mod abi;
 mod confine;
 #[allow(unsafe_code)]
+mod control;
+#[allow(unsafe_code)]
 mod create;
 mod elf;
 #[allow(unsafe_code)]
@@ -56,6 +60,8 @@ mod program;
 mod ring;
 #[allow(unsafe_code)]
 mod setup;
+#[allow(unsafe_code)]
+mod spawn;
 mod stack;
 mod stat;
 mod timers;
@@ -69,7 +75,7 @@ mod wait;
 use hyperjail_jail::JailBackend;
 use hyperjail_runtime::{
     Backend, BackendKind, CreateRequest, DomainDir, DomainId, DomainRecord, Error, ExecRequest,
-    OomWatch, Result,
+    GuestProcess, OomWatch, Result, Status,
 };
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -78,6 +84,11 @@ use std::path::PathBuf;
 /// The VM backend (stateless: everything lives in the domain record).
 #[derive(Debug, Default)]
 pub struct VmBackend;
+
+/// Whether the domain's guest runs (`start` let it; it may be paused since).
+fn started(rec: &DomainRecord) -> bool {
+    matches!(rec.status, Status::Running | Status::Paused)
+}
 
 /// kill(2) with a raw signal number.
 fn signal_pid(pid: i32, signal: i32) -> nix::Result<()> {
@@ -96,10 +107,10 @@ impl Backend for VmBackend {
     }
 
     fn start(&self, _rec: &DomainRecord, dir: &DomainDir) -> Result<()> {
-        let (_f, path) = create::short_path(dir.path(), create::START_SOCKET)?;
+        let (_f, path) = create::short_path(dir.path(), create::CONTROL_SOCKET)?;
         let mut s = UnixStream::connect(&path)
             .map_err(|e| Error::Backend(format!("cannot reach the VMM: {e}")))?;
-        s.write_all(b"s")
+        s.write_all(&[create::START_BYTE])
             .map_err(|e| Error::Backend(format!("start: {e}")))?;
         let mut msg = String::new();
         let _ = s.read_to_string(&mut msg);
@@ -119,6 +130,11 @@ impl Backend for VmBackend {
                 "container {} is not running",
                 rec.id
             )));
+        }
+        // `--all` into a running guest: every guest process gets it (SIGKILL ends
+        // the VM, and every process in it, at once).
+        if all && started(rec) && signal != libc::SIGKILL {
+            return control::kill(rec, signal, None);
         }
         signal_pid(rec.pid, signal).map_err(|e| Error::Sys {
             op: "kill",
@@ -146,8 +162,22 @@ impl Backend for VmBackend {
         JailBackend.resume(rec)
     }
 
+    /// The guest's pids (its processes are not host processes).
     fn pids(&self, rec: &DomainRecord) -> Result<Vec<i32>> {
-        JailBackend.pids(rec)
+        Ok(self
+            .guest_processes(rec)?
+            .unwrap_or_default()
+            .iter()
+            .map(|p| p.pid)
+            .collect())
+    }
+
+    fn guest_processes(&self, rec: &DomainRecord) -> Result<Option<Vec<GuestProcess>>> {
+        if !started(rec) {
+            // The guest has not run yet: no process of its exists.
+            return Ok(Some(Vec::new()));
+        }
+        control::ps(rec).map(Some)
     }
 
     fn update(&self, rec: &DomainRecord, r: &oci_spec::runtime::LinuxResources) -> Result<()> {
@@ -156,13 +186,17 @@ impl Backend for VmBackend {
 
     fn exec(
         &self,
-        _rec: &DomainRecord,
-        _c: &oci_spec::runtime::Spec,
-        _r: &ExecRequest,
+        rec: &DomainRecord,
+        config: &oci_spec::runtime::Spec,
+        req: &ExecRequest,
     ) -> Result<i32> {
-        Err(Error::Backend(
-            "exec is not supported by the VM backend yet".into(),
-        ))
+        if !started(rec) {
+            return Err(Error::Backend(format!(
+                "container {} has not been started: a VM domain runs exec'd processes once its guest runs",
+                rec.id
+            )));
+        }
+        control::exec(rec, config, req)
     }
 
     fn stats(&self, rec: &DomainRecord) -> Result<serde_json::Value> {

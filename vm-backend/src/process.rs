@@ -35,7 +35,7 @@ const HEAD: u64 = 64 << 10;
 pub const EXEC_LOST: i64 = -4095;
 
 /// Process slot `p`'s view of memory, made (with its memslot) at first use.
-fn view(m: &Machine, p: u64) -> Result<GuestMem, i64> {
+pub(crate) fn view(m: &Machine, p: u64) -> Result<GuestMem, i64> {
     let mut views = m.views.lock().map_err(|_| -(Errno::EAGAIN as i64))?;
     let slot = views.get_mut(p as usize).ok_or(-(Errno::EINVAL as i64))?;
     if let Some(v) = slot {
@@ -193,12 +193,14 @@ fn fork_inner(m: &Arc<Machine>, ctx: &Ctx, blk: u64) -> Result<(), i64> {
     })
 }
 
-/// MMIO_PROC_EXIT: the process on this vCPU ended; its memory is given back and
-/// its files closed (the guest kernel then frees its slot).
-pub fn exit(m: &Machine, ctx: &Ctx) {
+/// MMIO_PROC_EXIT: the process on this vCPU ended with wait status `status`; its
+/// memory is given back and its files closed (the guest kernel then frees its
+/// slot), and an `exec` that started it is told the status.
+pub fn exit(m: &Machine, ctx: &Ctx, status: u64) {
     if ctx.proc == 0 {
         return;
     }
+    crate::spawn::ended(m, ctx.proc, status);
     if let Ok(mut i) = m.images.lock() {
         i[ctx.proc as usize].clear();
     }
@@ -319,38 +321,53 @@ fn exec_inner(m: &Machine, ctx: &mut Ctx, blk: u64) -> Result<(u64, u64), i64> {
         .ok_or(-(Errno::EINVAL as i64))?
         .map_err(|e| -(e as i64))?
     };
-    let name = String::from_utf8_lossy(&abs).into_owned();
-    let prog = open_program(m, ctx.proc, &abs, true)?;
+    load(m, ctx.proc, &mut ctx.mem, &abs, &argv, &envp)
+}
+
+/// Loads the program at `abs` (an absolute guest path) into process slot `proc`'s
+/// memory `mem`, with a new stack of `argv` and `envp`: what execve and `exec`'s
+/// new process share. Returns the entry point and the stack pointer; errors are
+/// negative errnos, [`EXEC_LOST`] once the old image is gone.
+pub fn load(
+    m: &Machine,
+    proc: u64,
+    mem: &mut GuestMem,
+    abs: &[u8],
+    argv: &[String],
+    envp: &[String],
+) -> Result<(u64, u64), i64> {
+    let name = String::from_utf8_lossy(abs).into_owned();
+    let prog = open_program(m, proc, abs, true)?;
     let image =
         elf::parse(&name, &prog.head, prog.len, USER_MIN).map_err(|_| -(Errno::ENOEXEC as i64))?;
     let interp = match &image.interp {
         Some(path) => {
-            let p = open_program(m, ctx.proc, path.as_bytes(), false)?;
+            let p = open_program(m, proc, path.as_bytes(), false)?;
             let img = elf::parse_loader(&name, &image, path, &p.head, p.len)
                 .map_err(|_| -(Errno::ELIBBAD as i64))?;
             Some((p, img))
         }
         None => None,
     };
-    let ram = ctx.mem.size();
+    let ram = mem.size();
     let end = interp.as_ref().map_or(image.end, |(_, i)| i.end);
     if end.saturating_add(MIN_HEAP).saturating_add(m.stack) > ram {
         return Err(-(Errno::ENOMEM as i64));
     }
     // The point of no return: the old image goes.
     if let Ok(mut i) = m.images.lock() {
-        i[ctx.proc as usize].clear();
+        i[proc as usize].clear();
     }
-    if !ctx.mem.discard(LOW) {
+    if !mem.discard(LOW) {
         return Err(EXEC_LOST);
     }
     let lost = |_| EXEC_LOST;
-    let mut maps = setup::load_program(&mut ctx.mem, &image, &prog.file).map_err(lost)?;
+    let mut maps = setup::load_program(mem, &image, &prog.file).map_err(lost)?;
     if let Some((p, img)) = &interp {
-        maps.extend(setup::load_program(&mut ctx.mem, img, &p.file).map_err(lost)?);
+        maps.extend(setup::load_program(mem, img, &p.file).map_err(lost)?);
     }
     if let Ok(mut i) = m.images.lock() {
-        i[ctx.proc as usize] = maps;
+        i[proc as usize] = maps;
     }
     let (entry, interp_base) = match &interp {
         Some((_, img)) => (img.entry, img.base),
@@ -359,30 +376,30 @@ fn exec_inner(m: &Machine, ctx: &mut Ctx, blk: u64) -> Result<(u64, u64), i64> {
     let mut random = [0u8; 16];
     let _ = getrandom(&mut random);
     let process = stack::Process {
-        argv: &argv,
-        envp: &envp,
+        argv,
+        envp,
         execfn: &name,
         user: m.user,
         random,
         interp_base,
     };
-    let rsp = stack::build(&mut ctx.mem, (ram - m.stack, ram), &image, &process).map_err(lost)?;
+    let rsp = stack::build(mem, (ram - m.stack, ram), &image, &process).map_err(lost)?;
     let mut low = m.mem.alias();
     let ok = setup::proc_info(
         &mut low,
-        ctx.proc,
+        proc,
         &setup::ProcInfo {
             brk_start: (end + PAGE - 1) & !(PAGE - 1),
             mmap_top: ram - m.stack,
             exe: &name,
-            argv: &argv,
+            argv,
         },
     );
     if !ok {
         return Err(EXEC_LOST);
     }
     if let Some(r) = m.ring.get() {
-        r.with_host(|h, _| h.exec_files(ctx.proc));
+        r.with_host(|h, _| h.exec_files(proc));
     }
     Ok((entry, rsp))
 }

@@ -10,6 +10,7 @@ use nix::errno::Errno;
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 
 /// Guest memory without `linux.resources.memory.limit`.
 pub const DEFAULT_RAM: u64 = 64 << 20;
@@ -49,9 +50,9 @@ pub struct Found {
 }
 
 /// Finds the program and reads its start.
-pub fn find(bundle: &Bundle, arg0: &str, env: &[String], cwd: &str) -> Result<Found, String> {
-    let root = std::fs::File::open(&bundle.rootfs)
-        .map_err(|e| format!("open rootfs {}: {e}", bundle.rootfs.display()))?;
+pub fn find(rootfs: &Path, arg0: &str, env: &[String], cwd: &str) -> Result<Found, String> {
+    let root = std::fs::File::open(rootfs)
+        .map_err(|e| format!("open rootfs {}: {e}", rootfs.display()))?;
     let candidates: Vec<String> = if arg0.starts_with('/') {
         vec![arg0.to_string()]
     } else if arg0.contains('/') {
@@ -145,7 +146,7 @@ pub fn plan(bundle: &Bundle) -> Result<Plan, String> {
     let arg0 = argv.first().ok_or("process.args is empty")?;
     let envp: Vec<String> = process.env().clone().unwrap_or_default();
     let cwd = process.cwd().to_string_lossy().into_owned();
-    let found = find(bundle, arg0, &envp, &cwd)?;
+    let found = find(&bundle.rootfs, arg0, &envp, &cwd)?;
     let execfn = found.path;
     let image = elf::parse(&execfn, &found.head, found.len, USER_MIN)?;
     let file = std::sync::Arc::new(found.file);

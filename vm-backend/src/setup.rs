@@ -12,10 +12,24 @@ const HUGE_PAGE: u64 = 0x80;
 /// The embedded guest kernel (built by build.rs from `guest/`).
 pub static KERNEL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hj-guest.bin"));
 
-/// Copies the guest kernel to `KERNEL_GPA`; returns its system-call entry (LSTAR),
-/// its thread entry, its kill entry and its async entry.
-pub fn load_kernel(mem: &mut GuestMem) -> Result<(u64, u64, u64, u64), String> {
-    let ok = KERNEL.len() >= 40
+/// The guest kernel's entry points (abi.rs, KERNEL_MAGIC).
+#[derive(Debug, Clone, Copy)]
+pub struct Entries {
+    /// The system-call entry (LSTAR).
+    pub syscall: u64,
+    /// A new thread's vCPU starts here.
+    pub thread: u64,
+    /// A faulting process's vCPU restarts here.
+    pub kill: u64,
+    /// A vCPU kicked in user code continues here.
+    pub async_: u64,
+    /// A process `hyperjail exec` starts begins here.
+    pub spawn: u64,
+}
+
+/// Copies the guest kernel to `KERNEL_GPA`; returns its entry points.
+pub fn load_kernel(mem: &mut GuestMem) -> Result<Entries, String> {
+    let ok = KERNEL.len() >= 48
         && KERNEL.len() as u64 <= KERNEL_MAX
         && KERNEL[..8] == KERNEL_MAGIC.to_le_bytes();
     if !ok || !mem.write(KERNEL_GPA, KERNEL) {
@@ -25,7 +39,13 @@ pub fn load_kernel(mem: &mut GuestMem) -> Result<(u64, u64, u64, u64), String> {
         mem.read_u64(KERNEL_GPA + off)
             .ok_or_else(|| "the embedded guest kernel is malformed".to_string())
     };
-    Ok((word(8)?, word(16)?, word(24)?, word(32)?))
+    Ok(Entries {
+        syscall: word(8)?,
+        thread: word(16)?,
+        kill: word(24)?,
+        async_: word(32)?,
+        spawn: word(40)?,
+    })
 }
 
 /// Identity-maps guest RAM (page 0 left out, 4 KiB pages below 2 MiB, 2 MiB pages
@@ -313,7 +333,10 @@ mod tests {
             m.read_u64(TSS_GPA + last * TSS_SIZE + 4),
             Some(FAULT_STACK_TOP - last * FAULT_STACK_SIZE)
         );
-        assert!(load_kernel(&mut m)
-            .is_ok_and(|(e, t, k, a)| [e, t, k, a].iter().all(|&x| x > KERNEL_GPA)));
+        assert!(load_kernel(&mut m).is_ok_and(|e| {
+            [e.syscall, e.thread, e.kill, e.async_, e.spawn]
+                .iter()
+                .all(|&x| x > KERNEL_GPA && x < KERNEL_GPA + KERNEL_MAX)
+        }));
     }
 }

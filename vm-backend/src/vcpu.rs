@@ -39,6 +39,12 @@ pub struct Machine {
     pub kill_start: u64,
     /// The guest kernel's async entry: a vCPU kicked in user code continues there.
     pub async_start: u64,
+    /// The guest kernel's spawn entry: a process `hyperjail exec` starts begins
+    /// there.
+    pub spawn_start: u64,
+    /// Per process slot: the connection of the `exec` that started its process,
+    /// told the pid and then the exit status (see spawn.rs).
+    pub execs: Mutex<Vec<Option<std::os::unix::net::UnixStream>>>,
     /// The forwarding rings, once their thread runs.
     pub ring: OnceLock<Kicker>,
     /// The guest's futexes.
@@ -110,6 +116,21 @@ impl Machine {
             }
         }
         self.futexes.interrupt();
+    }
+
+    /// Puts signal `sig` (1..=64) in process slot `p`'s host mailbox (PI_HOSTSIG)
+    /// and wakes its threads to take it.
+    pub fn post_host_signal(&self, p: u64, sig: u64) {
+        if !(1..=64).contains(&sig) || p >= MAX_PROCS {
+            return;
+        }
+        if let Some(w) = self
+            .mem
+            .atomic_u64(PROC_INFO_GPA + p * PROC_INFO_SIZE + PI_HOSTSIG)
+        {
+            w.fetch_or(1 << (sig - 1), Ordering::SeqCst);
+        }
+        self.wake_process(p);
     }
 
     /// A handle on process slot `p`'s view of memory (slot 0's if it has none).
@@ -209,7 +230,8 @@ pub fn run(m: &Arc<Machine>, vcpu: &mut VcpuFd, ctx: &mut Ctx) -> End {
             Event::Write(MMIO_CLONE, blk) => clone(m, ctx, blk),
             Event::Write(MMIO_FORK, blk) => crate::process::fork(m, ctx, blk),
             Event::Write(MMIO_EXEC, blk) => crate::process::exec(m, ctx, blk),
-            Event::Write(MMIO_PROC_EXIT, _) => crate::process::exit(m, ctx),
+            Event::Write(MMIO_PROC_EXIT, status) => crate::process::exit(m, ctx, status),
+            Event::Write(MMIO_SPAWNED, pid) => crate::spawn::started(m, ctx.proc, pid),
             Event::Write(MMIO_ITIMER, blk) => itimer(m, ctx, blk),
             Event::Write(MMIO_THREAD_EXIT, code) => return End::ThreadExit(code as u8),
             Event::Write(MMIO_EXIT, code) => return End::Exit(code as u8),
@@ -358,6 +380,8 @@ pub struct Start {
     pub slot: u64,
     /// Process slot.
     pub proc: u64,
+    /// Where the vCPU starts (the guest kernel's thread or spawn entry).
+    pub entry: u64,
 }
 
 /// The registers, flags, TLS and slot of the clone block at `blk`.
@@ -377,6 +401,7 @@ pub fn read_start(m: &Machine, blk: u64) -> Result<Start, i64> {
         fs,
         slot,
         proc: 0,
+        entry: m.thread_start,
     })
 }
 
@@ -426,8 +451,9 @@ pub fn launch(m: &Arc<Machine>, s: Start) -> Result<(), i64> {
         r14: r[14],
         r15: r[15],
         // Through the kernel's thread entry, which loads the parent's FPU/SSE
-        // control words and jumps to `rip` (kept in the slot's per-CPU area).
-        rip: m.thread_start,
+        // control words and jumps to `rip` (kept in the slot's per-CPU area), or
+        // its spawn entry.
+        rip: s.entry,
         // Only the user-visible flags; IF stays set.
         rflags: (s.rflags & 0xcd5) | 0x202,
     };

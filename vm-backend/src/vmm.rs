@@ -186,7 +186,8 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
         unsafe { vm.set_user_memory_region(region) }.map_err(kvm_err("memory slot"))?;
     }
 
-    let (lstar, thread_start, kill_start, async_start) = setup::load_kernel(&mut mem)?;
+    let entries = setup::load_kernel(&mut mem)?;
+    let lstar = entries.syscall;
     crate::intr::install_kick()?;
     let top = mem.size();
     let rnd = random_u64s();
@@ -222,7 +223,9 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
                 exe: &p.execfn,
                 argv: &p.argv,
             },
-        );
+        )
+        // The first process is pid 1 (`ps` lists it).
+        && mem.write_u64(PROC_INFO_GPA + PI_PID, 1);
     if !ok {
         return Err("guest memory is too small for the program".into());
     }
@@ -260,9 +263,11 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
         vm,
         cpuid,
         lstar,
-        thread_start,
-        kill_start,
-        async_start,
+        thread_start: entries.thread,
+        kill_start: entries.kill,
+        async_start: entries.async_,
+        spawn_start: entries.spawn,
+        execs: Mutex::new((0..MAX_PROCS).map(|_| None).collect()),
         ring: OnceLock::new(),
         futexes: Futexes::default(),
         live: AtomicUsize::new(1),
@@ -394,7 +399,7 @@ pub fn forwarded() -> SigSet {
 impl Vm {
     /// Starts the thread that passes the signals of [`forwarded`] (blocked by the
     /// caller in every thread) to the guest: into the first process's mailbox
-    /// (abi.rs, BI_HOSTSIG), waking its threads. Before `start` the VMM ends as
+    /// (abi.rs, PI_HOSTSIG), waking its threads. Before `start` the VMM ends as
     /// the signal's default action would end it (or ignores it, for those whose
     /// default is to ignore). Call after confinement: the thread
     /// inherits the caller's seccomp filter.
@@ -424,15 +429,16 @@ impl Vm {
                     continue;
                 }
                 let n = sig as u64;
-                if (1..=64).contains(&n) {
-                    if let Some(w) = m.mem.atomic_u64(BOOT_INFO_GPA + BI_HOSTSIG) {
-                        w.fetch_or(1 << (n - 1), Ordering::SeqCst);
-                    }
-                }
-                m.wake_process(0);
+                m.post_host_signal(0, n);
             })
             .map(|_| ())
             .map_err(|e| format!("signal thread: {e}"))
+    }
+
+    /// Serves `listener` (the control socket) on a thread of its own: `exec`,
+    /// `ps`, `kill` (spawn.rs). Call after confinement.
+    pub fn serve_control(&self, listener: std::os::unix::net::UnixListener) -> Result<(), String> {
+        crate::spawn::serve(Arc::clone(&self.machine), listener)
     }
 
     /// Starts the ring thread that serves the guest's forwarded calls; `setup` runs

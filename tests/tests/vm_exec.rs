@@ -1,0 +1,293 @@
+//! The runc verbs on a running VM domain: `exec` starts a process inside the guest
+//! (stdio, exit status, `--tty`, `--detach`, `--preserve-fds`, signals passed on),
+//! `ps` lists the guest kernel's processes, `kill --all` reaches every one of them.
+//! Everything is read from inside the guest: /proc/self/status, getppid, the
+//! processes' own output.
+
+use hyperjail_tests::vm::vm_bundle;
+use hyperjail_tests::{
+    pid_alive, read_pty, receive_console, require_kvm, wait_until, Bundle, Container, Hyperjail,
+    Output,
+};
+use std::fs;
+use std::os::unix::net::UnixListener;
+use std::time::Duration;
+
+/// A started VM domain whose first process runs `script` with sh.
+fn vm_running<'a>(hj: &'a Hyperjail, b: &mut Bundle, tag: &str, script: &str) -> Container<'a> {
+    b.sh(script);
+    let c = hj.container(tag);
+    c.create(b, &[]).assert_ok();
+    c.start().assert_ok();
+    c.wait_status("running");
+    c
+}
+
+/// `exec [flags...] ID [cmd...]`.
+fn exec(hj: &Hyperjail, c: &Container<'_>, flags: &[&str], cmd: &[&str]) -> Output {
+    hj.call(["exec"])
+        .args(flags.iter().copied())
+        .arg(&c.id)
+        .args(cmd.iter().copied())
+        .timeout(Duration::from_secs(30))
+        .output()
+}
+
+/// `ps --format json`: the guest pids.
+fn guest_pids(hj: &Hyperjail, c: &Container<'_>) -> Vec<i64> {
+    let out = hj.run(["ps", "--format", "json", &c.id]);
+    out.assert_ok();
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("ps json: {e}: {out}"))
+}
+
+#[test]
+fn exec_runs_a_new_guest_process() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    b.env("FROM_CONFIG=yes");
+    let c = vm_running(&hj, &mut b, "vmexec", "exec sleep 1000");
+
+    // Output, exit status, and what the guest kernel says about the process: a
+    // pid of its own (not 1), no parent in the VM; its child's parent is it.
+    let out = exec(
+        &hj,
+        &c,
+        &[],
+        &[
+            "sh",
+            "-c",
+            "echo to-stdout; echo to-stderr >&2; echo ppid=$PPID; echo pid=$$; grep -E '^(Name|PPid):' /proc/self/status; exit 7",
+        ],
+    );
+    assert_eq!(out.code, Some(7), "exit status must pass through: {out}");
+    assert!(out.stderr.contains("to-stderr"), "{out}");
+    let lines: Vec<String> = out
+        .lines()
+        .iter()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    let pid: i64 = lines
+        .get(2)
+        .and_then(|l| l.strip_prefix("pid="))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid line: {out}"));
+    assert!(pid > 1, "an exec'd process is not the guest's init: {out}");
+    assert_eq!(
+        lines,
+        [
+            "to-stdout".to_string(),
+            "ppid=0".into(),
+            format!("pid={pid}"),
+            "Name: grep".into(),
+            format!("PPid: {pid}"),
+        ],
+        "{out}"
+    );
+
+    // Killed by a signal: 128+N, as runc reports it.
+    let out = exec(&hj, &c, &[], &["sh", "-c", "kill -9 $$"]);
+    assert_eq!(out.code, Some(137), "{out}");
+    // stdin reaches the guest process; its end reaches it too.
+    let out = hj
+        .call(["exec", &c.id, "tr", "a-z", "A-Z"])
+        .stdin(b"hello\n")
+        .timeout(Duration::from_secs(30))
+        .output();
+    out.assert_ok();
+    assert_eq!(out.stdout, "HELLO\n", "{out}");
+    // Environment (process.env and --env) and working directory.
+    let out = exec(
+        &hj,
+        &c,
+        &["--env", "FOO=bar baz", "--cwd", "/bin"],
+        &[
+            "sh",
+            "-c",
+            "echo \"FOO=$FOO\"; echo \"FROM_CONFIG=$FROM_CONFIG\"; pwd",
+        ],
+    );
+    out.assert_ok();
+    assert_eq!(
+        out.lines(),
+        ["FOO=bar baz", "FROM_CONFIG=yes", "/bin"],
+        "{out}"
+    );
+
+    // Bad input: one line naming the problem, and the domain runs on.
+    exec(&hj, &c, &[], &["/no/such/program"]).assert_error(&["/no/such/program", "not found"]);
+    exec(&hj, &c, &["--user", "65534"], &["true"]).assert_error(&["user", "VM"]);
+    exec(&hj, &c, &["--tty"], &["true"]).assert_error(&["console-socket"]);
+    assert_eq!(c.status().as_deref(), Some("running"));
+    // Only the first process is left: every exec'd one ended and was reaped.
+    assert_eq!(guest_pids(&hj, &c), [1], "exec'd processes must not linger");
+    c.delete_force().assert_ok();
+    c.assert_nothing_left(&b);
+}
+
+#[test]
+fn exec_into_a_created_vm_is_refused() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    b.args(&["sleep", "1000"]);
+    let c = hj.container("vmexeccreated");
+    c.create(&b, &[]).assert_ok();
+    exec(&hj, &c, &[], &["true"]).assert_error(&["not been started"]);
+    assert_eq!(c.status().as_deref(), Some("created"));
+    // ps of a guest that has not run lists nothing.
+    assert!(guest_pids(&hj, &c).is_empty());
+    c.delete().assert_ok();
+    c.assert_nothing_left(&b);
+}
+
+#[test]
+fn ps_lists_the_guest_processes() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    let c = vm_running(&hj, &mut b, "vmps", "sleep 1000 & sleep 999 & wait");
+    wait_until(Duration::from_secs(20), "the guest's two children", || {
+        guest_pids(&hj, &c).len() == 3
+    });
+    let out = hj.run(["ps", &c.id]);
+    out.assert_ok();
+    let rows: Vec<Vec<String>> = out
+        .lines()
+        .iter()
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect();
+    assert_eq!(rows[0], ["PID", "PPID", "CMD"], "{out}");
+    let find = |cmd: &str| {
+        rows.iter()
+            .find(|r| r[2..].join(" ") == cmd)
+            .unwrap_or_else(|| panic!("no {cmd:?} in {out}"))
+            .clone()
+    };
+    assert_eq!(find("sh -c sleep 1000 & sleep 999 & wait")[..2], ["1", "0"]);
+    assert_eq!(find("sleep 1000")[1], "1", "{out}");
+    assert_eq!(find("sleep 999")[1], "1", "{out}");
+    // The host's ps options cannot apply to guest processes.
+    hj.run(["ps", &c.id, "-ef"]).assert_error(&["VM"]);
+    c.delete_force().assert_ok();
+    c.assert_nothing_left(&b);
+}
+
+#[test]
+fn kill_all_reaches_every_guest_process() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    // The first process waits for its child; each reports the TERM it gets.
+    b.sh(
+        "(trap 'echo child-term; exit 4' TERM; while :; do sleep 1; done) & \
+         trap 'echo init-term' TERM; wait; wait $!; echo child=$?; exit 9",
+    );
+    let c = hj.container("vmkillall");
+    let running = c.run_call(&b, &[]).timeout(Duration::from_secs(60)).spawn();
+    wait_until(Duration::from_secs(20), "the child and its sleep", || {
+        c.status().as_deref() == Some("running") && guest_pids(&hj, &c).len() >= 3
+    });
+    hj.run(["kill", "--all", &c.id, "TERM"]).assert_ok();
+    let out = running.wait();
+    assert_eq!(out.code, Some(9), "{out}");
+    let mut lines = out.lines();
+    lines.sort_unstable();
+    assert_eq!(lines, ["child-term", "child=4", "init-term"], "{out}");
+    c.assert_nothing_left(&b);
+}
+
+#[test]
+fn exec_detached_with_pid_file_and_signals() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    let c = vm_running(&hj, &mut b, "vmexecd", "exec sleep 1000");
+    let pid_file = b.path().join("exec.pid");
+    let out = hj
+        .call(["exec", "--detach", "--pid-file"])
+        .arg(&pid_file)
+        .args([&c.id, "sh", "-c", "trap 'exit 42' TERM; sleep 777 & wait"])
+        .timeout(Duration::from_secs(20))
+        .output();
+    out.assert_ok();
+    let text = fs::read_to_string(&pid_file).expect("pid file written");
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("pid file {text:?}"));
+    assert!(pid_alive(pid), "the exec proxy {pid} is not running");
+    wait_until(
+        Duration::from_secs(20),
+        "the exec'd sh and its sleep",
+        || guest_pids(&hj, &c).len() == 3,
+    );
+    // A signal to the host process named in the pid file reaches the guest process,
+    // whose trap ends it: the proxy exits with its status.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGTERM)
+        .expect("kill the proxy");
+    wait_until(Duration::from_secs(20), "the proxy to exit", || {
+        !pid_alive(pid)
+    });
+    wait_until(Duration::from_secs(20), "the exec'd sh to be gone", || {
+        guest_pids(&hj, &c).len() == 2
+    });
+    c.delete_force().assert_ok();
+    c.assert_nothing_left(&b);
+}
+
+#[test]
+fn exec_with_tty_and_preserved_fds() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    let c = vm_running(&hj, &mut b, "vmexectty", "exec sleep 1000");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("console.sock");
+    let listener = UnixListener::bind(&sock).expect("bind console socket");
+    let running = hj
+        .call(["exec", "--tty", "--console-socket"])
+        .arg(&sock)
+        .args([
+            &c.id,
+            "sh",
+            "-c",
+            "test -t 0 && echo stdin-tty; test -t 1 && echo stdout-tty; stty size; exit 5",
+        ])
+        .timeout(Duration::from_secs(30))
+        .spawn();
+    let (payload, master) = receive_console(&listener, Duration::from_secs(20));
+    let text = read_pty(fs::File::from(master), Duration::from_secs(20), |_| false);
+    let out = running.wait();
+    assert_eq!(out.code, Some(5), "{out}\nterminal: {text:?}");
+    assert!(payload.starts_with("/dev/pts/"), "{payload:?}");
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert!(lines.contains(&"stdin-tty"), "{text:?}");
+    assert!(lines.contains(&"stdout-tty"), "{text:?}");
+
+    // --preserve-fds 1: the caller's fd 3 is the guest process's fd 3; fd 4 is not
+    // passed.
+    let f3 = fs::File::create(dir.path().join("fd3")).expect("fd3");
+    let f4 = fs::File::create(dir.path().join("fd4")).expect("fd4");
+    let out = hj
+        .call(["exec", "--preserve-fds", "1", &c.id, "sh", "-c"])
+        .arg("echo via-fd3 >&3; (echo via-fd4 >&4) 2>/dev/null && echo fd4-open || echo fd4-closed")
+        .pass_fds(vec![
+            std::os::fd::OwnedFd::from(f3),
+            std::os::fd::OwnedFd::from(f4),
+        ])
+        .timeout(Duration::from_secs(30))
+        .output();
+    out.assert_ok();
+    assert_eq!(out.stdout.trim(), "fd4-closed", "{out}");
+    assert_eq!(
+        fs::read_to_string(dir.path().join("fd3")).expect("read fd3"),
+        "via-fd3\n"
+    );
+    assert_eq!(
+        fs::read_to_string(dir.path().join("fd4")).expect("read fd4"),
+        ""
+    );
+    c.delete_force().assert_ok();
+    c.assert_nothing_left(&b);
+}
