@@ -511,12 +511,29 @@ p_vm_tty() {
     rtty_ok "${PN[*]} --rm -t ${VM_ANN[*]} $IMG sh -c 'test -t 0 && test -t 1 && echo a-terminal'" || return 1
     grep -q '^a-terminal$' "$OUT" || { diag "stdin/stdout in the VM are not a terminal"; show; return 1; }
 }
+VD=hj-vm-detached
+p_vm_exec() {
+    r "${PN[@]}" -d --name $VD "${VM_ANN[@]}" "$IMG" sh -c 'exec sleep 1000' || { show; return 1; }
+    r "${P[@]}" exec $VD sh -c 'uname -r; echo ppid=$PPID' || { show; return 1; }
+    expect_out $'0.1.0-hyperjail\nppid=0' || return 1
+    r "${P[@]}" exec $VD sh -c 'exit 6'
+    expect_rc 6 $? || return 1
+    rtty_ok "${P[*]} exec -t $VD sh -c 'test -t 0 && test -t 1 && echo a-terminal'" || return 1
+    grep -q '^a-terminal$' "$OUT" || { diag "stdin/stdout of the exec in the VM are not a terminal"; show; return 1; }
+}
+p_vm_rm() {
+    r "${P[@]}" rm -f -t 0 $VD || { show; return 1; }
+}
 if [ -c /dev/kvm ]; then
     t "podman run --annotation org.hyperjail.backend=vm: uname -r is the guest kernel's, exit 3" p_vm_run
     t "podman run --rm -t in the VM (console socket): stdin and stdout are a terminal" p_vm_tty
+    t "podman exec into a VM container: the guest's kernel, ppid 0, exit 6, exec -t" p_vm_exec
+    t "podman rm -f of the VM container" p_vm_rm
 else
     skip "podman run in the VM" "no /dev/kvm"
     skip "podman run -t in the VM" "no /dev/kvm"
+    skip "podman exec into a VM container" "no /dev/kvm"
+    skip "podman rm -f of the VM container" "no /dev/kvm"
 fi
 
 p_limits() {

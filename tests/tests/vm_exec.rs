@@ -169,6 +169,16 @@ fn ps_lists_the_guest_processes() {
     assert_eq!(find("sleep 999")[1], "1", "{out}");
     // The host's ps options cannot apply to guest processes.
     hj.run(["ps", &c.id, "-ef"]).assert_error(&["VM"]);
+    // events --stats counts the guest's processes, not the VMM's threads.
+    let out = hj.run(["events", "--stats", &c.id]);
+    out.assert_ok();
+    let ev: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("stats json");
+    assert_eq!(ev["data"]["pids"]["current"], 3, "{out}");
+    // A paused guest cannot answer: one line says so.
+    hj.run(["pause", &c.id]).assert_ok();
+    hj.run(["ps", &c.id]).assert_error(&["paused"]);
+    hj.run(["resume", &c.id]).assert_ok();
+    assert_eq!(guest_pids(&hj, &c).len(), 3);
     c.delete_force().assert_ok();
     c.assert_nothing_left(&b);
 }

@@ -95,13 +95,17 @@ pub fn ps(rec: &DomainRecord) -> Result<Vec<GuestProcess>> {
         .unwrap_or_default())
 }
 
-/// Sends `signal` to guest process `pid`, or to every guest process.
-pub fn kill(rec: &DomainRecord, signal: i32, pid: Option<i32>) -> Result<()> {
+/// Sends `signal` to guest process `pid`, or to every guest process. A paused VMM
+/// (`paused`) takes the request once resumed: it is not waited for.
+pub fn kill(rec: &DomainRecord, signal: i32, pid: Option<i32>, paused: bool) -> Result<()> {
     let mut req = serde_json::json!({"op": "kill", "signal": signal});
     if let Some(p) = pid {
         req["pid"] = p.into();
     }
     let s = request(rec, &req, &[])?;
+    if paused {
+        return Ok(());
+    }
     let _ = s.set_read_timeout(Some(ANSWER_WAIT));
     match answer(&mut BufReader::new(&s)) {
         // A paused VMM takes the request (it waits in the socket) once resumed.
@@ -278,7 +282,7 @@ fn proxy(
             if let Ok(Some(info)) = sigs.read_signal() {
                 let n = info.ssi_signo as i32;
                 if n != Signal::SIGCHLD as i32 {
-                    let _ = kill(rec, n, Some(pid));
+                    let _ = kill(rec, n, Some(pid), false);
                 }
             }
         }

@@ -79,6 +79,7 @@ pub fn create(req: &CreateRequest<'_>, rec: &mut DomainRecord) -> Result<()> {
         UnixListener::bind(&sock).map_err(|e| backend(format!("bind start socket: {e}")))?;
     drop(dirf);
     let reports = open_reports(req)?;
+    let oom = crate::oom::open(&cg, req.dir.path());
     let (mut ours, theirs) = UnixStream::pair().map_err(|e| backend(format!("socketpair: {e}")))?;
     // SAFETY: the CLI is single-threaded, so the child may run arbitrary code after
     // fork; it never returns: it leaves through std::process::exit in `vmm_main`.
@@ -90,11 +91,13 @@ pub fn create(req: &CreateRequest<'_>, rec: &mut DomainRecord) -> Result<()> {
                 plan,
                 profile: &profile,
                 console,
+                oom,
             };
             vmm_main(theirs, listener, kvm, vmm, req.dir.lock_fd())
         }
         ForkResult::Parent { child } => {
             drop(console);
+            drop(oom);
             child
         }
     };
@@ -175,6 +178,8 @@ struct Vmm<'a> {
     profile: &'a LinuxSeccomp,
     /// The connection to the engine's console socket, for a terminal.
     console: Option<OwnedFd>,
+    /// The memory cgroup's threshold notification, for the VMM's OOM killer.
+    oom: Option<crate::oom::Watch>,
 }
 
 /// With a terminal: a new session whose controlling terminal is a fresh pty, the
@@ -197,6 +202,7 @@ fn vmm_main(
         plan,
         profile,
         console,
+        oom,
     }: Vmm<'_>,
     lock: RawFd,
 ) -> ! {
@@ -227,6 +233,9 @@ fn vmm_main(
             vm.start_ring(move || confine::apply(&ring_profile))?;
             confine::apply(profile)?;
             vm.forward_signals()?;
+            if let Some(w) = oom {
+                vm.watch_memory(w)?;
+            }
             Ok(vm)
         });
     // The program is in guest memory now: its file copy, often most of the VMM's

@@ -55,6 +55,8 @@ mod intr;
 mod mem;
 mod names;
 #[allow(unsafe_code)]
+mod oom;
+#[allow(unsafe_code)]
 mod process;
 mod program;
 mod ring;
@@ -84,6 +86,34 @@ use std::path::PathBuf;
 /// The VM backend (stateless: everything lives in the domain record).
 #[derive(Debug, Default)]
 pub struct VmBackend;
+
+/// OOM kills of a VM domain: the cgroup's, and the VMM's report file growing.
+struct GuestOom {
+    cgroup: Box<dyn OomWatch>,
+    path: PathBuf,
+    seen: u64,
+}
+
+impl OomWatch for GuestOom {
+    fn wait(&mut self, timeout: std::time::Duration) -> Result<bool> {
+        let end = std::time::Instant::now() + timeout;
+        loop {
+            let len = std::fs::metadata(&self.path).map_or(0, |m| m.len());
+            if len > self.seen {
+                self.seen = len;
+                return Ok(true);
+            }
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            let step = left.min(std::time::Duration::from_millis(100));
+            if self.cgroup.wait(step)? {
+                return Ok(true);
+            }
+            if left.is_zero() {
+                return Ok(false);
+            }
+        }
+    }
+}
 
 /// Whether the domain's guest runs (`start` let it; it may be paused since).
 fn started(rec: &DomainRecord) -> bool {
@@ -134,7 +164,7 @@ impl Backend for VmBackend {
         // `--all` into a running guest: every guest process gets it (SIGKILL ends
         // the VM, and every process in it, at once).
         if all && started(rec) && signal != libc::SIGKILL {
-            return control::kill(rec, signal, None);
+            return control::kill(rec, signal, None, self.is_paused(rec));
         }
         signal_pid(rec.pid, signal).map_err(|e| Error::Sys {
             op: "kill",
@@ -177,6 +207,12 @@ impl Backend for VmBackend {
             // The guest has not run yet: no process of its exists.
             return Ok(Some(Vec::new()));
         }
+        if rec.status == Status::Paused || self.is_paused(rec) {
+            return Err(Error::Backend(format!(
+                "container {} is paused: its guest lists its processes once resumed",
+                rec.id
+            )));
+        }
         control::ps(rec).map(Some)
     }
 
@@ -199,12 +235,29 @@ impl Backend for VmBackend {
         control::exec(rec, config, req)
     }
 
+    /// The cgroup's numbers (the VMM's CPU time and memory are the guest's), with
+    /// `pids.current` the guest's process count once it runs (the cgroup's would
+    /// count the VMM's threads). A paused VM cannot answer: its cgroup count stays.
     fn stats(&self, rec: &DomainRecord) -> Result<serde_json::Value> {
-        JailBackend.stats(rec)
+        let mut v = JailBackend.stats(rec)?;
+        if rec.status == Status::Running && !self.is_paused(rec) {
+            if let Ok(procs) = control::ps(rec) {
+                v["pids"]["current"] = procs.len().into();
+            }
+        }
+        Ok(v)
     }
 
+    /// The cgroup's OOM kills (the VMM itself, where the VMM's OOM killer does not
+    /// run) and the guest processes the VMM's OOM killer ended (oom.rs).
     fn oom_watcher(&self, rec: &DomainRecord) -> Result<Box<dyn OomWatch>> {
-        JailBackend.oom_watcher(rec)
+        let path = rec.dir.join(oom::OOM_FILE);
+        let seen = std::fs::metadata(&path).map_or(0, |m| m.len());
+        Ok(Box::new(GuestOom {
+            cgroup: JailBackend.oom_watcher(rec)?,
+            path,
+            seen,
+        }))
     }
 
     fn cgroups_of(&self, id: &DomainId, config: &oci_spec::runtime::Spec) -> Vec<PathBuf> {

@@ -130,6 +130,32 @@ impl GuestMem {
         .is_ok()
     }
 
+    /// Gives back the host memory of the private contents from `from` to the end
+    /// while the mapping stays as it is (MADV_DONTNEED: anonymous pages read as
+    /// zero again, a file mapping's as the file): the OOM killer's way to free a
+    /// victim that may still be running. Safe however the guest uses the range: it
+    /// stays mapped, only its contents change, as the guest itself may change them.
+    pub fn release(&self, from: u64) -> bool {
+        let Some(off) = self.range(from, 0) else {
+            return false;
+        };
+        let off = (off + 0xfff) & !0xfff;
+        let n = self.len.saturating_sub(off);
+        if n == 0 {
+            return true;
+        }
+        // SAFETY: [off, len) is page-aligned and inside this mapping; MADV_DONTNEED
+        // leaves it mapped, so every pointer into it stays valid.
+        unsafe {
+            nix::sys::mman::madvise(
+                self.ptr.add(off).cast(),
+                n,
+                nix::sys::mman::MmapAdvise::MADV_DONTNEED,
+            )
+        }
+        .is_ok()
+    }
+
     /// Maps `len` bytes of `file` from `offset` at `gpa`, private (copy on write):
     /// a program's segments share the host's page cache instead of being copied.
     /// `gpa` and `offset` must be page-aligned and the range above [`LOW`] inside

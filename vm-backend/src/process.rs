@@ -143,6 +143,7 @@ fn fork_inner(m: &Arc<Machine>, ctx: &Ctx, blk: u64) -> Result<(), i64> {
     }
     // A child starts with no timer (its slot's last process may have had one).
     m.timers.clear(child);
+    m.oom_victims.fetch_and(!(1 << child), Ordering::SeqCst);
     if ctid != 0 && (ctid < LOW || ctid.checked_add(4).is_none_or(|e| e > m.mem.size())) {
         return Err(-(Errno::EFAULT as i64));
     }
@@ -201,6 +202,7 @@ pub fn exit(m: &Machine, ctx: &Ctx, status: u64) {
         return;
     }
     crate::spawn::ended(m, ctx.proc, status);
+    m.oom_victims.fetch_and(!(1 << ctx.proc), Ordering::SeqCst);
     if let Ok(mut i) = m.images.lock() {
         i[ctx.proc as usize].clear();
     }

@@ -293,6 +293,7 @@ fn prepare(
         views[p as usize] = Some(user);
     });
     m.timers.clear(p);
+    m.oom_victims.fetch_and(!(1 << p), Ordering::SeqCst);
     for off in [PI_TIMER_SIG, PI_HOSTSIG, PI_PID, PI_PPID] {
         if let Some(w) = pi(m, p, off) {
             w.store(0, Ordering::SeqCst);

@@ -42,6 +42,9 @@ pub struct Machine {
     /// The guest kernel's spawn entry: a process `hyperjail exec` starts begins
     /// there.
     pub spawn_start: u64,
+    /// Process slots whose process the OOM killer ended (a bit each): a fault there
+    /// (its memory was taken while it ran) counts as the SIGKILL it got.
+    pub oom_victims: AtomicU64,
     /// Per process slot: the connection of the `exec` that started its process,
     /// told the pid and then the exit status (see spawn.rs).
     pub execs: Mutex<Vec<Option<std::os::unix::net::UnixStream>>>,
@@ -250,6 +253,11 @@ pub fn run(m: &Arc<Machine>, vcpu: &mut VcpuFd, ctx: &mut Ctx) -> End {
                 // A process other than the first ends alone, as killed by the
                 // signal (its parent sees it in wait4); the VM goes on.
                 End::Crash(sig, what) if ctx.proc != 0 => {
+                    let sig = if m.oom_victims.load(Ordering::SeqCst) & (1 << ctx.proc) != 0 {
+                        libc::SIGKILL
+                    } else {
+                        sig
+                    };
                     if let Err(e) = kill_process(m, vcpu, ctx, sig) {
                         return End::Crash(sig, format!("{what}; {e}"));
                     }

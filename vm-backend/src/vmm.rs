@@ -267,6 +267,7 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
         kill_start: entries.kill,
         async_start: entries.async_,
         spawn_start: entries.spawn,
+        oom_victims: AtomicU64::new(0),
         execs: Mutex::new((0..MAX_PROCS).map(|_| None).collect()),
         ring: OnceLock::new(),
         futexes: Futexes::default(),
@@ -433,6 +434,11 @@ impl Vm {
             })
             .map(|_| ())
             .map_err(|e| format!("signal thread: {e}"))
+    }
+
+    /// Starts the OOM killer's thread on `w` (oom.rs). Call after confinement.
+    pub fn watch_memory(&self, w: crate::oom::Watch) -> Result<(), String> {
+        crate::oom::start(Arc::clone(&self.machine), w)
     }
 
     /// Serves `listener` (the control socket) on a thread of its own: `exec`,

@@ -1,0 +1,123 @@
+//! Memory exhaustion inside a VM domain: the guest process that ate the memory is
+//! killed with SIGKILL (its parent sees it in waitpid), `events` reports an `oom`
+//! event, the rest of the guest runs on, and the VMM never reaches the domain's
+//! memory limit (the kernel's OOM killer, which would end the whole VMM, is never
+//! needed: the cgroup's oom_kill count stays 0).
+
+use hyperjail_tests::vm::{compile_static, vm_bundle};
+use hyperjail_tests::{cgroup_dir_v1, require_kvm, skip_unless, wait_until, Hyperjail};
+use serde_json::json;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const HOG: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+/* Touches `mib` MiB, a MiB at a time, then exits 0. */
+static void eat(int mib) {
+    for (int n = 0; n < mib; n++) {
+        char *p = malloc(1 << 20);
+        if (!p) {
+            printf("enomem after %d MiB\n", n);
+            exit(3);
+        }
+        memset(p, 1, 1 << 20);
+    }
+    exit(0);
+}
+int main(void) {
+    /* The output goes to a file of the rootfs: the test reads it from the host. */
+    if (!freopen("/out.txt", "w", stdout)) return 2;
+    setvbuf(stdout, 0, _IONBF, 0);
+    /* Two children of 30 MiB each do not fit in 48 MiB: one is
+       killed, the other then has room. */
+    for (int i = 0; i < 2; i++)
+        if (fork() == 0) eat(30);
+    int killed = 0, exited = 0, st;
+    for (int i = 0; i < 2; i++) {
+        wait(&st);
+        killed += WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL;
+        exited += WIFEXITED(st) && WEXITSTATUS(st) == 0;
+    }
+    printf("killed=%d exited=%d\n", killed, exited);
+    /* The parent still works: memory to spare again. */
+    char *q = malloc(4 << 20);
+    memset(q, 2, 4 << 20);
+    printf("parent alive sum=%d\n", q[12345] + q[4 << 19]);
+    return 0;
+}
+"#;
+
+#[test]
+fn oom_in_the_guest_kills_the_process_and_reports_an_event() {
+    require_kvm!();
+    skip_unless!(
+        cgroup_dir_v1("memory", "/").is_some(),
+        "the VMM's OOM killer needs the v1 memory controller (cgroup v2 leaves OOM to the kernel)"
+    );
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    skip_unless!(
+        compile_static(&b, "hog", HOG, &["-static"]),
+        "gcc -static does not work here (apt-get install gcc libc6-dev)"
+    );
+    b.args(&["/hog"]);
+    b.config_mut()["linux"]["resources"] = json!({"memory": {"limit": 48 << 20}});
+    let c = hj.container("vmoom");
+    c.create(&b, &[]).assert_ok();
+    // `events` (stats every 10 s, oom events as they come) from before the start.
+    let mut events = Command::new(hyperjail_tests::hyperjail_bin())
+        .args(["--root"])
+        .arg(hj.root())
+        .args(["events", "--interval", "10s", &c.id])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn events");
+    let cg = cgroup_dir_v1("memory", &format!("/hyperjail/{}", c.id)).expect("memory cgroup");
+    c.start().assert_ok();
+    wait_until(Duration::from_secs(60), "the domain to stop", || {
+        c.status().as_deref() == Some("stopped")
+    });
+    let oom_control = fs::read_to_string(cg.join("memory.oom_control")).unwrap_or_default();
+    let max = fs::read_to_string(cg.join("memory.max_usage_in_bytes")).unwrap_or_default();
+    let log = fs::read_to_string(c.state_dir().join("oom.log")).unwrap_or_default();
+    let out = fs::read_to_string(b.rootfs().join("out.txt")).unwrap_or_default();
+    assert_eq!(
+        out, "killed=1 exited=1\nparent alive sum=4\n",
+        "one child is SIGKILLed, the other and the parent run on (oom.log {log:?})"
+    );
+    assert_eq!(
+        c.state()
+            .and_then(|s| s["status"].as_str().map(str::to_string))
+            .as_deref(),
+        Some("stopped")
+    );
+    let lines: Vec<String> = BufReader::new(events.stdout.take().expect("events stdout"))
+        .lines()
+        .map_while(Result::ok)
+        .collect();
+    let _ = events.wait();
+    assert!(
+        lines.iter().any(|l| l.contains("\"type\":\"oom\"")),
+        "no oom event: {lines:?} (oom.log {log:?})"
+    );
+    assert_eq!(log.lines().count(), 1, "one process killed: {log:?}");
+    assert!(
+        log.contains("\"pid\":2") || log.contains("\"pid\":3"),
+        "a child (pid 2 or 3) is the one killed: {log:?}"
+    );
+    assert!(
+        oom_control.contains("oom_kill 0"),
+        "the kernel's OOM killer had to act: {oom_control}"
+    );
+    let max: u64 = max.trim().parse().unwrap_or(u64::MAX);
+    assert!(max <= 48 << 20, "the VMM went past the limit: {max}");
+    c.delete().assert_ok();
+    c.assert_nothing_left(&b);
+}

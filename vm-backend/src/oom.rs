@@ -1,0 +1,197 @@
+//! Out of memory inside the guest: the VMM's own OOM killer.
+//!
+//! Every guest page is VMM memory, charged to the domain's memory cgroup, whose
+//! limit is the domain's. Left alone, the kernel's OOM killer would end the whole
+//! VMM when the guest's processes together reach it. Instead the VMM asks the
+//! cgroup (v1: a `memory.usage_in_bytes` threshold on `cgroup.event_control`) to be
+//! told when usage crosses the limit less a margin; its OOM thread then kills the
+//! guest process with the most memory of its own (resident pages of its window,
+//! from the VMM's pagemap) with SIGKILL, as Linux's OOM killer would, gives its
+//! memory back at once (MADV_DONTNEED on its window), and appends a
+//! line to `oom.log` in the state directory, which the runtime's `events` reports
+//! as an `oom` event. The guest's first process is its init: when it is the one,
+//! the VMM ends (status 137), as a container ends when its init is OOM-killed.
+//!
+//! cgroup v2 has no usage threshold events (its `memory.high` throttles instead);
+//! there the kernel's OOM killer ends the VMM and the cgroup's own `oom` event
+//! reports it.
+
+use crate::abi::*;
+use crate::vcpu::Machine;
+use hyperjail_isolation::cgroups::Cgroup;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// The report file in the state directory: a JSON line per guest process killed.
+pub const OOM_FILE: &str = "oom.log";
+/// The margin below the limit at which the VMM kills: a sixth of the limit, at
+/// least this much (a guest touching memory at full speed fills it in a few ms;
+/// the OOM thread wakes in microseconds).
+const MIN_MARGIN: u64 = 4 << 20;
+/// Pagemap entries read at once.
+const CHUNK: usize = 4096;
+
+/// What the OOM thread watches, opened by the runtime before the VMM is forked.
+#[derive(Debug)]
+pub struct Watch {
+    /// Signalled when usage crosses `threshold` (either way).
+    event: OwnedFd,
+    /// The cgroup's memory.usage_in_bytes.
+    usage: File,
+    threshold: u64,
+    /// The state directory's [`OOM_FILE`].
+    report: File,
+}
+
+fn read_u64(f: &File) -> Option<u64> {
+    let mut b = [0u8; 32];
+    let n = f.read_at(&mut b, 0).ok()?;
+    std::str::from_utf8(&b[..n]).ok()?.trim().parse().ok()
+}
+
+/// Sets up the threshold notification of the domain's v1 memory cgroup and
+/// creates the report file in `dir`; `None` without a v1 memory controller, a
+/// memory limit, or a cgroup that takes the notification (rootless): the kernel's
+/// OOM killer is then the only one.
+pub fn open(cg: &Cgroup, dir: &Path) -> Option<Watch> {
+    watch(cg, dir).ok().flatten()
+}
+
+fn watch(cg: &Cgroup, dir: &Path) -> Result<Option<Watch>, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(mem) = cg.controller_dir("memory") else {
+        return Ok(None);
+    };
+    let file = |name: &str| mem.join(name);
+    let limit = File::open(file("memory.limit_in_bytes"))
+        .ok()
+        .and_then(|f| read_u64(&f));
+    // "No limit" reads as a page-rounded i64::MAX.
+    let Some(limit) = limit.filter(|&l| l < 1 << 62) else {
+        return Ok(None);
+    };
+    let margin = (limit / 6).max(MIN_MARGIN);
+    let threshold = limit.saturating_sub(margin).max(limit / 2);
+    let err = |what: &str, e: std::io::Error| format!("OOM watch: {what}: {e}");
+    let usage = File::open(file("memory.usage_in_bytes")).map_err(|e| err("usage", e))?;
+    // SAFETY: eventfd takes two integers; the fd it returns is owned from here on.
+    let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    if efd < 0 {
+        return Err(err("eventfd", std::io::Error::last_os_error()));
+    }
+    // SAFETY: just created, owned by nothing else.
+    let event = unsafe { OwnedFd::from_raw_fd(efd) };
+    std::fs::write(
+        file("cgroup.event_control"),
+        format!("{} {} {threshold}", event.as_raw_fd(), usage.as_raw_fd()),
+    )
+    .map_err(|e| err("cgroup.event_control", e))?;
+    let path = dir.join(OOM_FILE);
+    let report = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| err(&path.display().to_string(), e))?;
+    report.set_len(0).map_err(|e| err("truncate", e))?;
+    Ok(Some(Watch {
+        event,
+        usage,
+        threshold,
+        report,
+    }))
+}
+
+/// Starts the OOM thread (after confinement: it inherits the seccomp filter).
+pub fn start(m: Arc<Machine>, w: Watch) -> Result<(), String> {
+    std::thread::Builder::new()
+        .stack_size(64 << 10)
+        .spawn(move || run(&m, w))
+        .map(drop)
+        .map_err(|e| format!("OOM thread: {e}"))
+}
+
+fn run(m: &Machine, mut w: Watch) {
+    // Allocated now: by the time it is needed, memory is short.
+    let mut buf = vec![0u8; 8 * CHUNK];
+    let mut event = File::from(w.event);
+    let mut count = [0u8; 8];
+    loop {
+        if event.read_exact(&mut count).is_err() {
+            return;
+        }
+        if read_u64(&w.usage).is_none_or(|u| u < w.threshold) {
+            continue;
+        }
+        let Some((p, pid, bytes)) = victim(m, &mut buf) else {
+            continue;
+        };
+        let line = format!("{{\"pid\":{pid},\"rss\":{bytes}}}\n");
+        let _ = w.report.write_all(line.as_bytes());
+        crate::vmm::warn(&format!(
+            "vm: out of memory: killed guest process {pid} ({} MiB of its own)",
+            bytes >> 20
+        ));
+        if p == 0 {
+            // The guest's init: the domain ends with it.
+            std::process::exit(128 + libc::SIGKILL);
+        }
+        m.oom_victims.fetch_or(1 << p, Ordering::SeqCst);
+        m.post_host_signal(p, libc::SIGKILL as u64);
+        // Its memory goes now, not at its exit: the others may be touching memory
+        // at full speed meanwhile. A fault this causes before the SIGKILL is taken
+        // counts as the SIGKILL (vcpu.rs).
+        m.view(p).release(LOW);
+    }
+}
+
+/// The process slot, pid and resident bytes of the guest process with the most
+/// memory of its own.
+fn victim(m: &Machine, buf: &mut [u8]) -> Option<(u64, u64, u64)> {
+    let pagemap = m.pagemap.as_ref()?;
+    let mut best: Option<(u64, u64, u64)> = None;
+    for p in 0..MAX_PROCS {
+        let word = |off| {
+            m.mem
+                .atomic_u64(PROC_INFO_GPA + p * PROC_INFO_SIZE + off)
+                .map_or(0, |w| w.load(Ordering::SeqCst))
+        };
+        let pid = word(PI_PID);
+        if word(PI_BUSY) == 0 || pid == 0 {
+            continue;
+        }
+        let view = m.view(p);
+        if p != 0 && view.host_addr() == m.mem.host_addr() {
+            // No window of its own yet.
+            continue;
+        }
+        let bytes = resident(pagemap, view.host_addr() + LOW, view.size() - LOW, buf);
+        if best.is_none_or(|(_, _, b)| bytes > b) {
+            best = Some((p, pid, bytes));
+        }
+    }
+    best
+}
+
+/// Resident (present or swapped) bytes of the VMM's memory [at, at + len).
+fn resident(pagemap: &File, at: u64, len: u64, buf: &mut [u8]) -> u64 {
+    let (first, pages) = (at / PAGE, len / PAGE);
+    let mut n = 0;
+    let mut i = 0;
+    while i < pages {
+        let k = (pages - i).min(CHUNK as u64) as usize;
+        let chunk = &mut buf[..8 * k];
+        if pagemap.read_exact_at(chunk, (first + i) * 8).is_err() {
+            break;
+        }
+        n += chunk.chunks_exact(8).filter(|e| e[7] & 0xc0 != 0).count() as u64;
+        i += k as u64;
+    }
+    n * PAGE
+}
