@@ -447,3 +447,80 @@ fn bad_scheduling_annotations_leave_nothing() {
     }
     assert!(hj.list_json().is_empty());
 }
+
+/// A VM domain takes the same controls as a jail: they are the VMM's cgroup's, so
+/// every vCPU thread (one per guest thread, each a host thread of the VMM) is
+/// confined to the pool's CPUs and, for RTDS with a hard budget, runs SCHED_RR in
+/// the domain's RT group bandwidth.
+#[test]
+fn vm_domain_vcpu_threads_get_the_scheduling_controls() {
+    hyperjail_tests::require_kvm!();
+    skip_unless!(two_cpus(), "needs 2 CPUs for a pool of its own");
+    skip_unless!(
+        has_v1("cpu") && has_v1("cpuset"),
+        "needs the v1 cpu and cpuset controllers"
+    );
+    let hj = Hyperjail::new();
+    hj.run([
+        "cpupool", "create", "vmrt", "--cpus", "1", "--sched", "rtds",
+    ])
+    .assert_ok();
+    let mut b = hyperjail_tests::vm::vm_bundle();
+    // Three guest processes, each on a vCPU thread of its own.
+    b.sh("while :; do :; done & while :; do :; done & while :; do :; done");
+    b.config_mut()["annotations"] = json!({
+        "org.hyperjail.backend": "vm",
+        "org.hyperjail.pool": "vmrt",
+        "org.hyperjail.sched.rtds.period": "10000",
+        "org.hyperjail.sched.rtds.budget": "3000",
+        "org.hyperjail.sched.rtds.extratime": "0",
+    });
+    let c = hj.container("vmrtds");
+    c.run(&b, &["--detach"]).assert_ok();
+    let pid = c.pid();
+    let tasks = || -> Vec<i32> {
+        fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // The first vCPU, the ring, signal, control and OOM threads, and two more vCPUs.
+    wait_until(Duration::from_secs(20), "the guest's vCPU threads", || {
+        tasks().len() >= 6
+    });
+    assert_eq!(cg("cpuset", &c.id, "cpuset.cpus"), "1");
+    assert_eq!(cg("cpu", &c.id, "cpu.cfs_quota_us"), "3000");
+    let stat_field = |t: i32, n: usize| {
+        fs::read_to_string(format!("/proc/{pid}/task/{t}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, r)| r.split(' ').nth(n - 2).unwrap_or("").to_string())
+            })
+            .unwrap_or_default()
+    };
+    let rt_group = cgroup_dir_v1("cpu", "/").is_some_and(|d| d.join("cpu.rt_runtime_us").exists());
+    for t in tasks() {
+        let status = fs::read_to_string(format!("/proc/{pid}/task/{t}/status")).unwrap_or_default();
+        if status.is_empty() {
+            continue; // The thread ended meanwhile.
+        }
+        assert!(
+            status.lines().any(|l| l == "Cpus_allowed_list:\t1"),
+            "thread {t} may run off the pool's CPU: {status}"
+        );
+        if rt_group {
+            assert_eq!(stat_field(t, 41), "2", "thread {t} is not SCHED_RR");
+        }
+    }
+    if rt_group {
+        assert_eq!(cg("cpu", &c.id, "cpu.rt_runtime_us"), "3000");
+        assert_eq!(cg("cpu", &c.id, "cpu.rt_period_us"), "10000");
+    }
+    c.delete_force().assert_ok();
+    c.assert_nothing_left(&b);
+    hj.run(["cpupool", "destroy", "vmrt"]).assert_ok();
+}
