@@ -33,11 +33,31 @@ fn exec(hj: &Hyperjail, c: &Container<'_>, flags: &[&str], cmd: &[&str]) -> Outp
         .output()
 }
 
-/// `ps --format json`: the guest pids.
-fn guest_pids(hj: &Hyperjail, c: &Container<'_>) -> Vec<i64> {
-    let out = hj.run(["ps", "--format", "json", &c.id]);
+/// `ps` (the table): the guest's processes, as (pid, ppid, command line).
+fn guest_ps(hj: &Hyperjail, c: &Container<'_>) -> Vec<(i64, i64, String)> {
+    let out = hj.run(["ps", &c.id]);
     out.assert_ok();
-    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("ps json: {e}: {out}"))
+    let lines = out.lines();
+    assert_eq!(
+        lines
+            .first()
+            .map(|h| h.split_whitespace().collect::<Vec<_>>()),
+        Some(vec!["PID", "PPID", "CMD"]),
+        "{out}"
+    );
+    lines[1..]
+        .iter()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let num = |i: usize| f.get(i).and_then(|v| v.parse().ok()).unwrap_or(-1);
+            (num(0), num(1), f.get(2..).unwrap_or_default().join(" "))
+        })
+        .collect()
+}
+
+/// The guest pids `ps` lists.
+fn guest_pids(hj: &Hyperjail, c: &Container<'_>) -> Vec<i64> {
+    guest_ps(hj, c).iter().map(|p| p.0).collect()
 }
 
 #[test]
@@ -120,7 +140,15 @@ fn exec_runs_a_new_guest_process() {
     exec(&hj, &c, &["--tty"], &["true"]).assert_error(&["console-socket"]);
     assert_eq!(c.status().as_deref(), Some("running"));
     // Only the first process is left: every exec'd one ended and was reaped.
-    assert_eq!(guest_pids(&hj, &c), [1], "exec'd processes must not linger");
+    wait_until(Duration::from_secs(10), "only the first process", || {
+        guest_pids(&hj, &c) == [1]
+    });
+    // ps --format json is the host's view (engines look the pids up on the host):
+    // the VMM.
+    let out = hj.run(["ps", "--format", "json", &c.id]);
+    out.assert_ok();
+    let host: Vec<i64> = serde_json::from_str(&out.stdout).expect("ps json");
+    assert!(host.contains(&i64::from(c.pid())), "{out}");
     c.delete_force().assert_ok();
     c.assert_nothing_left(&b);
 }
@@ -150,23 +178,17 @@ fn ps_lists_the_guest_processes() {
     wait_until(Duration::from_secs(20), "the guest's two children", || {
         guest_pids(&hj, &c).len() == 3
     });
-    let out = hj.run(["ps", &c.id]);
-    out.assert_ok();
-    let rows: Vec<Vec<String>> = out
-        .lines()
-        .iter()
-        .map(|l| l.split_whitespace().map(str::to_string).collect())
-        .collect();
-    assert_eq!(rows[0], ["PID", "PPID", "CMD"], "{out}");
+    let rows = guest_ps(&hj, &c);
     let find = |cmd: &str| {
         rows.iter()
-            .find(|r| r[2..].join(" ") == cmd)
-            .unwrap_or_else(|| panic!("no {cmd:?} in {out}"))
+            .find(|r| r.2 == cmd)
+            .unwrap_or_else(|| panic!("no {cmd:?} in {rows:?}"))
             .clone()
     };
-    assert_eq!(find("sh -c sleep 1000 & sleep 999 & wait")[..2], ["1", "0"]);
-    assert_eq!(find("sleep 1000")[1], "1", "{out}");
-    assert_eq!(find("sleep 999")[1], "1", "{out}");
+    assert_eq!(find("sh -c sleep 1000 & sleep 999 & wait").0, 1);
+    assert_eq!(find("sh -c sleep 1000 & sleep 999 & wait").1, 0);
+    assert_eq!(find("sleep 1000").1, 1, "{rows:?}");
+    assert_eq!(find("sleep 999").1, 1, "{rows:?}");
     // The host's ps options cannot apply to guest processes.
     hj.run(["ps", &c.id, "-ef"]).assert_error(&["VM"]);
     // events --stats counts the guest's processes, not the VMM's threads.
@@ -217,7 +239,12 @@ fn exec_detached_with_pid_file_and_signals() {
     let out = hj
         .call(["exec", "--detach", "--pid-file"])
         .arg(&pid_file)
-        .args([&c.id, "sh", "-c", "trap 'exit 42' TERM; sleep 777 & wait"])
+        .args([
+            &c.id,
+            "sh",
+            "-c",
+            "trap 'echo trapped > /trapped; exit 42' TERM; sleep 777 & wait",
+        ])
         .timeout(Duration::from_secs(20))
         .output();
     out.assert_ok();
@@ -227,10 +254,14 @@ fn exec_detached_with_pid_file_and_signals() {
         .parse()
         .unwrap_or_else(|_| panic!("pid file {text:?}"));
     assert!(pid_alive(pid), "the exec proxy {pid} is not running");
+    let sh = "sh -c trap 'echo trapped > /trapped; exit 42' TERM; sleep 777 & wait";
     wait_until(
         Duration::from_secs(20),
         "the exec'd sh and its sleep",
-        || guest_pids(&hj, &c).len() == 3,
+        || {
+            let rows = guest_ps(&hj, &c);
+            rows.iter().any(|r| r.2 == sh && r.1 == 0) && rows.iter().any(|r| r.2 == "sleep 777")
+        },
     );
     // A signal to the host process named in the pid file reaches the guest process,
     // whose trap ends it: the proxy exits with its status.
@@ -240,7 +271,42 @@ fn exec_detached_with_pid_file_and_signals() {
         !pid_alive(pid)
     });
     wait_until(Duration::from_secs(20), "the exec'd sh to be gone", || {
-        guest_pids(&hj, &c).len() == 2
+        !guest_ps(&hj, &c).iter().any(|r| r.2 == sh)
+    });
+    assert_eq!(
+        fs::read_to_string(b.rootfs().join("trapped")).unwrap_or_default(),
+        "trapped\n",
+        "the TERM reached the guest sh's trap"
+    );
+    // Its sleep lives on, an orphan of the guest's init.
+    assert!(
+        guest_ps(&hj, &c)
+            .iter()
+            .any(|r| r.2 == "sleep 777" && r.1 == 1),
+        "{:?}",
+        guest_ps(&hj, &c)
+    );
+
+    // A proxy killed with SIGKILL cannot pass it on: its guest process goes with it
+    // (it would otherwise run on unseen, holding one of the guest's process slots).
+    hj.call(["exec", "--detach", "--pid-file"])
+        .arg(&pid_file)
+        .args([&c.id, "sleep", "888"])
+        .timeout(Duration::from_secs(20))
+        .output()
+        .assert_ok();
+    let pid: i32 = fs::read_to_string(&pid_file)
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("a pid");
+    wait_until(Duration::from_secs(20), "sleep 888 in the guest", || {
+        guest_ps(&hj, &c).iter().any(|r| r.2 == "sleep 888")
+    });
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL)
+        .expect("kill the proxy");
+    wait_until(Duration::from_secs(20), "sleep 888 to be gone", || {
+        !guest_ps(&hj, &c).iter().any(|r| r.2 == "sleep 888")
     });
     c.delete_force().assert_ok();
     c.assert_nothing_left(&b);

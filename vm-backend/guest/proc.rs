@@ -93,9 +93,11 @@ pub fn fork(f: &Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tls: u64) -
             (PROC_INFO_SIZE - PI_BRK_START) as usize,
         );
         ((to + PI_GEN) as *mut u64).write_volatile(pi(parent, PI_GEN));
-        // Timer and host signals the parent has not taken yet are not the child's.
-        ((to + PI_TIMER_SIG) as *mut u64).write_volatile(0);
-        ((to + PI_HOSTSIG) as *mut u64).write_volatile(0);
+        // Timer and host signals the parent has not taken yet are not the child's,
+        // nor its pids (set below, once the child's are known).
+        for off in [PI_TIMER_SIG, PI_HOSTSIG, PI_PID, PI_PPID] {
+            ((to + off) as *mut u64).write_volatile(0);
+        }
     }
     crate::signal::clear_pending(child);
     DYING[child as usize].store(false, Ordering::SeqCst);
@@ -155,6 +157,10 @@ extern "C" fn hj_spawned(rip: u64, rsp: u64) -> u64 {
     let p = me();
     let pid = thread::next_tid();
     thread::prepare_slot(percpu::slot(), pid, 0, rip, p);
+    // A new program's control words (this vCPU may be a reused one: the words it
+    // holds are an earlier thread's); no signal blocked.
+    percpu::set(PC_MXCSR, 0x1f80);
+    percpu::set(PC_FCW, 0x37f);
     percpu::set(PC_SIGMASK, 0);
     percpu::set(PC_USER_RSP, rsp);
     crate::signal::clear_pending(p);

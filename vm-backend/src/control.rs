@@ -36,7 +36,7 @@ fn request(rec: &DomainRecord, req: &serde_json::Value, fds: &[RawFd]) -> Result
     let cmsg = [ControlMessage::ScmRights(fds)];
     sendmsg::<()>(
         s.as_raw_fd(),
-        &[IoSlice::new(b"r")],
+        &[IoSlice::new(&[crate::spawn::REQUEST_BYTE])],
         if fds.is_empty() { &[] } else { &cmsg },
         MsgFlags::empty(),
         None,
@@ -168,6 +168,15 @@ pub fn exec(
         "env": env,
         "cwd": cwd,
     });
+    if req.preserve_fds > MAX_PRESERVE {
+        return Err(backend(format!(
+            "--preserve-fds {} is more than a VM domain takes ({MAX_PRESERVE})",
+            req.preserve_fds
+        )));
+    }
+    // Every fd the guest process gets is open from here on (a closed one as
+    // /dev/null), so the fds made below cannot take one of their numbers.
+    fill_holes(3 + req.preserve_fds as RawFd)?;
     let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(backend)?;
     // SAFETY: the CLI is single-threaded; the child leaves through process::exit.
     match unsafe { fork() }.map_err(|source| Error::Sys { op: "fork", source })? {
@@ -181,14 +190,75 @@ pub fn exec(
         ForkResult::Parent { child } => {
             drop(ready_w);
             drop(console);
-            let mut err = String::new();
-            let _ = std::fs::File::from(ready_r).read_to_string(&mut err);
-            if err.is_empty() {
-                Ok(child.as_raw())
-            } else {
-                let _ = nix::sys::wait::waitpid(child, None);
-                Err(backend(err))
+            let mut msg = String::new();
+            let _ = std::fs::File::from(ready_r).read_to_string(&mut msg);
+            if msg == READY {
+                return Ok(child.as_raw());
             }
+            let _ = nix::sys::wait::waitpid(child, None);
+            Err(backend(if msg.is_empty() {
+                "the exec proxy ended before the process started".to_string()
+            } else {
+                msg
+            }))
+        }
+    }
+}
+
+/// Most fds `--preserve-fds` passes into a VM (with stdio, what one SCM_RIGHTS
+/// message carries).
+const MAX_PRESERVE: u32 = 250;
+/// What the proxy tells `exec` once the guest process runs.
+const READY: &str = "ok";
+
+/// Whether fd `fd` is open.
+fn is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD reads the fd's flags and touches no memory.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}
+
+/// Opens /dev/null on every closed fd below `end`.
+fn fill_holes(end: RawFd) -> Result<()> {
+    for fd in 0..end {
+        if is_open(fd) {
+            continue;
+        }
+        let null = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map_err(|e| backend(format!("open /dev/null: {e}")))?;
+        if null.as_raw_fd() != fd {
+            // SAFETY: dup2 onto a closed fd number: nothing owns `fd` yet; it is
+            // kept open on purpose (the guest process gets it).
+            if unsafe { libc::dup2(null.as_raw_fd(), fd) } < 0 {
+                return Err(backend(format!(
+                    "dup2 /dev/null to fd {fd}: {}",
+                    std::io::Error::last_os_error()
+                )));
+            }
+        } else {
+            std::mem::forget(null);
+        }
+    }
+    Ok(())
+}
+
+/// Closes every fd of this process but `keep` (the proxy never execs, so
+/// close-on-exec does not help: the engine's pipes must not be held open).
+fn close_all_but(keep: &[RawFd]) {
+    let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    for fd in fds {
+        if !keep.contains(&fd) {
+            // SAFETY: closing a number this process no longer uses; the proxy holds
+            // no owned handle on any fd but those in `keep`.
+            unsafe { libc::close(fd) };
         }
     }
 }
@@ -230,22 +300,8 @@ fn proxy(
             fail(&mut ready, e);
         }
     }
-    // Fds 0-2 (a closed one as /dev/null) and the preserved ones.
-    let null = std::fs::File::open("/dev/null").ok();
-    let fds: Vec<RawFd> = (0..3 + preserve as RawFd)
-        .map(|fd| {
-            let open = nix::fcntl::fcntl(
-                // SAFETY: only probed with F_GETFD, not kept.
-                unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
-                nix::fcntl::FcntlArg::F_GETFD,
-            )
-            .is_ok();
-            match (&null, open) {
-                (Some(n), false) => n.as_raw_fd(),
-                _ => fd,
-            }
-        })
-        .collect();
+    // Fds 0-2 and the preserved ones (all open: see `fill_holes`).
+    let fds: Vec<RawFd> = (0..3 + preserve as RawFd).collect();
     let s = match request(rec, msg, &fds) {
         Ok(s) => s,
         Err(e) => fail(&mut ready, e.to_string()),
@@ -258,13 +314,12 @@ fn proxy(
         },
         Err(e) => fail(&mut ready, e.to_string()),
     };
+    let _ = ready.write_all(READY.as_bytes());
     drop(ready);
-    drop(null);
     // The stdio the guest process has now are the VMM's copies: the proxy's own
-    // go, so a pipe's reader sees its end when the guest process closes it.
-    for fd in 0..3 + preserve as RawFd {
-        let _ = nix::unistd::close(fd);
-    }
+    // go (and every other fd it inherited), so a pipe's reader sees its end when
+    // the guest process closes it.
+    close_all_but(&[s.as_raw_fd(), sigs.as_raw_fd()]);
     let mut pfds = [
         nix::poll::PollFd::new(s.as_fd(), nix::poll::PollFlags::POLLIN),
         nix::poll::PollFd::new(sigs.as_fd(), nix::poll::PollFlags::POLLIN),

@@ -115,6 +115,16 @@ impl OomWatch for GuestOom {
     }
 }
 
+/// Whether the user paused the domain (its VMM cannot answer until resumed). In
+/// an ARINC 653 pool the partition switcher freezes and thaws it on its own, so
+/// there only `pause` counts (its VMM answers within a major frame).
+fn paused(rec: &DomainRecord) -> bool {
+    if matches!(rec.sched, Some(hyperjail_sched::DomainSched::Arinc653)) {
+        return rec.user_paused;
+    }
+    rec.status == Status::Paused || JailBackend.is_paused(rec)
+}
+
 /// Whether the domain's guest runs (`start` let it; it may be paused since).
 fn started(rec: &DomainRecord) -> bool {
     matches!(rec.status, Status::Running | Status::Paused)
@@ -164,7 +174,7 @@ impl Backend for VmBackend {
         // `--all` into a running guest: every guest process gets it (SIGKILL ends
         // the VM, and every process in it, at once).
         if all && started(rec) && signal != libc::SIGKILL {
-            return control::kill(rec, signal, None, self.is_paused(rec));
+            return control::kill(rec, signal, None, paused(rec));
         }
         signal_pid(rec.pid, signal).map_err(|e| Error::Sys {
             op: "kill",
@@ -192,14 +202,10 @@ impl Backend for VmBackend {
         JailBackend.resume(rec)
     }
 
-    /// The guest's pids (its processes are not host processes).
+    /// The host pids of the domain: the VMM and `exec` proxies (its cgroup's);
+    /// the guest's own processes are [`Backend::guest_processes`].
     fn pids(&self, rec: &DomainRecord) -> Result<Vec<i32>> {
-        Ok(self
-            .guest_processes(rec)?
-            .unwrap_or_default()
-            .iter()
-            .map(|p| p.pid)
-            .collect())
+        JailBackend.pids(rec)
     }
 
     fn guest_processes(&self, rec: &DomainRecord) -> Result<Option<Vec<GuestProcess>>> {
@@ -207,7 +213,7 @@ impl Backend for VmBackend {
             // The guest has not run yet: no process of its exists.
             return Ok(Some(Vec::new()));
         }
-        if rec.status == Status::Paused || self.is_paused(rec) {
+        if paused(rec) {
             return Err(Error::Backend(format!(
                 "container {} is paused: its guest lists its processes once resumed",
                 rec.id
@@ -240,7 +246,7 @@ impl Backend for VmBackend {
     /// count the VMM's threads). A paused VM cannot answer: its cgroup count stays.
     fn stats(&self, rec: &DomainRecord) -> Result<serde_json::Value> {
         let mut v = JailBackend.stats(rec)?;
-        if rec.status == Status::Running && !self.is_paused(rec) {
+        if rec.status == Status::Running && !paused(rec) {
             if let Ok(procs) = control::ps(rec) {
                 v["pids"]["current"] = procs.len().into();
             }

@@ -4,13 +4,17 @@
 //! limit is the domain's. Left alone, the kernel's OOM killer would end the whole
 //! VMM when the guest's processes together reach it. Instead the VMM asks the
 //! cgroup (v1: a `memory.usage_in_bytes` threshold on `cgroup.event_control`) to be
-//! told when usage crosses the limit less a margin; its OOM thread then kills the
-//! guest process with the most memory of its own (resident pages of its window,
-//! from the VMM's pagemap) with SIGKILL, as Linux's OOM killer would, gives its
-//! memory back at once (MADV_DONTNEED on its window), and appends a
-//! line to `oom.log` in the state directory, which the runtime's `events` reports
-//! as an `oom` event. The guest's first process is its init: when it is the one,
-//! the VMM ends (status 137), as a container ends when its init is OOM-killed.
+//! told when usage crosses the limit less a margin. If what the kernel cannot
+//! reclaim (anonymous and shared memory, from memory.stat: page cache is dropped
+//! before memory runs out) is over that mark too, its OOM thread SIGKILLs the
+//! guest process with the most resident memory of its own (pages of its window,
+//! from the VMM's pagemap), as Linux's OOM killer would; if that process has not
+//! ended within a few ms its memory is given back at once (MADV_DONTNEED on its
+//! window). Each kill appends a line to `oom.log` in the state directory, which
+//! the runtime's `events` reports as an `oom` event. While usage stays above the
+//! mark (page cache can keep it there) memory is looked at every 2 ms. The
+//! guest's first process is its init: when it is the one, the VMM ends (status
+//! 137), as a container ends when its init is OOM-killed.
 //!
 //! cgroup v2 has no usage threshold events (its `memory.high` throttles instead);
 //! there the kernel's OOM killer ends the VMM and the cgroup's own `oom` event
@@ -33,6 +37,9 @@ pub const OOM_FILE: &str = "oom.log";
 /// least this much (a guest touching memory at full speed fills it in a few ms;
 /// the OOM thread wakes in microseconds).
 const MIN_MARGIN: u64 = 4 << 20;
+/// How often memory is looked at while usage is above the threshold (a guest
+/// touching memory at full speed takes a few MiB in that time).
+const POLL_MS: i32 = 2;
 /// Pagemap entries read at once.
 const CHUNK: usize = 4096;
 
@@ -41,9 +48,10 @@ const CHUNK: usize = 4096;
 pub struct Watch {
     /// Signalled when usage crosses `threshold` (either way).
     event: OwnedFd,
-    /// The cgroup's memory.usage_in_bytes.
+    /// The cgroup's memory.usage_in_bytes, memory.stat and memory.limit_in_bytes.
     usage: File,
-    threshold: u64,
+    stat: File,
+    limit: File,
     /// The state directory's [`OOM_FILE`].
     report: File,
 }
@@ -75,10 +83,11 @@ fn watch(cg: &Cgroup, dir: &Path) -> Result<Option<Watch>, String> {
     let Some(limit) = limit.filter(|&l| l < 1 << 62) else {
         return Ok(None);
     };
-    let margin = (limit / 6).max(MIN_MARGIN);
-    let threshold = limit.saturating_sub(margin).max(limit / 2);
+    let threshold = threshold(limit);
     let err = |what: &str, e: std::io::Error| format!("OOM watch: {what}: {e}");
     let usage = File::open(file("memory.usage_in_bytes")).map_err(|e| err("usage", e))?;
+    let stat = File::open(file("memory.stat")).map_err(|e| err("stat", e))?;
+    let limit = File::open(file("memory.limit_in_bytes")).map_err(|e| err("limit", e))?;
     // SAFETY: eventfd takes two integers; the fd it returns is owned from here on.
     let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
     if efd < 0 {
@@ -103,9 +112,53 @@ fn watch(cg: &Cgroup, dir: &Path) -> Result<Option<Watch>, String> {
     Ok(Some(Watch {
         event,
         usage,
-        threshold,
+        stat,
+        limit,
         report,
     }))
+}
+
+/// Where the killer acts for memory limit `limit`: a sixth below it.
+fn threshold(limit: u64) -> u64 {
+    let margin = (limit / 6).max(MIN_MARGIN);
+    limit.saturating_sub(margin).max(limit / 2)
+}
+
+/// The memory of the cgroup the kernel cannot reclaim (anonymous and shared
+/// memory; page cache is not: the kernel drops it before it runs out), from
+/// memory.stat, read into `buf` without allocating.
+fn unreclaimable(stat: &File, buf: &mut [u8]) -> u64 {
+    let Ok(n) = stat.read_at(buf, 0) else {
+        return 0;
+    };
+    let mut sum = 0;
+    for line in buf[..n].split(|&b| b == b'\n') {
+        let mut f = line.splitn(2, |&b| b == b' ');
+        let (Some(key), Some(val)) = (f.next(), f.next()) else {
+            continue;
+        };
+        if key == b"total_rss" || key == b"total_shmem" {
+            sum += std::str::from_utf8(val)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    sum
+}
+
+/// Waits up to `ms` for the eventfd (or just `ms`, as a sleep); true when it
+/// fired.
+fn wait_event(event: &File, ms: i32) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(event.as_fd(), PollFlags::POLLIN)];
+    let t = if ms < 0 {
+        PollTimeout::NONE
+    } else {
+        PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+    };
+    poll(&mut fds, t).is_ok_and(|n| n > 0)
 }
 
 /// Starts the OOM thread (after confinement: it inherits the seccomp filter).
@@ -118,37 +171,72 @@ pub fn start(m: Arc<Machine>, w: Watch) -> Result<(), String> {
 }
 
 fn run(m: &Machine, mut w: Watch) {
-    // Allocated now: by the time it is needed, memory is short.
+    // Allocated now: by the time they are needed, memory is short.
     let mut buf = vec![0u8; 8 * CHUNK];
+    let mut stat = vec![0u8; 8192];
     let mut event = File::from(w.event);
     let mut count = [0u8; 8];
+    // Above the threshold (the usage event fired and usage has not gone back
+    // down): page cache may keep it there, so memory is looked at every POLL_MS
+    // until it does.
+    let mut above = false;
     loop {
-        if event.read_exact(&mut count).is_err() {
+        if wait_event(&event, if above { POLL_MS } else { -1 })
+            && event.read_exact(&mut count).is_err()
+        {
             return;
         }
-        if read_u64(&w.usage).is_none_or(|u| u < w.threshold) {
+        let Some(limit) = read_u64(&w.limit) else {
+            continue;
+        };
+        let threshold = threshold(limit);
+        above = read_u64(&w.usage).is_some_and(|u| u >= threshold);
+        if !above || unreclaimable(&w.stat, &mut stat) < threshold {
             continue;
         }
         let Some((p, pid, bytes)) = victim(m, &mut buf) else {
             continue;
         };
-        let line = format!("{{\"pid\":{pid},\"rss\":{bytes}}}\n");
-        let _ = w.report.write_all(line.as_bytes());
-        crate::vmm::warn(&format!(
-            "vm: out of memory: killed guest process {pid} ({} MiB of its own)",
-            bytes >> 20
-        ));
+        let word = |off| {
+            m.mem
+                .atomic_u64(PROC_INFO_GPA + p * PROC_INFO_SIZE + off)
+                .map_or(0, |w| w.load(Ordering::SeqCst))
+        };
+        let alive = || word(PI_BUSY) != 0 && word(PI_PID) == pid;
+        if !alive() {
+            // It ended meanwhile: memory is looked at again.
+            continue;
+        }
         if p == 0 {
             // The guest's init: the domain ends with it.
+            report(&mut w.report, pid, bytes);
             std::process::exit(128 + libc::SIGKILL);
         }
         m.oom_victims.fetch_or(1 << p, Ordering::SeqCst);
         m.post_host_signal(p, libc::SIGKILL as u64);
-        // Its memory goes now, not at its exit: the others may be touching memory
-        // at full speed meanwhile. A fault this causes before the SIGKILL is taken
-        // counts as the SIGKILL (vcpu.rs).
-        m.view(p).release(LOW);
+        // Its exit gives its memory back; if it has not ended within a few ms (its
+        // vCPU may wait for memory in a fault), the memory goes now. A fault this
+        // causes before it takes the SIGKILL counts as the SIGKILL (vcpu.rs).
+        for _ in 0..5 {
+            if !alive() {
+                break;
+            }
+            wait_event(&event, 1);
+        }
+        if alive() {
+            m.view(p).release(LOW);
+        }
+        report(&mut w.report, pid, bytes);
     }
+}
+
+/// A kill in the report file and the log.
+fn report(f: &mut File, pid: u64, bytes: u64) {
+    let _ = f.write_all(format!("{{\"pid\":{pid},\"rss\":{bytes}}}\n").as_bytes());
+    crate::vmm::warn(&format!(
+        "vm: out of memory: killed guest process {pid} ({} MiB of its own)",
+        bytes >> 20
+    ));
 }
 
 /// The process slot, pid and resident bytes of the guest process with the most

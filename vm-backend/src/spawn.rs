@@ -18,6 +18,7 @@
 //! its pid (MMIO_SPAWNED). Its exit (MMIO_PROC_EXIT) reports the status.
 
 use crate::abi::*;
+use crate::mem::GuestMem;
 use crate::vcpu::{self, Machine, Start};
 use std::io::{BufRead, BufReader, IoSliceMut, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -25,6 +26,8 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+/// The first byte of a control request (`start` sends another, create.rs).
+pub const REQUEST_BYTE: u8 = b'r';
 /// Most fds one `exec` passes (stdio and preserved fds).
 const MAX_PASSED: usize = 253;
 /// Longest request line (arguments and environment, as execve's limit, and room).
@@ -70,8 +73,8 @@ fn receive(s: &UnixStream) -> Result<Vec<OwnedFd>, String> {
             fds.extend(v.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
         }
     }
-    if msg.bytes != 1 {
-        return Err("empty request".into());
+    if msg.bytes != 1 || byte[0] != REQUEST_BYTE {
+        return Err("not a control request (the VM has been started)".into());
     }
     Ok(fds)
 }
@@ -195,40 +198,62 @@ fn strings(v: &serde_json::Value, what: &str) -> Result<Vec<String>, String> {
 }
 
 /// Starts the process; the guest kernel's MMIO_SPAWNED then answers `pid` on `s`.
+/// This thread then watches the connection: a proxy that goes away (killed with
+/// SIGKILL, which it cannot pass on) takes its process with it, as a process whose
+/// exec session ends would otherwise run on unseen and keep its slot.
 fn exec(
     m: &Arc<Machine>,
     req: &serde_json::Value,
     fds: Vec<OwnedFd>,
     s: UnixStream,
 ) -> Result<(), (String, UnixStream)> {
-    match prepare(m, req, fds) {
-        Ok(start) => launch(m, start, s),
-        Err(e) => Err((e, s)),
+    let (start, undo) = match prepare(m, req, fds) {
+        Ok(x) => x,
+        Err(e) => return Err((e, s)),
+    };
+    let p = start.proc as usize;
+    let s = Arc::new(s);
+    if let Ok(mut x) = m.execs.lock() {
+        x[p] = Some(Arc::clone(&s));
     }
+    if let Err(e) = vcpu::launch(m, start) {
+        let mine = m.execs.lock().ok().and_then(|mut x| x[p].take());
+        undo.run(m);
+        let e = format!("start a vCPU: {}", errno_text(e));
+        drop(mine);
+        return match Arc::try_unwrap(s) {
+            Ok(s) => Err((e, s)),
+            // Unreachable: the only other reference was just dropped.
+            Err(_) => Ok(()),
+        };
+    }
+    watch(m, p, &s);
+    Ok(())
 }
 
-/// Registers `s` as the waiter of the prepared process and starts its vCPU.
-fn launch(
-    m: &Arc<Machine>,
-    (start, undo): (Start, Undo),
-    s: UnixStream,
-) -> Result<(), (String, UnixStream)> {
-    let p = start.proc as usize;
-    if let Ok(mut x) = m.execs.lock() {
-        x[p] = Some(s);
-    }
-    match vcpu::launch(m, start) {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            let s = m.execs.lock().ok().and_then(|mut x| x[p].take());
-            undo.run(m);
-            let e = format!("start a vCPU: {}", errno_text(e));
-            match s {
-                Some(s) => Err((e, s)),
-                // Unreachable (the lock is never poisoned): the answer is lost.
-                None => Ok(()),
-            }
+/// Waits until the exec connection `s` of process slot `p` hangs up; if the
+/// process has not ended by then, SIGKILL for it.
+fn watch(m: &Machine, p: usize, s: &Arc<UnixStream>) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    loop {
+        let mut fds = [PollFd::new(
+            s.as_fd(),
+            PollFlags::from_bits_retain(libc::POLLRDHUP),
+        )];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => break,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return,
         }
+    }
+    let still = m
+        .execs
+        .lock()
+        .ok()
+        .is_some_and(|x| x[p].as_ref().is_some_and(|w| Arc::ptr_eq(w, s)));
+    if still {
+        m.post_host_signal(p as u64, libc::SIGKILL as u64);
     }
 }
 
@@ -236,7 +261,7 @@ fn launch(
 /// its files and memory.
 struct Undo {
     p: u64,
-    slot: u64,
+    slot: Option<u64>,
 }
 
 impl Undo {
@@ -251,14 +276,24 @@ impl Undo {
         if let Some(ring) = m.ring.get() {
             ring.with_host(|h, _| h.drop_files(p));
         }
-        m.view(p).discard(LOW);
-        free(m, PERCPU_GPA + self.slot * PERCPU_SIZE + PC_BUSY);
+        // Its own view only (`Machine::view` falls back to the first process's).
+        let view = m
+            .views
+            .lock()
+            .ok()
+            .and_then(|v| v.get(p as usize)?.as_ref().map(GuestMem::alias));
+        if let Some(v) = view {
+            v.discard(LOW);
+        }
+        if let Some(slot) = self.slot {
+            free(m, PERCPU_GPA + slot * PERCPU_SIZE + PC_BUSY);
+        }
         free(m, PROC_INFO_GPA + p * PROC_INFO_SIZE + PI_BUSY);
     }
 }
 
-/// Takes the slots, installs the files and loads the image of the process `req`
-/// describes; returns how to start its vCPU.
+/// Takes a process slot, installs the files and loads the image of the process
+/// `req` describes, then takes a per-CPU slot for it; returns how to start its vCPU.
 fn prepare(
     m: &Arc<Machine>,
     req: &serde_json::Value,
@@ -275,15 +310,15 @@ fn prepare(
     let p = take(m, 1..MAX_PROCS, |p| block(p) + PI_BUSY).ok_or(format!(
         "the VM runs {MAX_PROCS} processes already (its most)"
     ))?;
-    let area = |slot: u64| PERCPU_GPA + slot * PERCPU_SIZE;
-    let Some(slot) = take(m, 1..MAX_VCPUS, |i| area(i) + PC_BUSY) else {
-        free(m, block(p) + PI_BUSY);
-        return Err(format!(
-            "the VM runs {MAX_VCPUS} threads already (its most)"
-        ));
-    };
+    // The block's words the guest reads for this slot start clean (a fork copies
+    // them from its parent the same way).
+    for off in [PI_TIMER_SIG, PI_HOSTSIG, PI_PID, PI_PPID] {
+        if let Some(w) = pi(m, p, off) {
+            w.store(0, Ordering::SeqCst);
+        }
+    }
     let undo = |e: String| {
-        Undo { p, slot }.run(m);
+        Undo { p, slot: None }.run(m);
         e
     };
     let mut mem = crate::process::view(m, p).map_err(|e| undo(errno_text(e)))?;
@@ -294,16 +329,31 @@ fn prepare(
     });
     m.timers.clear(p);
     m.oom_victims.fetch_and(!(1 << p), Ordering::SeqCst);
-    for off in [PI_TIMER_SIG, PI_HOSTSIG, PI_PID, PI_PPID] {
-        if let Some(w) = pi(m, p, off) {
-            w.store(0, Ordering::SeqCst);
-        }
-    }
     let (rip, rsp) = crate::process::load(m, p, &mut mem, path.as_bytes(), &args, &env)
         .map_err(|e| undo(format!("{path}: {}", errno_text(e))))?;
+    // The per-CPU slot last, and named as this process's at once: a slot taken
+    // shows as a thread of the process its PC_PROC names.
+    let area = |slot: u64| PERCPU_GPA + slot * PERCPU_SIZE;
     let mut low = m.mem.alias();
+    let slot = (1..MAX_VCPUS).find(|&i| {
+        m.mem.atomic_u64(area(i) + PC_BUSY).is_some_and(|w| {
+            let mut low = m.mem.alias();
+            let taken = w
+                .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok();
+            if taken {
+                low.write_u64(area(i) + PC_PROC, p);
+            }
+            taken
+        })
+    });
+    let Some(slot) = slot else {
+        return Err(undo(format!(
+            "the VM runs {MAX_VCPUS} threads already (its most)"
+        )));
+    };
+    low.write_u64(area(slot) + PC_TID, 0);
     low.write_u64(area(slot) + PC_KSTACK_TOP, area(slot) + PERCPU_SIZE);
-    low.write_u64(area(slot) + PC_PROC, p);
     // KVM's register order: rax rbx rcx rdx rsi rdi rsp ...; the spawn entry takes
     // rip in rdi and the user stack in rsi, and starts on the kernel stack.
     let mut regs = [0u64; 16];
@@ -316,7 +366,13 @@ fn prepare(
         proc: p,
         entry: m.spawn_start,
     };
-    Ok((start, Undo { p, slot }))
+    Ok((
+        start,
+        Undo {
+            p,
+            slot: Some(slot),
+        },
+    ))
 }
 
 fn free(m: &Machine, gpa: u64) {
@@ -336,7 +392,7 @@ fn errno_text(e: i64) -> String {
 pub fn started(m: &Machine, p: u64, pid: u64) {
     let x = m.execs.lock().ok();
     if let Some(Some(s)) = x.as_ref().and_then(|x| x.get(p as usize)) {
-        let _ = (&*s).write_all(format!("pid {pid}\n").as_bytes());
+        let _ = (&**s).write_all(format!("pid {pid}\n").as_bytes());
     }
 }
 
@@ -348,7 +404,7 @@ pub fn ended(m: &Machine, p: u64, status: u64) {
         .lock()
         .ok()
         .and_then(|mut x| x.get_mut(p as usize).and_then(Option::take));
-    if let Some(mut s) = s {
-        let _ = s.write_all(format!("exit {status}\n").as_bytes());
+    if let Some(s) = s {
+        let _ = (&*s).write_all(format!("exit {status}\n").as_bytes());
     }
 }

@@ -47,7 +47,7 @@ pub struct Machine {
     pub oom_victims: AtomicU64,
     /// Per process slot: the connection of the `exec` that started its process,
     /// told the pid and then the exit status (see spawn.rs).
-    pub execs: Mutex<Vec<Option<std::os::unix::net::UnixStream>>>,
+    pub execs: Mutex<Vec<Option<Arc<std::os::unix::net::UnixStream>>>>,
     /// The forwarding rings, once their thread runs.
     pub ring: OnceLock<Kicker>,
     /// The guest's futexes.

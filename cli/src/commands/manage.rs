@@ -9,8 +9,12 @@ use std::time::Duration;
 
 /// `ps`: pids as JSON, or ps(1)'s table filtered to the container's processes.
 pub fn ps(rt: &Runtime, id: &str, format: ListFormat, ps_args: &[String]) -> Result<()> {
-    if let Some(procs) = rt.guest_processes(id)? {
-        return guest_ps(&procs, format, ps_args);
+    // JSON is the host pids for every backend (engines look them up on the host);
+    // the table of a VM domain is its guest's.
+    if format == ListFormat::Table {
+        if let Some(procs) = rt.guest_processes(id)? {
+            return guest_ps(&procs, ps_args);
+        }
     }
     let pids = rt.pids(id)?;
     if format == ListFormat::Json {
@@ -54,18 +58,9 @@ pub fn ps(rt: &Runtime, id: &str, format: ListFormat, ps_args: &[String]) -> Res
     Ok(())
 }
 
-/// `ps` of a VM domain: the guest kernel's processes (pids in the guest), as JSON
-/// pids or a PID/PPID/CMD table; the host's ps cannot see them, so it takes no
-/// ps options.
-fn guest_ps(
-    procs: &[hyperjail_runtime::GuestProcess],
-    format: ListFormat,
-    ps_args: &[String],
-) -> Result<()> {
-    if format == ListFormat::Json {
-        let pids: Vec<i32> = procs.iter().map(|p| p.pid).collect();
-        return super::out(serde_json::to_string(&pids)?);
-    }
+/// `ps` of a VM domain: the guest kernel's processes (pids in the guest) as a
+/// PID/PPID/CMD table; the host's ps cannot see them, so it takes no ps options.
+fn guest_ps(procs: &[hyperjail_runtime::GuestProcess], ps_args: &[String]) -> Result<()> {
     if !ps_args.is_empty() {
         bail!(
             "ps options ({}) are not supported for a VM domain: its processes are the guest kernel's, which the host's ps cannot see",
