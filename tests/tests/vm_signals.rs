@@ -1,5 +1,6 @@
 //! Signals in the VM: handlers with siginfo and a Linux signal frame, masks and
-//! pending sets, SIGCHLD, sigsuspend, default actions (terminate, ignore), a
+//! pending sets, SIGCHLD, sigsuspend, default actions (terminate, ignore), an
+//! alternate signal stack (sigaltstack, SA_ONSTACK), a
 //! signal waking a thread from a sleep, a wait or a blocked read; busybox sh
 //! `trap`, `kill` and `wait`. The program prints only what the host run prints too.
 
@@ -58,8 +59,63 @@ static int busy_until_signalled(void) {
     return a == b && n > 0 ? 0 : 1;
 }
 
+/* sigaltstack: where a handler runs, and what sigaltstack says inside it. */
+#ifndef SS_AUTODISARM
+#define SS_AUTODISARM (1U << 31) /* Linux 4.7; glibc 2.36 headers lack it */
+#endif
+static char altbuf[65536];
+static volatile int on_alt = -1, alt_flags = -1;
+static void on_alt_sig(int sig) {
+    char local;
+    stack_t cur;
+    on_alt = &local >= altbuf && &local < altbuf + sizeof altbuf;
+    sigaltstack(0, &cur);
+    alt_flags = cur.ss_flags;
+}
+
+static void altstack_checks(void) {
+    stack_t ss = {.ss_sp = altbuf, .ss_size = sizeof altbuf, .ss_flags = 0}, old;
+    int r = sigaltstack(&ss, &old);
+    printf("sigaltstack=%d old-disabled=%d\n", r, old.ss_flags == SS_DISABLE);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_alt_sig;
+    sa.sa_flags = SA_ONSTACK;
+    sigaction(SIGURG, &sa, 0);
+    raise(SIGURG);
+    printf("onstack: on-alt=%d flags-onstack=%d\n", on_alt, alt_flags == SS_ONSTACK);
+    sigaltstack(0, &old);
+    printf("after: flags=%d size-kept=%d\n", old.ss_flags, old.ss_size == sizeof altbuf);
+    sa.sa_flags = 0;
+    sigaction(SIGURG, &sa, 0);
+    raise(SIGURG);
+    printf("no SA_ONSTACK: on-alt=%d\n", on_alt);
+    stack_t small = {.ss_sp = altbuf, .ss_size = 100, .ss_flags = 0};
+    errno = 0;
+    r = sigaltstack(&small, 0);
+    printf("small=%d %s\n", r, strerror(errno));
+    stack_t bad = {.ss_sp = altbuf, .ss_size = sizeof altbuf, .ss_flags = 77};
+    errno = 0;
+    r = sigaltstack(&bad, 0);
+    printf("bad-flags=%d %s\n", r, strerror(errno));
+    /* SS_AUTODISARM: off while the handler runs, back after it. */
+    stack_t autod = {.ss_sp = altbuf, .ss_size = sizeof altbuf, .ss_flags = SS_AUTODISARM};
+    r = sigaltstack(&autod, 0);
+    sa.sa_flags = SA_ONSTACK;
+    sigaction(SIGURG, &sa, 0);
+    raise(SIGURG);
+    sigaltstack(0, &old);
+    printf("autodisarm=%d on-alt=%d inside-disabled=%d after=%d\n", r, on_alt,
+           alt_flags == SS_DISABLE, old.ss_flags == SS_AUTODISARM);
+    stack_t off = {.ss_flags = SS_DISABLE};
+    sigaltstack(&off, 0);
+    sigaltstack(0, &old);
+    printf("disabled=%d\n", old.ss_flags == SS_DISABLE);
+}
+
 int main(void) {
     setvbuf(stdout, 0, _IONBF, 0);
+    altstack_checks();
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = on_usr1;
@@ -311,6 +367,14 @@ fn signals_match_the_host() {
         "bad-signal=-1 Invalid argument",
         "catch-kill=-1 Invalid argument",
         "no-such-pid=-1 No such process",
+        "sigaltstack=0 old-disabled=1",
+        "onstack: on-alt=1 flags-onstack=1",
+        "after: flags=0 size-kept=1",
+        "no SA_ONSTACK: on-alt=0",
+        "small=-1 Cannot allocate memory",
+        "bad-flags=-1 Invalid argument",
+        "autodisarm=0 on-alt=1 inside-disabled=1 after=1",
+        "disabled=1",
     ] {
         assert!(host_out.contains(want), "host: {want:?} in {host_out}");
     }

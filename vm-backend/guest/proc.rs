@@ -110,6 +110,11 @@ pub fn fork(f: &Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tls: u64) -
     });
     let clear = if flags & CLONE_CHILD_CLEARTID != 0 { ctid } else { 0 };
     thread::prepare_slot(slot, pid, clear, f.rcx, child);
+    // The child's thread keeps the caller's alternate signal stack, as fork's does.
+    for off in [PC_ALT_SP, PC_ALT_SIZE, PC_ALT_FLAGS] {
+        // SAFETY: the slot was taken above; no vCPU runs on it yet.
+        unsafe { percpu::at(slot, off).write_volatile(percpu::get(off)) };
+    }
     let undo = |e: i64| {
         with(|s| s.procs[child as usize].live = false);
         free_proc(child);
@@ -222,6 +227,9 @@ pub fn execve(f: &mut Frame, path: u64, argv: u64, envp: u64) -> i64 {
     f.r11 = 0x202;
     percpu::set(PC_USER_RSP, rsp);
     percpu::set(PC_CLEAR_TID, 0);
+    percpu::set(PC_ALT_SIZE, 0);
+    percpu::set(PC_ALT_SP, 0);
+    percpu::set(PC_ALT_FLAGS, 0);
     with(|s| {
         let me = s.me();
         me.signals.exec();

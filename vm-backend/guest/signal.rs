@@ -21,6 +21,13 @@ const SIGSEGV: u64 = 11;
 const SIGCHLD: u64 = 17;
 const SIGSTOP: u64 = 19;
 const SA_RESTORER: u64 = 0x0400_0000;
+const SA_ONSTACK: u64 = 0x0800_0000;
+const SS_ONSTACK: u64 = 1;
+const SS_DISABLE: u64 = 2;
+const SS_AUTODISARM: u64 = 1 << 31;
+const MINSIGSTKSZ: u64 = 2048;
+const EPERM: i64 = 1;
+const ENOMEM: i64 = 12;
 const SA_RESTART: u64 = 0x1000_0000;
 const SA_NODEFER: u64 = 0x4000_0000;
 const SA_RESETHAND: u64 = 0x8000_0000;
@@ -569,9 +576,96 @@ fn gregs(f: &Frame, rax: i64, rsp: u64) -> [u64; GREGS] {
 
 /// Builds the signal frame below the user's stack (past the red zone) and points
 /// `f` at the handler; false when the stack is not writable memory.
+/// The calling thread's alternate signal stack: base, size (0: none), flags.
+fn altstack() -> (u64, u64, u64) {
+    (percpu::get(PC_ALT_SP), percpu::get(PC_ALT_SIZE), percpu::get(PC_ALT_FLAGS))
+}
+
+/// Whether user stack pointer `rsp` is on the alternate signal stack (never,
+/// with SS_AUTODISARM: as Linux's on_sig_stack).
+fn on_altstack(rsp: u64) -> bool {
+    let (sp, size, flags) = altstack();
+    size != 0 && flags & SS_AUTODISARM == 0 && rsp > sp && rsp - sp <= size
+}
+
+/// The ss_flags sigaltstack and a signal frame report for the stack at `rsp`.
+fn altstack_flags(rsp: u64) -> u64 {
+    let (_, size, flags) = altstack();
+    if size == 0 {
+        SS_DISABLE
+    } else if on_altstack(rsp) {
+        SS_ONSTACK
+    } else {
+        flags & SS_AUTODISARM
+    }
+}
+
+/// sigaltstack(2): the calling thread's alternate signal stack.
+pub fn sigaltstack(ss: u64, old: u64) -> i64 {
+    let rsp = percpu::get(PC_USER_RSP);
+    let (sp, size, _) = altstack();
+    let old_flags = altstack_flags(rsp);
+    if ss != 0 {
+        if !user_ok(ss, 24) {
+            return -EFAULT;
+        }
+        // SAFETY: checked to be 24 bytes of guest RAM (a stack_t).
+        let (nsp, nflags, nsize) = unsafe {
+            (
+                (ss as *const u64).read_unaligned(),
+                u64::from(((ss + 8) as *const u32).read_unaligned()),
+                ((ss + 16) as *const u64).read_unaligned(),
+            )
+        };
+        if on_altstack(rsp) {
+            return -EPERM;
+        }
+        match nflags & !SS_AUTODISARM {
+            SS_DISABLE => {
+                percpu::set(PC_ALT_SIZE, 0);
+                percpu::set(PC_ALT_SP, 0);
+                percpu::set(PC_ALT_FLAGS, 0);
+            }
+            0 | SS_ONSTACK => {
+                if nsize < MINSIGSTKSZ {
+                    return -ENOMEM;
+                }
+                percpu::set(PC_ALT_SP, nsp);
+                percpu::set(PC_ALT_SIZE, nsize);
+                percpu::set(PC_ALT_FLAGS, nflags & SS_AUTODISARM);
+            }
+            _ => return -EINVAL,
+        }
+    }
+    if old != 0 {
+        let mut b = [0u8; 24];
+        b[..8].copy_from_slice(&sp.to_le_bytes());
+        b[8..12].copy_from_slice(&(old_flags as u32).to_le_bytes());
+        b[16..].copy_from_slice(&size.to_le_bytes());
+        if !put(old, &b) {
+            return -EFAULT;
+        }
+    }
+    0
+}
+
 fn frame(f: &mut Frame, ret: i64, sig: u64, handler: u64, a: &Action, info: Info, old: u64) -> bool {
     let user_rsp = percpu::get(PC_USER_RSP);
-    let fp = (user_rsp.wrapping_sub(128 + 512)) & !63;
+    // SA_ONSTACK with an alternate stack the thread is not on already: the frame
+    // goes at its top (no red zone to skip there).
+    let (alt_sp, alt_size, alt_flags) = altstack();
+    let uc_stack = [alt_sp, altstack_flags(user_rsp), alt_size];
+    let top = if a.flags & SA_ONSTACK != 0 && alt_size != 0 && !on_altstack(user_rsp) {
+        if alt_flags & SS_AUTODISARM != 0 {
+            percpu::set(PC_ALT_SIZE, 0);
+            percpu::set(PC_ALT_SP, 0);
+            percpu::set(PC_ALT_FLAGS, 0);
+        }
+        alt_sp.wrapping_add(alt_size)
+    } else {
+        user_rsp.wrapping_sub(128)
+    };
+    let fp = (top.wrapping_sub(512)) & !63;
     let at = ((fp - FRAME) & !15) - 8;
     if !user_ok(at, fp + 512 - at) {
         return false;
@@ -585,7 +679,7 @@ fn frame(f: &mut Frame, ret: i64, sig: u64, handler: u64, a: &Action, info: Info
     }
     crate::mem::zero(at, fp - at);
     let mut ok = crate::mem::put_u64s(at, &[a.restorer]);
-    ok &= crate::mem::put_u64s(at + UC + 16, &[0, 2, 0]); // uc_stack: SS_DISABLE
+    ok &= crate::mem::put_u64s(at + UC + 16, &uc_stack);
     ok &= crate::mem::put_u64s(at + MCONTEXT, &gregs(f, ret, user_rsp));
     // cs/gs/fs/ss, err, trapno, oldmask, cr2, fpstate
     ok &= crate::mem::put_u64s(at + MCONTEXT + 8 * GREGS as u64, &[0x2b_0000_0000_0033, 0, 0, old, 0, fp]);
@@ -631,6 +725,13 @@ pub fn sigreturn(f: &mut Frame) -> i64 {
     percpu::set(PC_RET_R11, g[3]);
     percpu::set(PC_FULL_RET, 1);
     percpu::set(PC_SIGMASK, w(SIGMASK) & !UNBLOCKABLE);
+    // An alternate stack SS_AUTODISARM turned off for the handler comes back.
+    let (ss_sp, ss_flags, ss_size) = (w(UC + 16), w(UC + 24) & 0xffff_ffff, w(UC + 32));
+    if ss_flags & SS_AUTODISARM != 0 && ss_size >= MINSIGSTKSZ {
+        percpu::set(PC_ALT_SP, ss_sp);
+        percpu::set(PC_ALT_SIZE, ss_size);
+        percpu::set(PC_ALT_FLAGS, SS_AUTODISARM);
+    }
     if fp != 0 && user_ok(fp, 512) {
         // SAFETY: the entry's fxsave image is 512 bytes right below `f`; [fp,
         // fp+512) is guest RAM. MXCSR's reserved bits are cleared so that the

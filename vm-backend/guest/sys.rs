@@ -309,7 +309,7 @@ pub fn dispatch(f: &mut Frame) -> i64 {
         121 => proc::getpgid(a[0]),
         124 => proc::getsid(a[0]),
         115 => 0,                         // getgroups: none
-        131 => 0,                         // sigaltstack
+        131 => crate::signal::sigaltstack(a[0], a[1]),
         158 => arch_prctl(a[0], a[1]),
         201 => time::time(a[0]),
         218 => {

@@ -89,6 +89,10 @@ pub fn prepare_slot(slot: u64, tid: u64, clear: u64, rip: u64, proc: u64) {
         area(PC_SIGPEND).write_volatile(0);
         area(PC_MASK_SAVED).write_volatile(0);
         area(PC_FULL_RET).write_volatile(0);
+        // No alternate signal stack (a forked child gets its parent's: proc.rs).
+        area(PC_ALT_SIZE).write_volatile(0);
+        area(PC_ALT_SP).write_volatile(0);
+        area(PC_ALT_FLAGS).write_volatile(0);
     }
 }
 

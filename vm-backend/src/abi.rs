@@ -183,6 +183,13 @@ pub const IT_RET: u64 = 24;
 /// installed in the caller's fd table (args: address, length, O_CLOEXEC flag);
 /// /proc's files are made so.
 pub const HJ_BUFFER_FILE: u64 = 1000;
+/// The thread's alternate signal stack (sigaltstack): base, size (0: none) and
+/// SS_AUTODISARM (the flag bit as Linux has it, or 0).
+pub const PC_ALT_SP: u64 = 176;
+/// See [`PC_ALT_SP`].
+pub const PC_ALT_SIZE: u64 = 184;
+/// See [`PC_ALT_SP`].
+pub const PC_ALT_FLAGS: u64 = 192;
 
 /// Per-CPU areas, one per vCPU slot, [`PERCPU_SIZE`] bytes each; a vCPU's GS base
 /// is its area's address. The kernel stack fills the area above [`PC_STACK_BOTTOM`].
