@@ -14,7 +14,7 @@ CARGO ?= cargo
 export HYPERJAIL_BIN := $(CURDIR)/target/release/hyperjail
 export HYPERJAIL := $(HYPERJAIL_BIN)
 
-.PHONY: all deps build demo test require-root bench-lifecycle bench-scale bench-sched bench-vm fmt clippy clean fuzz
+.PHONY: all deps build demo test require-root bench-lifecycle bench-scale bench-sched bench-vm vm-debian fmt clippy clean fuzz
 
 all: build
 
@@ -56,6 +56,10 @@ bench-sched: require-root build
 # VM backend vs. jail, crun, runc, runsc: run of true, start latency, CPU, syscalls, VMM RSS.
 bench-vm: require-root build
 	scripts/bench-vm.sh
+
+# Debian's dash, coreutils and python3 (a minbase debootstrap, built once) in the VM.
+vm-debian: require-root build
+	scripts/vm-debian.sh
 
 fmt:
 	$(CARGO) fmt --all
