@@ -19,6 +19,8 @@ const PIPES: &str = r#"
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/select.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -234,6 +236,29 @@ int main(void) {
     int bad1 = pipe2(q, 0x1234) == -1 && errno == EINVAL;
     int bad2 = eventfd(0, 0x4000) == -1 && errno == EINVAL;
     printf("bad-flags=%d %d\n", bad1, bad2);
+
+    /* close_range: closes a range (fixed high numbers: the host run may have
+       other fds open); CLOSE_RANGE_CLOEXEC (4) marks instead. */
+    int cr[2];
+    pipe(cr);
+    dup2(cr[0], 500);
+    dup2(cr[1], 501);
+    dup2(cr[0], 502);
+    r = syscall(SYS_close_range, 500, 501, 0);
+    printf("close_range=%d closed=%d %d kept=%d\n", r, fcntl(500, F_GETFD) == -1,
+           fcntl(501, F_GETFD) == -1, fcntl(502, F_GETFD) == 0);
+    r = syscall(SYS_close_range, 502, 502, 4);
+    printf("close_range-cloexec=%d flag=%d\n", r, fcntl(502, F_GETFD) == FD_CLOEXEC);
+    errno = 0;
+    r = syscall(SYS_close_range, 9, 3, 0);
+    printf("close_range-bad=%d %s\n", r, strerror(errno));
+    /* statfs and fstatfs of the working directory. */
+    struct statfs sf, sf2;
+    r = statfs(".", &sf);
+    int dfd = open(".", O_RDONLY | O_DIRECTORY);
+    int r2 = fstatfs(dfd, &sf2);
+    printf("statfs=%d fstatfs=%d same-type=%d bsize=%d namelen=%ld\n", r, r2,
+           sf.f_type == sf2.f_type, sf.f_bsize > 0, (long)sf.f_namelen);
     return 0;
 }
 "#;
@@ -280,6 +305,10 @@ fn pipes_poll_and_epoll_match_the_host() {
         "timerfd disarmed=1",
         "timerfd epoll=1 data=77",
         "bad-flags=1 1",
+        "close_range=0 closed=1 1 kept=1",
+        "close_range-cloexec=0 flag=1",
+        "close_range-bad=-1 Invalid argument",
+        "statfs=0 fstatfs=0 same-type=1 bsize=1 namelen=255",
     ] {
         assert!(host_out.contains(want), "host: {want:?} in {host_out}");
     }

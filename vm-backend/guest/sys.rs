@@ -225,7 +225,7 @@ pub fn dispatch(f: &mut Frame) -> i64 {
         // Console and file I/O, paths, the fd table and the working directory: the
         // VMM's ring.
         0..=8 | 16..=22 | 32 | 33 | 40 | 72 | 79..=84 | 87 | 88 => forward(nr, a),
-        217 | 258 | 262..=264 | 266 | 269 | 292 | 316 | 332 | 439 => forward(nr, a),
+        137 | 138 | 217 | 258 | 262..=264 | 266 | 269 | 292 | 316 | 332 | 436 | 439 => forward(nr, a),
         // pselect6's sixth argument: {sigset pointer, size}.
         270 if a[5] != 0 => {
             if !user_ok(a[5], 16) {

@@ -23,6 +23,7 @@ const ALLOWED: &[&str] = &[
     "lseek",
     "close",
     "fstat",
+    "fstatfs",
     "newfstatat",
     "openat2",
     "getdents64",

@@ -340,6 +340,29 @@ impl Host {
         }
     }
 
+    /// close_range(2): CLOSE_RANGE_CLOEXEC marks instead of closing;
+    /// CLOSE_RANGE_UNSHARE changes nothing (each process has its own table).
+    pub fn close_range(&mut self, first: u64, last: u64, flags: u64) -> Result<i64, Errno> {
+        const UNSHARE: u64 = 2;
+        const CLOEXEC: u64 = 4;
+        let (first, last) = (first as u32 as usize, last as u32 as usize);
+        if flags & !(UNSHARE | CLOEXEC) != 0 || first > last {
+            return Err(Errno::EINVAL);
+        }
+        let fds = &mut self.files_mut().fds;
+        let end = last.saturating_add(1).min(fds.len());
+        for s in fds.iter_mut().take(end).skip(first) {
+            if flags & CLOEXEC != 0 {
+                if let Some(s) = s.as_mut() {
+                    s.cloexec = true;
+                }
+            } else {
+                *s = None;
+            }
+        }
+        Ok(0)
+    }
+
     /// dup(2), and fcntl F_DUPFD/F_DUPFD_CLOEXEC with `min`.
     pub fn dup(&mut self, fd: u64, min: u64, cloexec: bool) -> Result<i64, Errno> {
         let mut s = self.slot(fd)?.clone();

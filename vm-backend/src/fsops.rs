@@ -9,7 +9,7 @@ use crate::mem::GuestMem;
 use crate::stat;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 /// Linux system-call results inside the VMM: a value, or the errno to return.
@@ -142,6 +142,28 @@ pub fn newfstatat(
     let f = stat_target(h, mem, dirfd, path, flags)?;
     let st = nix::sys::stat::fstat(f.as_fd())?;
     put(mem, buf, &stat::encode_stat(&st))
+}
+
+/// The host's statfs of `fd`.
+fn host_statfs(fd: BorrowedFd<'_>) -> Result<libc::statfs, Errno> {
+    // SAFETY: an all-zero statfs is a valid value (integers only).
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: fstatfs writes one statfs into `st`, which lives across the call.
+    Errno::result(unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) })?;
+    Ok(st)
+}
+
+/// statfs(2) of a guest path.
+pub fn statfs(h: &Host, mem: &mut GuestMem, path: u64, buf: u64) -> Ret {
+    let f = stat_target(h, mem, AT_FDCWD as u32 as u64, path, 0)?;
+    let st = host_statfs(f.as_fd())?;
+    put(mem, buf, &stat::encode_statfs(&st))
+}
+
+/// fstatfs(2).
+pub fn fstatfs(h: &Host, mem: &mut GuestMem, fd: u64, buf: u64) -> Ret {
+    let st = host_statfs(h.fd(fd)?)?;
+    put(mem, buf, &stat::encode_statfs(&st))
 }
 
 /// fstat(2).
