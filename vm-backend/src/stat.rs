@@ -80,19 +80,20 @@ mod tests {
     }
 }
 
-/// struct statfs as the guest's x86-64 Linux lays it out, from the host's.
+/// struct statfs as the guest's x86-64 Linux lays it out, from the host's (the
+/// same architecture: the fields keep their types).
 pub fn encode_statfs(st: &libc::statfs) -> Vec<u8> {
     let mut b = Vec::with_capacity(120);
-    b.extend((st.f_type as i64).to_le_bytes());
-    b.extend((st.f_bsize as i64).to_le_bytes());
+    b.extend(st.f_type.to_le_bytes());
+    b.extend(st.f_bsize.to_le_bytes());
     for v in [st.f_blocks, st.f_bfree, st.f_bavail, st.f_files, st.f_ffree] {
-        b.extend((v as u64).to_le_bytes());
+        b.extend(v.to_le_bytes());
     }
     // f_fsid: not the host's.
     b.extend(0u64.to_le_bytes());
     // f_flags is not in libc's struct: the mount flags stay 0.
     for v in [st.f_namelen, st.f_frsize] {
-        b.extend((v as i64).to_le_bytes());
+        b.extend(v.to_le_bytes());
     }
     b.resize(120, 0);
     b
