@@ -1,7 +1,8 @@
 //! A VM domain with `process.terminal`: the VMM makes a pty, sends its master over
 //! `--console-socket` and gives the guest the slave as stdio. The guest sees a
 //! terminal: isatty, the engine's window size, canonical and raw modes (set on the
-//! real pty, read back from it), its foreground process group.
+//! real pty, read back from it), its foreground process group, /dev/tty as its
+//! controlling terminal and /dev/console; without a terminal /dev/tty is ENXIO.
 
 use hyperjail_tests::vm::{compile_static, vm_bundle};
 use hyperjail_tests::{read_pty, receive_console, require_kvm, skip_unless, Hyperjail};
@@ -34,6 +35,12 @@ int main(void) {
     printf("pgrp=%d\n", (int)tcgetpgrp(0));
     int fd = open("/tty", O_RDONLY);
     printf("file-isatty=%d\n", isatty(fd));
+    /* /dev/tty is the controlling terminal; /dev/console writes where stdout goes. */
+    int dt = open("/dev/tty", O_RDWR);
+    printf("dev-tty=%d\n", dt >= 0 && isatty(dt));
+    fflush(stdout);
+    int con = open("/dev/console", O_WRONLY);
+    if (con < 0 || write(con, "to-console\n", 11) != 11) printf("console failed\n");
     fflush(stdout);
     return 7;
 }
@@ -75,7 +82,9 @@ fn terminal_over_console_socket_in_the_vm() {
             "canonical=1 echo=1",
             "raw=1",
             "pgrp=1",
-            "file-isatty=0"
+            "file-isatty=0",
+            "dev-tty=1",
+            "to-console"
         ],
         "{text:?}"
     );
@@ -91,5 +100,21 @@ fn terminal_without_console_socket_is_refused() {
     b.config_mut()["process"]["terminal"] = json!(true);
     let c = hj.container("vmnotty");
     c.create(&b, &[]).assert_error(&["console-socket"]);
+    c.assert_nothing_left(&b);
+}
+
+/// Without a terminal, /dev/tty is "no such device" (no controlling terminal), as
+/// on Linux; /dev/console writes where the container's stdout goes.
+#[test]
+fn dev_tty_and_console_without_a_terminal() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    b.sh("echo x > /dev/tty; echo tty=$?; echo via-console > /dev/console");
+    let c = hj.container("vmconsole");
+    let out = c.run(&b, &[]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_eq!(out.stdout, "tty=1\nvia-console\n", "{out}");
+    assert!(out.stderr.contains("No such device or address"), "{out}");
     c.assert_nothing_left(&b);
 }

@@ -47,13 +47,18 @@ impl Slot {
     /// A guest fd for a file the VMM was given (the console, `exec`'s stdio):
     /// its O_NONBLOCK is left as it is.
     fn given(f: OwnedFd) -> Slot {
-        let kind = match nix::sys::stat::fstat(&f).map(|st| st.st_mode & libc::S_IFMT) {
+        Slot::shared(Arc::new(f), false)
+    }
+
+    /// A guest fd for `file`, a file the VMM was given, shared with others.
+    fn shared(file: Arc<OwnedFd>, cloexec: bool) -> Slot {
+        let kind = match nix::sys::stat::fstat(&file).map(|st| st.st_mode & libc::S_IFMT) {
             Ok(libc::S_IFREG | libc::S_IFDIR) => Kind::File,
             _ => Kind::Polled,
         };
         Slot {
-            file: Arc::new(f),
-            cloexec: false,
+            file,
+            cloexec,
             path: None,
             nonblock: false,
             kind,
@@ -75,11 +80,20 @@ pub enum Kind {
     Own,
 }
 
-/// One guest process's files: its working directory and fd table.
+/// One guest process's files: its working directory, fd table and controlling
+/// terminal (what /dev/tty opens: the terminal its first process or `exec` was
+/// given as stdin, if a terminal).
 #[derive(Debug, Clone, Default)]
 struct Files {
     cwd: Vec<u8>,
     fds: Vec<Option<Slot>>,
+    ctty: Option<Arc<OwnedFd>>,
+}
+
+/// The file on guest fd 0 of `fds` if it is a terminal.
+fn ctty_of(fds: &[Option<Slot>]) -> Option<Arc<OwnedFd>> {
+    let f = fds.first()?.as_ref()?.file.clone();
+    nix::unistd::isatty(&f).unwrap_or(false).then_some(f)
 }
 
 /// What forwarded system calls act on: see the module docs. Each guest process
@@ -93,6 +107,8 @@ pub struct Host {
     /// The device nodes the guest gets whatever its rootfs holds (see [`DEVICES`]),
     /// opened on the host before the VMM is confined.
     devices: Vec<(&'static [u8], Arc<OwnedFd>)>,
+    /// What /dev/console opens: the first process's stdout as the VMM got it.
+    console: Option<Arc<OwnedFd>>,
 }
 
 /// The guest's device nodes: its path and the host device behind it. Device nodes
@@ -110,10 +126,12 @@ impl Host {
     /// `root` (an fd, O_PATH is enough), with working directory `cwd` (a guest path).
     /// With `readonly`, calls that would change the rootfs fail with EROFS.
     pub fn new(console: [OwnedFd; 3], root: OwnedFd, cwd: &str, readonly: bool) -> Host {
-        let fds = console.into_iter().map(|f| Some(Slot::given(f))).collect();
+        let fds: Vec<Option<Slot>> = console.into_iter().map(|f| Some(Slot::given(f))).collect();
+        let console = fds[1].as_ref().map(|s| s.file.clone());
         let mut procs = vec![Files::default(); crate::abi::MAX_PROCS as usize];
         procs[0] = Files {
             cwd: normalize(&absolute_cwd(cwd)),
+            ctty: ctty_of(&fds),
             fds,
         };
         Host {
@@ -122,6 +140,7 @@ impl Host {
             procs,
             cur: 0,
             devices: Vec::new(),
+            console,
         }
     }
 
@@ -143,6 +162,15 @@ impl Host {
         let std = [&b"/dev/stdin"[..], b"/dev/stdout", b"/dev/stderr"];
         if let Some(fd) = std.iter().position(|p| *p == abs) {
             return Some(self.dup(fd as u64, 0, cloexec).map_err(|_| Errno::ENXIO));
+        }
+        // The controlling terminal (ENXIO without one, as Linux), and the console.
+        let terminal = match abs {
+            b"/dev/tty" => Some(self.files().ctty.clone().ok_or(Errno::ENXIO)),
+            b"/dev/console" => Some(self.console.clone().ok_or(Errno::ENXIO)),
+            _ => None,
+        };
+        if let Some(t) = terminal {
+            return Some(t.and_then(|f| self.add(Slot::shared(f, cloexec))));
         }
         let file = self.devices.iter().find(|(p, _)| *p == abs)?.1.clone();
         Some(self.install_shared(file, cloexec))
@@ -171,9 +199,11 @@ impl Host {
     /// preserved fds).
     pub fn spawn_files(&mut self, p: u64, cwd: &str, fds: Vec<OwnedFd>) {
         if let Some(f) = self.procs.get_mut(p as usize) {
+            let fds: Vec<Option<Slot>> = fds.into_iter().map(|f| Some(Slot::given(f))).collect();
             *f = Files {
                 cwd: normalize(&absolute_cwd(cwd)),
-                fds: fds.into_iter().map(|f| Some(Slot::given(f))).collect(),
+                ctty: ctty_of(&fds),
+                fds,
             };
         }
     }
