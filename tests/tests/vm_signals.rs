@@ -1,5 +1,6 @@
 //! Signals in the VM: handlers with siginfo and a Linux signal frame, masks and
-//! pending sets, SIGCHLD, sigsuspend, default actions (terminate, ignore), an
+//! pending sets, SIGCHLD, sigsuspend, default actions (terminate, ignore, stop and
+//! continue with WUNTRACED/WCONTINUED/waitid WSTOPPED), an
 //! alternate signal stack (sigaltstack, SA_ONSTACK), a
 //! signal waking a thread from a sleep, a wait or a blocked read; busybox sh
 //! `trap`, `kill` and `wait`. The program prints only what the host run prints too.
@@ -11,6 +12,7 @@ use std::process::Command;
 const SIGNALS: &str = r#"
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -113,9 +115,55 @@ static void altstack_checks(void) {
     printf("disabled=%d\n", old.ss_flags == SS_DISABLE);
 }
 
+/* Job control: SIGSTOP and SIGTSTP stop a process (its parent sees it with
+   WUNTRACED or waitid WSTOPPED; it makes no progress), SIGCONT continues it
+   (WCONTINUED), SIGKILL ends a stopped one. */
+static void job_control(void) {
+    int p[2];
+    pipe(p);
+    pid_t c = fork();
+    if (c == 0) {
+        close(p[0]);
+        for (;;) {
+            write(p[1], "t", 1);
+            usleep(5000);
+        }
+    }
+    close(p[1]);
+    char buf[256];
+    read(p[0], buf, 1);
+    kill(c, SIGSTOP);
+    int st = 0;
+    pid_t w = waitpid(c, &st, WUNTRACED);
+    printf("stopped: match=%d stopped=%d sig=%d\n", w == c, WIFSTOPPED(st), WSTOPSIG(st));
+    usleep(50000);
+    fcntl(p[0], F_SETFL, O_NONBLOCK);
+    while (read(p[0], buf, sizeof buf) > 0) {
+    }
+    usleep(100000);
+    ssize_t n = read(p[0], buf, sizeof buf);
+    printf("while stopped: read=%zd\n", n);
+    kill(c, SIGCONT);
+    w = waitpid(c, &st, WCONTINUED);
+    printf("continued: match=%d continued=%d\n", w == c, WIFCONTINUED(st));
+    fcntl(p[0], F_SETFL, 0);
+    n = read(p[0], buf, 1);
+    printf("runs again: read=%zd\n", n);
+    kill(c, SIGTSTP);
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    int r = waitid(P_PID, c, &si, WSTOPPED);
+    printf("tstp: waitid=%d stopped=%d status=%d\n", r, si.si_code == CLD_STOPPED, si.si_status);
+    kill(c, SIGKILL);
+    waitpid(c, &st, 0);
+    printf("killed while stopped: signaled=%d sig=%d\n", WIFSIGNALED(st), WTERMSIG(st));
+    close(p[0]);
+}
+
 int main(void) {
     setvbuf(stdout, 0, _IONBF, 0);
     altstack_checks();
+    job_control();
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = on_usr1;
@@ -375,6 +423,12 @@ fn signals_match_the_host() {
         "bad-flags=-1 Invalid argument",
         "autodisarm=0 on-alt=1 inside-disabled=1 after=1",
         "disabled=1",
+        "stopped: match=1 stopped=1 sig=19",
+        "while stopped: read=-1",
+        "continued: match=1 continued=1",
+        "runs again: read=1",
+        "tstp: waitid=0 stopped=1 status=20",
+        "killed while stopped: signaled=1 sig=9",
     ] {
         assert!(host_out.contains(want), "host: {want:?} in {host_out}");
     }

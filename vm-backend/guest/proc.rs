@@ -100,11 +100,13 @@ pub fn fork(f: &Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tls: u64) -
         }
     }
     crate::signal::clear_pending(child);
+    crate::signal::clear_stopped(child);
     DYING[child as usize].store(false, Ordering::SeqCst);
     let ranges = with(|s| {
         let mut c = *s.me();
         let ranges = c.used_ranges(percpu::get(PC_USER_RSP));
         (c.ppid, c.pid, c.threads, c.live, c.it_interval) = (c.pid, pid, 1, true, 0);
+        (c.stop_report, c.cont_report) = (0, false);
         s.procs[child as usize] = c;
         ranges
     });
@@ -169,6 +171,7 @@ extern "C" fn hj_spawned(rip: u64, rsp: u64) -> u64 {
     percpu::set(PC_SIGMASK, 0);
     percpu::set(PC_USER_RSP, rsp);
     crate::signal::clear_pending(p);
+    crate::signal::clear_stopped(p);
     DYING[p as usize].store(false, Ordering::SeqCst);
     thread::set_single(p);
     with(|s| s.procs[p as usize] = Proc::started(pid));
@@ -338,14 +341,21 @@ fn end(status: u64) -> ! {
         (parent as u64, orphans, slots.unwrap_or(0))
     });
     set_pi(p, PI_PID, 0);
+    crate::signal::clear_stopped(p);
     free_proc(p);
     crate::signal::interrupt(slots);
     for slot in [Some(parent), orphans.then_some(0)].into_iter().flatten() {
-        let ev = &CHILD_EVENT[slot as usize];
-        ev.fetch_add(1, Ordering::SeqCst);
-        thread::futex_call(1, ev.as_ptr() as u64, u64::from(u32::MAX >> 1), u64::MAX, 0);
+        child_changed(slot);
     }
     thread::release(status >> 8)
+}
+
+/// A child of the process in slot `slot` exited, stopped or continued: its waits
+/// look again.
+pub fn child_changed(slot: u64) {
+    let ev = &CHILD_EVENT[slot.min(MAX_PROCS - 1) as usize];
+    ev.fetch_add(1, Ordering::SeqCst);
+    thread::futex_call(1, ev.as_ptr() as u64, u64::from(u32::MAX >> 1), u64::MAX, 0);
 }
 
 /// What a wait found.
@@ -355,9 +365,17 @@ enum Found {
     None,
 }
 
+/// WUNTRACED (wait4) / WSTOPPED (waitid): report stopped children too.
+const WUNTRACED: u64 = 2;
+/// Report exited children (wait4 always does).
+const WEXITED: u64 = 4;
+/// Report continued children too.
+const WCONTINUED: u64 = 8;
+
 /// Which children a wait takes: by pid (-1 any, 0 the caller's group, >0 that one,
-/// <-1 that group).
-fn wait_for(pid: i64, nohang: bool, reap: bool) -> Result<Option<(u64, u64)>, i64> {
+/// <-1 that group); with `flags` WUNTRACED and WCONTINUED, also live children that
+/// stopped or continued since last reported (status 0x7f | sig << 8, or 0xffff).
+fn wait_for(pid: i64, nohang: bool, reap: bool, flags: u64) -> Result<Option<(u64, u64)>, i64> {
     let p = me();
     loop {
         let ev = CHILD_EVENT[p as usize].load(Ordering::SeqCst);
@@ -372,10 +390,28 @@ fn wait_for(pid: i64, nohang: bool, reap: bool) -> Result<Option<(u64, u64)>, i6
             if let Some(z) = s
                 .zombies
                 .iter_mut()
+                .filter(|_| flags & WEXITED != 0)
                 .find(|z| z.used && z.ppid == mine && matches(z.pid, z.pgid))
             {
                 z.used &= !reap;
                 return Found::Reaped(z.pid, z.status);
+            }
+            for q in s
+                .procs
+                .iter_mut()
+                .filter(|q| q.live && q.ppid == mine && matches(q.pid, q.pgid))
+            {
+                if flags & WUNTRACED != 0 && q.stop_report != 0 {
+                    let status = 0x7f | q.stop_report << 8;
+                    if reap {
+                        q.stop_report = 0;
+                    }
+                    return Found::Reaped(q.pid, status);
+                }
+                if flags & WCONTINUED != 0 && q.cont_report {
+                    q.cont_report &= !reap;
+                    return Found::Reaped(q.pid, 0xffff);
+                }
             }
             if s.procs
                 .iter()
@@ -411,7 +447,7 @@ pub fn wait4(pid: i64, wstatus: u64, options: u64, rusage: u64) -> i64 {
     if (wstatus != 0 && !user_ok(wstatus, 4)) || (rusage != 0 && !user_ok(rusage, 144)) {
         return -EFAULT;
     }
-    match wait_for(pid, options & WNOHANG != 0, true) {
+    match wait_for(pid, options & WNOHANG != 0, true, options | WEXITED) {
         Ok(Some((child, status))) => {
             if wstatus != 0 {
                 put(wstatus, &(status as u32).to_le_bytes());
@@ -426,11 +462,10 @@ pub fn wait4(pid: i64, wstatus: u64, options: u64, rusage: u64) -> i64 {
     }
 }
 
-/// waitid(2): P_ALL, P_PID, P_PGID; WEXITED (stopped and continued children do not
-/// exist here), WNOHANG, WNOWAIT; the child's siginfo (rusage reported as zero).
+/// waitid(2): P_ALL, P_PID, P_PGID; WEXITED, WSTOPPED, WCONTINUED, WNOHANG,
+/// WNOWAIT; the child's siginfo (rusage reported as zero).
 pub fn waitid(idtype: u64, id: u64, info: u64, options: u64, rusage: u64) -> i64 {
     const WNOHANG: u64 = 1;
-    const WEXITED: u64 = 4;
     const WNOWAIT: u64 = 0x0100_0000;
     const KNOWN: u64 = 1 | 2 | 4 | 8 | WNOWAIT | 0x2000_0000 | 0x4000_0000 | 0x8000_0000;
     let id = id as u32 as i64;
@@ -447,19 +482,19 @@ pub fn waitid(idtype: u64, id: u64, info: u64, options: u64, rusage: u64) -> i64
     if (info != 0 && !user_ok(info, 128)) || (rusage != 0 && !user_ok(rusage, 144)) {
         return -EFAULT;
     }
-    if options & WEXITED == 0 {
-        // Only stopped or continued children asked for: there are none.
-        return if options & WNOHANG != 0 { 0 } else { -ECHILD };
-    }
-    let found = match wait_for(pid, options & WNOHANG != 0, options & WNOWAIT == 0) {
+    let found = match wait_for(pid, options & WNOHANG != 0, options & WNOWAIT == 0, options) {
         Ok(f) => f,
         Err(e) => return e,
     };
     if info != 0 {
         let mut si = [0u8; 128];
         if let Some((child, status)) = found {
-            let (code, st) = if status & 0x7f != 0 {
-                (2i32, (status & 0x7f) as i32)
+            let (code, st) = if status == 0xffff {
+                (6i32, 18) // CLD_CONTINUED by SIGCONT
+            } else if status & 0xff == 0x7f {
+                (5, ((status >> 8) & 0xff) as i32) // CLD_STOPPED
+            } else if status & 0x7f != 0 {
+                (2, (status & 0x7f) as i32)
             } else {
                 (1, ((status >> 8) & 0xff) as i32)
             };

@@ -10,7 +10,7 @@ use crate::entry::Frame;
 use crate::mem::{mmio, put, user_ok};
 use crate::percpu;
 use crate::sys::{with, State, EFAULT, EINVAL};
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 pub const EINTR: i64 = 4;
 const ESRCH: i64 = 3;
@@ -19,6 +19,11 @@ const SIG_IGN: u64 = 1;
 const SIGKILL: u64 = 9;
 const SIGSEGV: u64 = 11;
 const SIGCHLD: u64 = 17;
+const SIGCONT: u64 = 18;
+const SA_NOCLDSTOP: u64 = 1;
+/// si_code of SIGCHLD for a stopped and a continued child.
+const CLD_STOPPED: i32 = 5;
+const CLD_CONTINUED: i32 = 6;
 const SIGSTOP: u64 = 19;
 const SA_RESTORER: u64 = 0x0400_0000;
 const SA_ONSTACK: u64 = 0x0800_0000;
@@ -103,10 +108,88 @@ impl Signals {
     }
 }
 
-/// Signals whose default action is to do nothing (stop and continue included:
-/// there is no job control here).
+/// Signals whose default action is to do nothing (SIGCONT's continuing is done
+/// when it is sent: see [`post`]).
 fn default_ignored(sig: u64) -> bool {
-    matches!(sig, 17 | 18 | 19 | 20 | 21 | 22 | 23 | 28)
+    matches!(sig, 17 | 18 | 23 | 28)
+}
+
+/// The signals whose default action stops the process: SIGSTOP, SIGTSTP,
+/// SIGTTIN, SIGTTOU.
+fn is_stop(sig: u64) -> bool {
+    (19..=22).contains(&sig)
+}
+
+/// Non-zero while the process in that slot is stopped: its threads wait on it
+/// (a futex word) in [`stop_point`].
+static STOPPED: [AtomicU32; MAX_PROCS as usize] = [const { AtomicU32::new(0) }; MAX_PROCS as usize];
+
+/// Process slot `p` starts (fork, exec from the host) or ends: not stopped.
+pub fn clear_stopped(p: u64) {
+    STOPPED[p.min(MAX_PROCS - 1) as usize].store(0, Ordering::SeqCst);
+}
+
+/// While the calling thread's process is stopped, the thread waits (SIGCONT or
+/// SIGKILL end the stop: see [`post`]).
+fn stop_point() {
+    let w = &STOPPED[percpu::get(PC_PROC).min(MAX_PROCS - 1) as usize];
+    while w.load(Ordering::SeqCst) != 0 {
+        crate::thread::futex_call(0, w.as_ptr() as u64, 1, u64::MAX, 0);
+    }
+}
+
+/// Tells the parent in slot `parent` that child `pid` stopped (`code`
+/// CLD_STOPPED, `sig` the stop signal) or continued: SIGCHLD unless it ignores
+/// it or asked SA_NOCLDSTOP; returns the slots to [`interrupt`] (a wait4 of the
+/// parent's is woken by [`crate::proc::child_changed`]).
+fn notify_parent(s: &mut State, parent: usize, pid: u64, code: i32, sig: u64) -> u64 {
+    let a = s.procs[parent].signals.actions[(SIGCHLD - 1) as usize];
+    let mut slots = 0;
+    if a.handler != SIG_IGN && a.flags & SA_NOCLDSTOP == 0 {
+        slots |= post(
+            s,
+            parent,
+            SIGCHLD,
+            Info {
+                code,
+                pid: pid as u32,
+                status: sig as i32,
+            },
+        );
+    }
+    slots
+}
+
+/// The slot of the live parent of the process in slot `p`, if it has one here.
+fn parent_of(s: &State, p: usize) -> Option<usize> {
+    let ppid = s.procs[p].ppid;
+    (ppid != 0)
+        .then(|| s.procs.iter().position(|q| q.live && q.pid == ppid))
+        .flatten()
+}
+
+/// The default action of stop signal `sig`: the calling thread's process stops
+/// (its other threads stop at their next way out of the kernel, kicked there),
+/// its parent is told, and this thread waits until SIGCONT or SIGKILL.
+fn stop(sig: u64) {
+    let p = percpu::get(PC_PROC).min(MAX_PROCS - 1) as usize;
+    let (slots, parent) = with(|s| {
+        STOPPED[p].store(1, Ordering::SeqCst);
+        s.procs[p].stop_report = sig;
+        s.procs[p].cont_report = false;
+        let mut slots = slots_of(p as u64) & !(1 << percpu::slot());
+        let parent = parent_of(s, p);
+        if let Some(par) = parent {
+            let pid = s.procs[p].pid;
+            slots |= notify_parent(s, par, pid, CLD_STOPPED, sig);
+        }
+        (slots, parent)
+    });
+    interrupt(slots);
+    if let Some(par) = parent {
+        crate::proc::child_changed(par as u64);
+    }
+    stop_point();
 }
 
 /// Thread-directed pending signals of the thread on per-CPU slot `slot`.
@@ -201,15 +284,51 @@ pub fn sigpending(set: u64, size: u64) -> i64 {
 /// lock is released. Ignored signals are dropped.
 pub fn post(s: &mut State, p: usize, sig: u64, info: Info) -> u64 {
     let init = s.procs[p].pid == 1;
+    // Job control happens when the signal is sent: SIGCONT continues a stopped
+    // process (blocked or ignored, as on Linux) and drops its pending stop signals;
+    // a stop signal drops a pending SIGCONT; SIGKILL ends a stop to take effect.
+    let mut woken = 0;
+    if sig == SIGCONT && !init {
+        PENDING[p].fetch_and(!(0xf << 18), Ordering::SeqCst);
+        if STOPPED[p].swap(0, Ordering::SeqCst) != 0 {
+            s.procs[p].stop_report = 0;
+            s.procs[p].cont_report = true;
+            woken = slots_of(p as u64);
+            if let Some(par) = parent_of(s, p) {
+                let pid = s.procs[p].pid;
+                woken |= notify_parent(s, par, pid, CLD_CONTINUED, SIGCONT);
+                CHILD_CHANGED.fetch_or(1 << par, Ordering::SeqCst);
+            }
+        }
+    } else if is_stop(sig) {
+        PENDING[p].fetch_and(!bit(SIGCONT), Ordering::SeqCst);
+    } else if sig == SIGKILL && STOPPED[p].swap(0, Ordering::SeqCst) != 0 {
+        woken = slots_of(p as u64);
+    }
     let sigs = &mut s.procs[p].signals;
     if sig == 0 || sigs.ignored(sig) || (init && sigs.actions[(sig - 1) as usize].handler == SIG_DFL) {
         // The first process is the VM's init: as in a PID namespace, only the
         // signals it has a handler for reach it.
-        return 0;
+        return woken;
     }
     sigs.info[(sig - 1) as usize] = info;
     PENDING[p].fetch_or(bit(sig), Ordering::SeqCst);
-    slots_of(p as u64)
+    woken | slots_of(p as u64)
+}
+
+/// Parents (a bit per process slot) whose child was continued while the state
+/// lock was held: [`interrupt`]'s caller cannot bump their wait words then, so
+/// the next [`deliverable`] check by anyone does.
+static CHILD_CHANGED: AtomicU64 = AtomicU64::new(0);
+
+/// Bumps the wait words of the parents [`post`] noted.
+fn flush_child_changed() {
+    let mut bits = CHILD_CHANGED.swap(0, Ordering::SeqCst);
+    while bits != 0 {
+        let par = u64::from(bits.trailing_zeros());
+        bits &= bits - 1;
+        crate::proc::child_changed(par);
+    }
 }
 
 /// The per-CPU slots running threads of process slot `p`, as a bit mask.
@@ -234,6 +353,7 @@ fn slots_of(p: u64) -> u64 {
 /// Has the VMM wake the threads on per-CPU slots `slots` from their waits, so they
 /// take their signals.
 pub fn interrupt(slots: u64) {
+    flush_child_changed();
     for slot in 0..MAX_VCPUS {
         if slots & (1 << slot) != 0 {
             mmio(MMIO_INTERRUPT, slot);
@@ -462,6 +582,7 @@ pub fn sigsuspend(mask: Option<u64>) -> i64 {
 /// action: a handler gets a signal frame (and `ret` is saved in it), a default
 /// action that terminates ends the process. Returns the value for rax.
 pub fn deliver(f: &mut Frame, ret: i64, syscall: Option<u64>) -> i64 {
+    stop_point();
     if !deliverable() {
         return ret;
     }
@@ -499,6 +620,17 @@ pub fn deliver(f: &mut Frame, ret: i64, syscall: Option<u64>) -> i64 {
     match action.handler {
         SIG_IGN | SIG_DFL if action.handler == SIG_IGN || default_ignored(sig) => {
             restore_suspended_mask();
+            ret
+        }
+        SIG_DFL if is_stop(sig) => {
+            stop(sig);
+            restore_suspended_mask();
+            // Continued: a call the stop interrupted runs again, as Linux restarts
+            // it when no handler ran.
+            if ret == -EINTR && syscall.is_some_and(restartable) {
+                f.rcx = f.rcx.wrapping_sub(2);
+                return syscall.map_or(ret, |nr| nr as i64);
+            }
             ret
         }
         SIG_DFL => crate::proc::killed(sig),

@@ -52,6 +52,10 @@ pub struct Proc {
     pub comm: [u8; 16],
     /// The period of its real-time timer in ns (the VMM keeps the expiry).
     pub it_interval: u64,
+    /// The stop signal that stopped it, until a wait with WUNTRACED reports it.
+    pub stop_report: u64,
+    /// Continued by SIGCONT, until a wait with WCONTINUED reports it.
+    pub cont_report: bool,
 }
 
 impl Proc {
@@ -70,6 +74,8 @@ impl Proc {
         signals: crate::signal::Signals::EMPTY,
         comm: [0; 16],
         it_interval: 0,
+        stop_report: 0,
+        cont_report: false,
     };
 
     /// A process started from the host (`hyperjail exec`): pid `pid`, no parent in

@@ -65,21 +65,6 @@ pub fn encode_statx(st: &libc::stat) -> Vec<u8> {
     b
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn sizes() {
-        let st = nix::sys::stat::stat("/").expect("stat /");
-        assert_eq!(super::encode_stat(&st).len(), 144);
-        let x = super::encode_statx(&st);
-        assert_eq!(x.len(), 256);
-        assert_eq!(
-            u16::from_le_bytes([x[28], x[29]]) as u32,
-            st.st_mode & 0xffff
-        );
-    }
-}
-
 /// struct statfs as the guest's x86-64 Linux lays it out, from the host's (the
 /// same architecture: the fields keep their types).
 pub fn encode_statfs(st: &libc::statfs) -> Vec<u8> {
@@ -97,4 +82,19 @@ pub fn encode_statfs(st: &libc::statfs) -> Vec<u8> {
     }
     b.resize(120, 0);
     b
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes() {
+        let st = nix::sys::stat::stat("/").expect("stat /");
+        assert_eq!(super::encode_stat(&st).len(), 144);
+        let x = super::encode_statx(&st);
+        assert_eq!(x.len(), 256);
+        assert_eq!(
+            u16::from_le_bytes([x[28], x[29]]) as u32,
+            st.st_mode & 0xffff
+        );
+    }
 }
