@@ -257,3 +257,83 @@ fn guest_cpu_count_follows_the_cpuset() {
     assert_eq!(out.stdout, "cpus=1\n", "{out}");
     c.assert_nothing_left(&b);
 }
+
+const EXEC_THREADED: &str = r#"
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+static volatile long spins;
+static void *spinner(void *a) {
+    for (;;) {
+        spins++;
+        usleep(1000);
+    }
+    return 0;
+}
+/* The Threads: line of /proc/self/status. */
+static int threads(void) {
+    char buf[4096];
+    FILE *f = fopen("/proc/self/status", "r");
+    int n = -1;
+    while (f && fgets(buf, sizeof buf, f))
+        if (sscanf(buf, "Threads: %d", &n) == 1) break;
+    if (f) fclose(f);
+    return n;
+}
+int main(int argc, char **argv) {
+    if (argc > 1) {
+        printf("after exec: %s threads=%d tid-is-pid=%d\n", argv[1], threads(),
+               (long)syscall(SYS_gettid) == (long)getpid());
+        return 0;
+    }
+    pthread_t t[2];
+    pthread_create(&t[0], 0, spinner, 0);
+    pthread_create(&t[1], 0, spinner, 0);
+    printf("before: threads=%d\n", threads());
+    /* A failed execve leaves the other threads running. */
+    char *bad[] = {"/nonexistent", 0};
+    int r = execve("/nonexistent", bad, 0);
+    int e = errno;
+    long before = spins;
+    usleep(30000);
+    printf("failed exec=%d %s, threads alive=%d\n", r, strerror(e), spins > before);
+    fflush(stdout);
+    /* One that works ends them: the new image runs with one thread. */
+    char *args[] = {argv[0], "again", 0};
+    execve("/proc/self/exe", args, 0);
+    printf("execve failed: %s\n", strerror(errno));
+    return 9;
+}
+"#;
+
+/// execve from a process with several threads: a failing one leaves the threads
+/// alone; one that works ends them first and the new image runs alone, its one
+/// thread the leader (tid = pid). The same output as on the host.
+#[test]
+fn execve_from_a_threaded_process() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    skip_unless!(
+        compile_static(&b, "execth", EXEC_THREADED, &["-static", "-pthread"]),
+        "gcc -static -pthread does not work here (apt-get install gcc libc6-dev)"
+    );
+    let host = Command::new(b.rootfs().join("execth"))
+        .output()
+        .expect("run the program on the host");
+    let host_out = String::from_utf8_lossy(&host.stdout).to_string();
+    assert_eq!(
+        host_out,
+        "before: threads=3\nfailed exec=-1 No such file or directory, threads alive=1\nafter exec: again threads=1 tid-is-pid=1\n",
+        "host run"
+    );
+    b.args(&["/execth"]);
+    let c = hj.container("vmexecth");
+    let out = c.run(&b, &[]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_eq!(out.stdout, host_out, "{out}");
+    c.assert_nothing_left(&b);
+}

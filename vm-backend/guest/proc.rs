@@ -184,10 +184,6 @@ extern "C" fn hj_spawned(rip: u64, rsp: u64) -> u64 {
 /// execve(2): the VMM loads the new image into this process's memory; on success
 /// the system call returns into it with fresh registers.
 pub fn execve(f: &mut Frame, path: u64, argv: u64, envp: u64) -> i64 {
-    if with(|s| s.me().threads) > 1 {
-        // Linux ends the other threads first; this kernel cannot stop a vCPU yet.
-        return -EAGAIN;
-    }
     let blk = percpu::base() + PC_BLOCK;
     let w = |off: u64, v: u64| {
         // SAFETY: the block is in this vCPU's per-CPU area.
@@ -202,6 +198,30 @@ pub fn execve(f: &mut Frame, path: u64, argv: u64, envp: u64) -> i64 {
     w(EX_PATH, path);
     w(EX_ARGV, argv);
     w(EX_ENVP, envp);
+    let p = me();
+    if with(|s| s.me().threads) > 1 {
+        // As Linux: once the execve cannot fail, the other threads end first (as
+        // by SIGKILL, without ending the process) and this one carries on alone.
+        w(EX_CHECK, 1);
+        w(EX_RET, (-ENOSYS) as u64);
+        mmio(MMIO_EXEC, blk);
+        let ret = r(EX_RET) as i64;
+        if ret < 0 {
+            return ret;
+        }
+        if DYING[p as usize].swap(true, Ordering::SeqCst) {
+            // Another thread is ending the process, or exec'ing: this one goes.
+            thread::release(0);
+        }
+        end_other_threads(p);
+        with(|s| s.me().threads = 1);
+        DYING[p as usize].store(false, Ordering::SeqCst);
+    }
+    // (Again: the futex calls above share the block.)
+    w(EX_PATH, path);
+    w(EX_ARGV, argv);
+    w(EX_ENVP, envp);
+    w(EX_CHECK, 0);
     w(EX_RET, (-ENOSYS) as u64);
     mmio(MMIO_EXEC, blk);
     let ret = r(EX_RET) as i64;
@@ -230,6 +250,8 @@ pub fn execve(f: &mut Frame, path: u64, argv: u64, envp: u64) -> i64 {
     f.r11 = 0x202;
     percpu::set(PC_USER_RSP, rsp);
     percpu::set(PC_CLEAR_TID, 0);
+    // The one thread left is the process's leader: its tid is the pid.
+    percpu::set(PC_TID, with(|s| s.me().pid));
     percpu::set(PC_ALT_SIZE, 0);
     percpu::set(PC_ALT_SP, 0);
     percpu::set(PC_ALT_FLAGS, 0);
@@ -281,24 +303,18 @@ pub fn killed(sig: u64) -> ! {
 fn end(status: u64) -> ! {
     let p = me();
     if p == 0 {
+        if DYING[0].load(Ordering::SeqCst) {
+            // Another thread of the first process is exec'ing (it killed this one).
+            thread::release(status >> 8);
+        }
         let code = if status & 0x7f != 0 { 128 + (status & 0x7f) } else { status >> 8 };
         crate::sys::exit(code);
     }
     if DYING[p as usize].swap(true, Ordering::SeqCst) {
-        // Another thread is ending the process (it killed this one).
+        // Another thread is ending the process, or exec'ing (it killed this one).
         thread::release(status >> 8);
     }
-    // The other threads go first: SIGKILL ends each at its next entry into the
-    // kernel (from a wait, or from user code through the VMM's kick); their slots
-    // are free once their vCPUs have stopped.
-    loop {
-        let others = crate::signal::kill_other_threads(p);
-        if others == 0 {
-            break;
-        }
-        crate::signal::interrupt(others);
-        thread::futex_call(0, percpu::base() + PC_SLEEP, 0, 1_000_000, 0);
-    }
+    end_other_threads(p);
     // Memory and files go next (a pipe's reader then sees its end).
     mmio(MMIO_PROC_EXIT, status);
     let (parent, orphans, slots) = with(|s| {
@@ -356,6 +372,20 @@ pub fn child_changed(slot: u64) {
     let ev = &CHILD_EVENT[slot.min(MAX_PROCS - 1) as usize];
     ev.fetch_add(1, Ordering::SeqCst);
     thread::futex_call(1, ev.as_ptr() as u64, u64::from(u32::MAX >> 1), u64::MAX, 0);
+}
+
+/// Ends every thread of process slot `p` but the caller (DYING is set): SIGKILL
+/// ends each at its next entry into the kernel (from a wait, or from user code
+/// through the VMM's kick); their slots are free once their vCPUs have stopped.
+fn end_other_threads(p: u64) {
+    loop {
+        let others = crate::signal::kill_other_threads(p);
+        if others == 0 {
+            break;
+        }
+        crate::signal::interrupt(others);
+        thread::futex_call(0, percpu::base() + PC_SLEEP, 0, 1_000_000, 0);
+    }
 }
 
 /// What a wait found.

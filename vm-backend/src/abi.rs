@@ -330,6 +330,11 @@ pub const EX_RET: u64 = 24;
 pub const EX_RIP: u64 = 32;
 /// On success: its first rsp.
 pub const EX_RSP: u64 = 40;
+/// Non-zero: only check that the execve would get past the point of no return
+/// (the file, its format, its loader, the memory it needs, the arguments) and
+/// change nothing; EX_RET says how it went. A process with several threads asks
+/// first, as its other threads end only once the execve cannot fail any more.
+pub const EX_CHECK: u64 = 48;
 
 /// The forwarding rings (Xen's split-driver model), one page per vCPU slot (ring
 /// `i` at `RING_GPA + i * PAGE`): the guest kernel posts

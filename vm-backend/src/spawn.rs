@@ -329,7 +329,7 @@ fn prepare(
     });
     m.timers.clear(p);
     m.oom_victims.fetch_and(!(1 << p), Ordering::SeqCst);
-    let (rip, rsp) = crate::process::load(m, p, &mut mem, path.as_bytes(), &args, &env)
+    let (rip, rsp) = crate::process::load(m, p, &mut mem, path.as_bytes(), &args, &env, false)
         .map_err(|e| undo(format!("{path}: {}", errno_text(e))))?;
     // The per-CPU slot last, and named as this process's at once: a slot taken
     // shows as a thread of the process its PC_PROC names.
