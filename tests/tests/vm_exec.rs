@@ -367,3 +367,32 @@ fn exec_with_tty_and_preserved_fds() {
     c.delete_force().assert_ok();
     c.assert_nothing_left(&b);
 }
+
+/// `kill --all STOP` stops the guest's processes (not its init, which takes only
+/// the signals it handles) and `kill --all CONT` continues them: a signal from the
+/// host reaches a stopped process.
+#[test]
+fn kill_all_stop_and_cont() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    let c = vm_running(&hj, &mut b, "vmstopcont", "exec sleep 1000");
+    hj.call(["exec", "--detach", &c.id, "sh", "-c"])
+        .arg("while :; do echo t >> /ticks; sleep 0.1; done")
+        .timeout(Duration::from_secs(20))
+        .output()
+        .assert_ok();
+    let ticks = || fs::metadata(b.rootfs().join("ticks")).map_or(0, |m| m.len());
+    wait_until(Duration::from_secs(20), "the first ticks", || ticks() >= 4);
+    hj.run(["kill", "--all", &c.id, "STOP"]).assert_ok();
+    // Settled: one tick may have been on its way.
+    std::thread::sleep(Duration::from_millis(300));
+    let stopped = ticks();
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(ticks(), stopped, "a stopped process made progress");
+    assert_eq!(c.status().as_deref(), Some("running"), "init does not stop");
+    hj.run(["kill", "--all", &c.id, "CONT"]).assert_ok();
+    wait_until(Duration::from_secs(20), "ticks again", || ticks() > stopped);
+    c.delete_force().assert_ok();
+    c.assert_nothing_left(&b);
+}

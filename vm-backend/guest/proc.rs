@@ -199,7 +199,8 @@ pub fn execve(f: &mut Frame, path: u64, argv: u64, envp: u64) -> i64 {
     w(EX_ARGV, argv);
     w(EX_ENVP, envp);
     let p = me();
-    if with(|s| s.me().threads) > 1 {
+    let alone = with(|s| s.me().threads) > 1;
+    if alone {
         // As Linux: once the execve cannot fail, the other threads end first (as
         // by SIGKILL, without ending the process) and this one carries on alone.
         w(EX_CHECK, 1);
@@ -225,6 +226,10 @@ pub fn execve(f: &mut Frame, path: u64, argv: u64, envp: u64) -> i64 {
     w(EX_RET, (-ENOSYS) as u64);
     mmio(MMIO_EXEC, blk);
     let ret = r(EX_RET) as i64;
+    if ret < 0 && alone {
+        // The other threads are gone: as Linux after de_thread, no way back.
+        end(SIGSEGV);
+    }
     if ret == EXEC_LOST {
         // The old image is gone and the new one could not be loaded.
         end(SIGSEGV);
@@ -335,6 +340,8 @@ fn end(status: u64) -> ! {
             .iter()
             .position(|q| q.live && q.pid == me.ppid)
             .unwrap_or(0);
+        // A group this leaves orphaned with a stopped member: SIGHUP and SIGCONT.
+        let hup = crate::signal::orphaned_stopped(s);
         // SIGCHLD; a parent that ignores it keeps no zombie. A process started
         // from the host has no parent here: the VMM got its status (MMIO_PROC_EXIT).
         let slots = if me.ppid == 0 {
@@ -354,7 +361,7 @@ fn end(status: u64) -> ! {
             let at = s.zombies.iter().position(|z| !z.used).unwrap_or(0);
             s.zombies[at] = z;
         }
-        (parent as u64, orphans, slots.unwrap_or(0))
+        (parent as u64, orphans, slots.unwrap_or(0) | hup)
     });
     set_pi(p, PI_PID, 0);
     crate::signal::clear_stopped(p);

@@ -129,11 +129,21 @@ pub fn clear_stopped(p: u64) {
     STOPPED[p.min(MAX_PROCS - 1) as usize].store(0, Ordering::SeqCst);
 }
 
-/// While the calling thread's process is stopped, the thread waits (SIGCONT or
-/// SIGKILL end the stop: see [`post`]).
+/// While the calling thread's process is stopped, the thread waits: SIGCONT or
+/// SIGKILL end the stop (see [`post`]), also when the host sent them (its
+/// mailbox is looked at after each wake-up), and a SIGKILL for this thread alone
+/// (another thread ending the process) lets it go.
 fn stop_point() {
-    let w = &STOPPED[percpu::get(PC_PROC).min(MAX_PROCS - 1) as usize];
-    while w.load(Ordering::SeqCst) != 0 {
+    let p = percpu::get(PC_PROC).min(MAX_PROCS - 1) as usize;
+    let w = &STOPPED[p];
+    loop {
+        host_signals();
+        let kill = (PENDING[p].load(Ordering::SeqCst)
+            | thread_pending(percpu::slot()).load(Ordering::SeqCst))
+            & bit(SIGKILL);
+        if w.load(Ordering::SeqCst) == 0 || kill != 0 {
+            return;
+        }
         crate::thread::futex_call(0, w.as_ptr() as u64, 1, u64::MAX, 0);
     }
 }
@@ -168,28 +178,53 @@ fn parent_of(s: &State, p: usize) -> Option<usize> {
         .flatten()
 }
 
-/// The default action of stop signal `sig`: the calling thread's process stops
-/// (its other threads stop at their next way out of the kernel, kicked there),
-/// its parent is told, and this thread waits until SIGCONT or SIGKILL.
-fn stop(sig: u64) {
-    let p = percpu::get(PC_PROC).min(MAX_PROCS - 1) as usize;
-    let (slots, parent) = with(|s| {
-        STOPPED[p].store(1, Ordering::SeqCst);
-        s.procs[p].stop_report = sig;
-        s.procs[p].cont_report = false;
-        let mut slots = slots_of(p as u64) & !(1 << percpu::slot());
-        let parent = parent_of(s, p);
-        if let Some(par) = parent {
-            let pid = s.procs[p].pid;
-            slots |= notify_parent(s, par, pid, CLD_STOPPED, sig);
-        }
-        (slots, parent)
-    });
-    interrupt(slots);
+/// The default action of stop signal `sig` for the calling thread's process,
+/// decided under the state lock (the same hold that dequeued it, so a SIGCONT or
+/// SIGKILL sent meanwhile cannot be missed): the process is marked stopped and its
+/// parent told. Returns the slots to [`interrupt`] (its other threads, which stop
+/// at their next way out of the kernel, and the parent's) and the parent's slot.
+fn stop_locked(s: &mut State, p: usize, sig: u64) -> (u64, Option<usize>) {
+    STOPPED[p].store(1, Ordering::SeqCst);
+    s.procs[p].stop_report = sig;
+    s.procs[p].cont_report = false;
+    let mut slots = slots_of(p as u64) & !(1 << percpu::slot());
+    let parent = parent_of(s, p);
     if let Some(par) = parent {
-        crate::proc::child_changed(par as u64);
+        let pid = s.procs[p].pid;
+        slots |= notify_parent(s, par, pid, CLD_STOPPED, sig);
     }
-    stop_point();
+    (slots, parent)
+}
+
+/// Whether the process group `pgid` is orphaned: none of its members has a
+/// parent here in another group of the same session (Linux then drops the
+/// default action of SIGTSTP, SIGTTIN and SIGTTOU).
+fn orphaned(s: &State, pgid: u64, sid: u64) -> bool {
+    !s.procs.iter().filter(|q| q.live && q.pgid == pgid).any(|q| {
+        s.procs
+            .iter()
+            .any(|r| r.live && r.pid == q.ppid && r.pgid != pgid && r.sid == sid)
+    })
+}
+
+/// After process `pid` left: every process group now orphaned with a stopped
+/// member gets SIGHUP then SIGCONT, as Linux sends them (nobody is left to
+/// continue it). Returns the slots to [`interrupt`].
+pub fn orphaned_stopped(s: &mut State) -> u64 {
+    let mut slots = 0;
+    for i in 0..s.procs.len() {
+        let q = s.procs[i];
+        if !q.live || STOPPED[i].load(Ordering::SeqCst) == 0 || !orphaned(s, q.pgid, q.sid) {
+            continue;
+        }
+        for j in 0..s.procs.len() {
+            if s.procs[j].live && s.procs[j].pgid == q.pgid {
+                slots |= post(s, j, 1, Info::default());
+                slots |= post(s, j, SIGCONT, Info::default());
+            }
+        }
+    }
+    slots
 }
 
 /// Thread-directed pending signals of the thread on per-CPU slot `slot`.
@@ -284,9 +319,25 @@ pub fn sigpending(set: u64, size: u64) -> i64 {
 /// lock is released. Ignored signals are dropped.
 pub fn post(s: &mut State, p: usize, sig: u64, info: Info) -> u64 {
     let init = s.procs[p].pid == 1;
-    // Job control happens when the signal is sent: SIGCONT continues a stopped
-    // process (blocked or ignored, as on Linux) and drops its pending stop signals;
-    // a stop signal drops a pending SIGCONT; SIGKILL ends a stop to take effect.
+    let woken = job_control(s, p, sig);
+    let sigs = &mut s.procs[p].signals;
+
+    if sig == 0 || sigs.ignored(sig) || (init && sigs.actions[(sig - 1) as usize].handler == SIG_DFL) {
+        // The first process is the VM's init: as in a PID namespace, only the
+        // signals it has a handler for reach it.
+        return woken;
+    }
+    sigs.info[(sig - 1) as usize] = info;
+    PENDING[p].fetch_or(bit(sig), Ordering::SeqCst);
+    woken | slots_of(p as u64)
+}
+
+/// Job control, when a signal is sent to the process in slot `p` (by any means):
+/// SIGCONT continues a stopped process (blocked or ignored, as on Linux) and drops
+/// its pending stop signals; a stop signal drops a pending SIGCONT; SIGKILL ends a
+/// stop so it can take effect. Returns the slots to [`interrupt`].
+fn job_control(s: &mut State, p: usize, sig: u64) -> u64 {
+    let init = s.procs[p].pid == 1;
     let mut woken = 0;
     if sig == SIGCONT && !init {
         PENDING[p].fetch_and(!(0xf << 18), Ordering::SeqCst);
@@ -305,15 +356,20 @@ pub fn post(s: &mut State, p: usize, sig: u64, info: Info) -> u64 {
     } else if sig == SIGKILL && STOPPED[p].swap(0, Ordering::SeqCst) != 0 {
         woken = slots_of(p as u64);
     }
-    let sigs = &mut s.procs[p].signals;
-    if sig == 0 || sigs.ignored(sig) || (init && sigs.actions[(sig - 1) as usize].handler == SIG_DFL) {
-        // The first process is the VM's init: as in a PID namespace, only the
-        // signals it has a handler for reach it.
-        return woken;
+    // The same for what is pending for single threads of it.
+    let drop = match sig {
+        SIGCONT if !init => 0xf << 18,
+        x if is_stop(x) => bit(SIGCONT),
+        _ => 0,
+    };
+    if drop != 0 {
+        for slot in 0..MAX_VCPUS {
+            if slots_of(p as u64) & (1 << slot) != 0 {
+                thread_pending(slot).fetch_and(!drop, Ordering::SeqCst);
+            }
+        }
     }
-    sigs.info[(sig - 1) as usize] = info;
-    PENDING[p].fetch_or(bit(sig), Ordering::SeqCst);
-    woken | slots_of(p as u64)
+    woken
 }
 
 /// Parents (a bit per process slot) whose child was continued while the state
@@ -437,12 +493,18 @@ pub fn tgkill(tgid: Option<u64>, tid: u64, sig: u64) -> i64 {
             let init = s.procs[p as usize].pid == 1;
             let sigs = &mut s.procs[p as usize].signals;
             let unhandled = init && sigs.actions[(sig.max(1) - 1) as usize].handler == SIG_DFL;
+            let woken = if sig != 0 {
+                job_control(s, p as usize, sig)
+            } else {
+                0
+            };
+            let sigs = &mut s.procs[p as usize].signals;
             if sig != 0 && !sigs.ignored(sig) && !unhandled {
                 sigs.info[(sig - 1) as usize] = info;
                 thread_pending(slot).fetch_or(bit(sig), Ordering::SeqCst);
-                return Ok(1 << slot);
+                return Ok(woken | 1 << slot);
             }
-            return Ok(0);
+            return Ok(woken);
         }
         Err(-ESRCH)
     });
@@ -458,6 +520,7 @@ pub fn tgkill(tgid: Option<u64>, tid: u64, sig: u64) -> i64 {
 /// SIGKILL to every thread of process slot `p` but the caller; returns their slots
 /// (to [`interrupt`]).
 pub fn kill_other_threads(p: u64) -> u64 {
+    // A stopped thread must be able to die (see `stop_point`).
     let others = slots_of(p) & !(1 << percpu::slot());
     for slot in 0..MAX_VCPUS {
         if others & (1 << slot) != 0 {
@@ -607,30 +670,52 @@ pub fn deliver(f: &mut Frame, ret: i64, syscall: Option<u64>) -> i64 {
             pp.fetch_and(!bit(sig), Ordering::SeqCst);
         }
         let i = (sig - 1) as usize;
-        let action = me.signals.actions[i];
+        let mut action = me.signals.actions[i];
         if action.handler > SIG_IGN && action.flags & SA_RESETHAND != 0 {
             me.signals.actions[i] = Action::default();
         }
-        Some((sig, action, me.signals.info[i]))
+        let info = me.signals.info[i];
+        let (pgid, sid) = (me.pgid, me.sid);
+        // A stop is decided here, under the lock that dequeued it: a SIGCONT or
+        // SIGKILL sent meanwhile sees the process stopped. Linux drops SIGTSTP,
+        // SIGTTIN and SIGTTOU for an orphaned process group.
+        let mut stopped = None;
+        if action.handler == SIG_DFL && is_stop(sig) {
+            if sig != SIGSTOP && orphaned(s, pgid, sid) {
+                action.handler = SIG_IGN;
+            } else {
+                let p = percpu::get(PC_PROC).min(MAX_PROCS - 1) as usize;
+                stopped = Some(stop_locked(s, p, sig));
+            }
+        }
+        Some((sig, action, info, stopped))
     });
-    let Some((sig, action, info)) = taken else {
+    let Some((sig, action, info, stopped)) = taken else {
         restore_suspended_mask();
         return ret;
     };
+    if let Some((slots, parent)) = stopped {
+        interrupt(slots);
+        if let Some(par) = parent {
+            crate::proc::child_changed(par as u64);
+        }
+        stop_point();
+        restore_suspended_mask();
+        // Continued: a signal pending now is taken at once (a SIGCONT handler);
+        // else a call the stop interrupted runs again, as Linux restarts it when
+        // no handler ran.
+        if deliverable() {
+            return deliver(f, ret, syscall);
+        }
+        if ret == -EINTR && syscall.is_some_and(restartable) {
+            f.rcx = f.rcx.wrapping_sub(2);
+            return syscall.map_or(ret, |nr| nr as i64);
+        }
+        return ret;
+    }
     match action.handler {
         SIG_IGN | SIG_DFL if action.handler == SIG_IGN || default_ignored(sig) => {
             restore_suspended_mask();
-            ret
-        }
-        SIG_DFL if is_stop(sig) => {
-            stop(sig);
-            restore_suspended_mask();
-            // Continued: a call the stop interrupted runs again, as Linux restarts
-            // it when no handler ran.
-            if ret == -EINTR && syscall.is_some_and(restartable) {
-                f.rcx = f.rcx.wrapping_sub(2);
-                return syscall.map_or(ret, |nr| nr as i64);
-            }
             ret
         }
         SIG_DFL => crate::proc::killed(sig),
@@ -788,15 +873,17 @@ fn frame(f: &mut Frame, ret: i64, sig: u64, handler: u64, a: &Action, info: Info
     let (alt_sp, alt_size, alt_flags) = altstack();
     let uc_stack = [alt_sp, altstack_flags(user_rsp), alt_size];
     let top = if a.flags & SA_ONSTACK != 0 && alt_size != 0 && !on_altstack(user_rsp) {
-        if alt_flags & SS_AUTODISARM != 0 {
-            percpu::set(PC_ALT_SIZE, 0);
-            percpu::set(PC_ALT_SP, 0);
-            percpu::set(PC_ALT_FLAGS, 0);
-        }
         alt_sp.wrapping_add(alt_size)
     } else {
         user_rsp.wrapping_sub(128)
     };
+    // SS_AUTODISARM: off for the handler (any handler, as Linux), back at its
+    // rt_sigreturn from the frame's uc_stack.
+    if alt_flags & SS_AUTODISARM != 0 {
+        percpu::set(PC_ALT_SIZE, 0);
+        percpu::set(PC_ALT_SP, 0);
+        percpu::set(PC_ALT_FLAGS, 0);
+    }
     let fp = (top.wrapping_sub(512)) & !63;
     let at = ((fp - FRAME) & !15) - 8;
     if !user_ok(at, fp + 512 - at) {

@@ -375,7 +375,11 @@ impl Host {
     pub fn close_range(&mut self, first: u64, last: u64, flags: u64) -> Result<i64, Errno> {
         const UNSHARE: u64 = 2;
         const CLOEXEC: u64 = 4;
-        let (first, last) = (first as u32 as usize, last as u32 as usize);
+        let (first, last, flags) = (
+            first as u32 as usize,
+            last as u32 as usize,
+            flags as u32 as u64,
+        );
         if flags & !(UNSHARE | CLOEXEC) != 0 || first > last {
             return Err(Errno::EINVAL);
         }

@@ -157,13 +157,13 @@ fn host_statfs(fd: BorrowedFd<'_>) -> Result<libc::statfs, Errno> {
 pub fn statfs(h: &Host, mem: &mut GuestMem, path: u64, buf: u64) -> Ret {
     let f = stat_target(h, mem, AT_FDCWD as u32 as u64, path, 0)?;
     let st = host_statfs(f.as_fd())?;
-    put(mem, buf, &stat::encode_statfs(&st))
+    put(mem, buf, &stat::encode_statfs(&st, h.readonly()))
 }
 
 /// fstatfs(2).
 pub fn fstatfs(h: &Host, mem: &mut GuestMem, fd: u64, buf: u64) -> Ret {
     let st = host_statfs(h.fd(fd)?)?;
-    put(mem, buf, &stat::encode_statfs(&st))
+    put(mem, buf, &stat::encode_statfs(&st, h.readonly()))
 }
 
 /// fstat(2).

@@ -66,8 +66,9 @@ pub fn encode_statx(st: &libc::stat) -> Vec<u8> {
 }
 
 /// struct statfs as the guest's x86-64 Linux lays it out, from the host's (the
-/// same architecture: the fields keep their types).
-pub fn encode_statfs(st: &libc::statfs) -> Vec<u8> {
+/// same architecture: the fields keep their types); f_flags says ST_VALID, and
+/// ST_RDONLY for a read-only rootfs.
+pub fn encode_statfs(st: &libc::statfs, readonly: bool) -> Vec<u8> {
     let mut b = Vec::with_capacity(120);
     b.extend(st.f_type.to_le_bytes());
     b.extend(st.f_bsize.to_le_bytes());
@@ -76,10 +77,12 @@ pub fn encode_statfs(st: &libc::statfs) -> Vec<u8> {
     }
     // f_fsid: not the host's.
     b.extend(0u64.to_le_bytes());
-    // f_flags is not in libc's struct: the mount flags stay 0.
     for v in [st.f_namelen, st.f_frsize] {
         b.extend(v.to_le_bytes());
     }
+    // f_flags (not in libc's struct): ST_VALID (0x20), ST_RDONLY (1).
+    let flags: i64 = 0x20 | i64::from(readonly);
+    b.extend(flags.to_le_bytes());
     b.resize(120, 0);
     b
 }
