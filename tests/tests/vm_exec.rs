@@ -396,3 +396,43 @@ fn kill_all_stop_and_cont() {
     c.delete_force().assert_ok();
     c.assert_nothing_left(&b);
 }
+
+/// `pause` stops every vCPU of the domain (its state says paused and its guest
+/// makes no progress, a process started by `exec` included); `resume` lets them
+/// run again.
+#[test]
+fn pause_stops_the_guest_and_resume_restarts_it() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    let c = vm_running(
+        &hj,
+        &mut b,
+        "vmpausing",
+        "while :; do echo t >> /init-ticks; sleep 0.1; done",
+    );
+    hj.call(["exec", "--detach", &c.id, "sh", "-c"])
+        .arg("while :; do echo t >> /exec-ticks; sleep 0.1; done")
+        .timeout(Duration::from_secs(20))
+        .output()
+        .assert_ok();
+    let size = |f: &str| fs::metadata(b.rootfs().join(f)).map_or(0, |m| m.len());
+    let both = || (size("init-ticks"), size("exec-ticks"));
+    wait_until(Duration::from_secs(20), "ticks from both", || {
+        let (a, e) = both();
+        a >= 4 && e >= 4
+    });
+    hj.run(["pause", &c.id]).assert_ok();
+    assert_eq!(c.status().as_deref(), Some("paused"));
+    let paused = both();
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(both(), paused, "a paused guest made progress");
+    hj.run(["resume", &c.id]).assert_ok();
+    assert_eq!(c.status().as_deref(), Some("running"));
+    wait_until(Duration::from_secs(20), "ticks from both again", || {
+        let (a, e) = both();
+        a > paused.0 && e > paused.1
+    });
+    c.delete_force().assert_ok();
+    c.assert_nothing_left(&b);
+}
