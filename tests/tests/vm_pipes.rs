@@ -259,6 +259,29 @@ int main(void) {
     int r2 = fstatfs(dfd, &sf2);
     printf("statfs=%d fstatfs=%d same-type=%d bsize=%d namelen=%ld\n", r, r2,
            sf.f_type == sf2.f_type, sf.f_bsize > 0, (long)sf.f_namelen);
+    /* /proc/self/fd: what an fd is (readlink), and the same file again (open). */
+    char lp[64], lb[512];
+    int lf = open("link.tmp", O_CREAT | O_WRONLY | O_TRUNC, 0600);
+    snprintf(lp, sizeof lp, "/proc/self/fd/%d", lf);
+    ssize_t ln = readlink(lp, lb, sizeof lb - 1);
+    lb[ln > 0 ? ln : 0] = 0;
+    char *base = strrchr(lb, '/');
+    printf("fd-link=%s absolute=%d\n", base ? base + 1 : lb, lb[0] == '/');
+    int lq[2];
+    pipe(lq);
+    snprintf(lp, sizeof lp, "/proc/self/fd/%d", lq[0]);
+    ln = readlink(lp, lb, sizeof lb - 1);
+    lb[ln > 0 ? ln : 0] = 0;
+    printf("pipe-link=%d\n", strncmp(lb, "pipe:[", 6) == 0);
+    write(lq[1], "z", 1);
+    int re = open(lp, O_RDONLY);
+    char zc = '-';
+    read(re, &zc, 1);
+    printf("reopen=%c\n", zc);
+    snprintf(lp, sizeof lp, "/proc/self/fd/%d", closed_fd());
+    errno = 0;
+    r = open(lp, O_RDONLY);
+    printf("reopen-closed=%d %s\n", r, strerror(errno));
     return 0;
 }
 "#;
@@ -309,6 +332,10 @@ fn pipes_poll_and_epoll_match_the_host() {
         "close_range-cloexec=0 flag=1",
         "close_range-bad=-1 Invalid argument",
         "statfs=0 fstatfs=0 same-type=1 bsize=1 namelen=255",
+        "fd-link=link.tmp absolute=1",
+        "pipe-link=1",
+        "reopen=z",
+        "reopen-closed=-1 No such file or directory",
     ] {
         assert!(host_out.contains(want), "host: {want:?} in {host_out}");
     }

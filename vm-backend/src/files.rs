@@ -163,6 +163,11 @@ impl Host {
         if let Some(fd) = std.iter().position(|p| *p == abs) {
             return Some(self.dup(fd as u64, 0, cloexec).map_err(|_| Errno::ENXIO));
         }
+        // /proc/self/fd/N opens the same file again (as a dup: its offset is
+        // shared, where Linux reopens regular files with an offset of their own).
+        if let Some(fd) = Host::proc_fd(abs) {
+            return Some(self.dup(fd, 0, cloexec).map_err(|_| Errno::ENOENT));
+        }
         // The controlling terminal (ENXIO without one, as Linux), and the console.
         let terminal = match abs {
             b"/dev/tty" => Some(self.files().ctty.clone().ok_or(Errno::ENXIO)),
@@ -174,6 +179,46 @@ impl Host {
         }
         let file = self.devices.iter().find(|(p, _)| *p == abs)?.1.clone();
         Some(self.install_shared(file, cloexec))
+    }
+
+    /// The guest fd a /proc/self/fd/N (or /proc/thread-self/fd/N) path names, for
+    /// `abs` a normalised absolute path; None for another path.
+    pub fn proc_fd(abs: &[u8]) -> Option<u64> {
+        let n = abs
+            .strip_prefix(b"/proc/self/fd/")
+            .or_else(|| abs.strip_prefix(b"/proc/thread-self/fd/"))?;
+        if n.is_empty() || n.len() > 9 || !n.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(n).ok()?.parse().ok()
+    }
+
+    /// What readlink of /proc/self/fd/`fd` gives: the guest path the file was
+    /// opened by, the device's path, or Linux's `pipe:[inode]`, `socket:[inode]`
+    /// and `anon_inode:[...]` for what has none.
+    pub fn fd_link(&self, fd: u64) -> Result<Vec<u8>, Errno> {
+        let slot = self.slot(fd)?;
+        if let Some(p) = &slot.path {
+            return Ok(p.to_vec());
+        }
+        if let Some((p, _)) = self
+            .devices
+            .iter()
+            .find(|(_, f)| Arc::ptr_eq(f, &slot.file))
+        {
+            return Ok(p.to_vec());
+        }
+        let st = nix::sys::stat::fstat(&slot.file)?;
+        Ok(match st.st_mode & libc::S_IFMT {
+            libc::S_IFIFO => format!("pipe:[{}]", st.st_ino).into_bytes(),
+            libc::S_IFSOCK => format!("socket:[{}]", st.st_ino).into_bytes(),
+            libc::S_IFCHR if nix::unistd::isatty(&slot.file).unwrap_or(false) => {
+                b"/dev/tty".to_vec()
+            }
+            libc::S_IFCHR => b"/dev/console".to_vec(),
+            libc::S_IFREG | libc::S_IFDIR => b"/".to_vec(),
+            _ => b"anon_inode:[eventfd]".to_vec(),
+        })
     }
 
     /// Makes process slot `p`'s files the ones calls act on (slot 0 for a bad `p`).

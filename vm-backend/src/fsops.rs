@@ -197,6 +197,15 @@ pub fn readlinkat(h: &Host, mem: &mut GuestMem, dirfd: u64, path: u64, buf: u64,
     if size as u32 as i32 <= 0 {
         return Err(Errno::EINVAL);
     }
+    // /proc/self/fd/N: what the guest's fd N is.
+    if let Ok(abs) = abs_arg(h, mem, dirfd, path) {
+        if let Some(fd) = Host::proc_fd(&crate::files::normalize(&abs)) {
+            let link = h.fd_link(fd).map_err(|_| Errno::ENOENT)?;
+            let n = link.len().min(size as u32 as usize);
+            put(mem, buf, &link[..n])?;
+            return Ok(n as i64);
+        }
+    }
     let f = stat_target(h, mem, dirfd, path, AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH)?;
     let st = nix::sys::stat::fstat(f.as_fd())?;
     if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
