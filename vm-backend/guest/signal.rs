@@ -136,6 +136,10 @@ pub fn clear_stopped(p: u64) {
 fn stop_point() {
     let p = percpu::get(PC_PROC).min(MAX_PROCS - 1) as usize;
     let w = &STOPPED[p];
+    if w.load(Ordering::Relaxed) == 0 {
+        // The common case, on every way out of the kernel: one load.
+        return;
+    }
     loop {
         host_signals();
         let kill = (PENDING[p].load(Ordering::SeqCst)
