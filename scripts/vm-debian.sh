@@ -92,6 +92,16 @@ with tempfile.TemporaryDirectory() as d:
     p = os.path.join(d, "f"); open(p, "w").write("x" * 10); print("tmp", os.path.getsize(p))
 signal.signal(signal.SIGALRM, lambda *a: print("alarm", flush=True)); signal.alarm(1); time.sleep(1.5)'
 
+check "python3 asyncio: gather, sleep, a subprocess" "asyncio ([0, 1, 2], 'sub')" \
+    /usr/bin/python3 -c '
+import asyncio
+async def main():
+    r = await asyncio.gather(*(asyncio.sleep(0.05, result=i) for i in range(3)))
+    p = await asyncio.create_subprocess_exec("echo", "sub", stdout=asyncio.subprocess.PIPE)
+    out, _ = await p.communicate()
+    return r, out.decode().strip()
+print("asyncio", asyncio.run(main()))'
+
 echo "vm-debian: $pass passed, $fail failed"
 echo "vm-debian: system calls the guest kernel does not implement (it returned ENOSYS):"
 grep -o 'unsupported system call [0-9]* ([a-z0-9_]*)' "$work/stderr" | sort -u | sed 's/^/  /' || echo "  none"

@@ -19,6 +19,9 @@ const PIPES: &str = r#"
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/select.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/timerfd.h>
@@ -282,6 +285,45 @@ int main(void) {
     errno = 0;
     r = open(lp, O_RDONLY);
     printf("reopen-closed=%d %s\n", r, strerror(errno));
+
+    /* socketpair: both ways, send/recv, MSG_DONTWAIT, poll, shutdown, EPIPE. */
+    int sv[2];
+    r = socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
+    write(sv[0], "ping", 4);
+    char sb[16] = {0}, sb2[16] = {0};
+    ssize_t sn = read(sv[1], sb, sizeof sb - 1);
+    send(sv[1], "pong", 4, 0);
+    ssize_t sn2 = recv(sv[0], sb2, sizeof sb2 - 1, 0);
+    printf("socketpair=%d read=%zd %s recv=%zd %s\n", r, sn, sb, sn2, sb2);
+    errno = 0;
+    sn = recv(sv[0], sb, sizeof sb, MSG_DONTWAIT);
+    printf("dontwait=%zd %s\n", sn, strerror(errno));
+    struct pollfd sp2 = {sv[0], POLLIN, 0};
+    write(sv[1], "x", 1);
+    printf("poll-socket=%d\n", poll(&sp2, 1, 1000));
+    read(sv[0], sb, 1);
+    shutdown(sv[1], SHUT_WR);
+    printf("after-shutdown read=%zd\n", read(sv[0], sb, sizeof sb));
+    close(sv[0]);
+    errno = 0;
+    sn = send(sv[1], "y", 1, MSG_NOSIGNAL);
+    printf("send-closed=%zd %s\n", sn, strerror(errno));
+    errno = 0;
+    r = socketpair(AF_INET, SOCK_STREAM, 0, sv);
+    printf("socketpair-inet=%d %s\n", r, strerror(errno));
+    /* FIONBIO (how Python's setblocking works), getsockname of an unnamed pair. */
+    int sv2[2];
+    socketpair(AF_UNIX, SOCK_STREAM, 0, sv2);
+    int on = 1;
+    r = ioctl(sv2[0], FIONBIO, &on);
+    errno = 0;
+    sn = read(sv2[0], sb, 1);
+    printf("fionbio=%d read=%zd %s\n", r, sn, strerror(errno));
+    struct sockaddr_un su;
+    memset(&su, 0xff, sizeof su);
+    socklen_t sl = sizeof su;
+    r = getsockname(sv2[0], (struct sockaddr *)&su, &sl);
+    printf("getsockname=%d family=%d len=%d\n", r, su.sun_family, (int)sl);
     return 0;
 }
 "#;
@@ -336,6 +378,14 @@ fn pipes_poll_and_epoll_match_the_host() {
         "pipe-link=1",
         "reopen=z",
         "reopen-closed=-1 No such file or directory",
+        "socketpair=0 read=4 ping recv=4 pong",
+        "dontwait=-1 Resource temporarily unavailable",
+        "poll-socket=1",
+        "after-shutdown read=0",
+        "send-closed=-1 Broken pipe",
+        "socketpair-inet=-1 Operation not supported",
+        "fionbio=0 read=-1 Resource temporarily unavailable",
+        "getsockname=0 family=1 len=2",
     ] {
         assert!(host_out.contains(want), "host: {want:?} in {host_out}");
     }

@@ -232,6 +232,8 @@ pub fn dispatch(f: &mut Frame) -> i64 {
         // VMM's ring.
         0..=8 | 16..=22 | 32 | 33 | 40 | 72 | 79..=84 | 87 | 88 => forward(nr, a),
         137 | 138 | 217 | 258 | 262..=264 | 266 | 269 | 292 | 316 | 332 | 436 | 439 => forward(nr, a),
+        // socketpair and what its ends take (send/recv without addresses, shutdown).
+        44 | 45 | 48 | 51 | 52 | 53 => forward(nr, a),
         // pselect6's sixth argument: {sigset pointer, size}.
         270 if a[5] != 0 => {
             if !user_ok(a[5], 16) {
@@ -388,9 +390,10 @@ fn with_mask(mask: u64, size: u64, call: impl FnOnce() -> i64) -> i64 {
 pub fn forward(nr: u64, a: [u64; 6]) -> i64 {
     const EPIPE: i64 = 32;
     let r = crate::ring::call(nr, a);
-    // A write to a pipe nobody reads: SIGPIPE to the writer as well (write,
-    // pwrite64, writev, sendfile).
-    if r == -EPIPE && matches!(nr, 1 | 18 | 20 | 40) {
+    // A write to a pipe or socket nobody reads: SIGPIPE to the writer as well
+    // (write, pwrite64, writev, sendfile, and sendto without MSG_NOSIGNAL).
+    const MSG_NOSIGNAL: u64 = 0x4000;
+    if r == -EPIPE && (matches!(nr, 1 | 18 | 20 | 40) || (nr == 44 && a[3] & MSG_NOSIGNAL == 0)) {
         signal::raise_self(13);
     }
     r

@@ -8,6 +8,7 @@ use crate::mem::GuestMem;
 use crate::wait::WOULD_WAIT;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{AddressFamily, Shutdown, SockFlag, SockType};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 
@@ -60,6 +61,113 @@ pub fn pipe2(h: &mut Host, mem: &mut GuestMem, fds: u64, flags: u64) -> Ret {
     out[..4].copy_from_slice(&(gr as i32).to_le_bytes());
     out[4..].copy_from_slice(&(gw as i32).to_le_bytes());
     mem.write(fds, &out);
+    Ok(0)
+}
+
+/// socketpair(2): a connected AF_UNIX pair (stream, datagram or seqpacket), host
+/// sockets in the VMM's fd table like a pipe's ends (read, write, send and recv
+/// without addresses, poll, shutdown).
+pub fn socketpair(
+    h: &mut Host,
+    mem: &mut GuestMem,
+    domain: u64,
+    ty: u64,
+    proto: u64,
+    sv: u64,
+) -> Ret {
+    const AF_UNIX: u64 = 1;
+    const SOCK_NONBLOCK: u64 = 0o4000;
+    const SOCK_CLOEXEC: u64 = 0o2000000;
+    let (ty, flags) = (ty as u32 as u64 & 0xf, ty as u32 as u64 & !0xf);
+    match domain as u32 as u64 {
+        AF_UNIX => {}
+        // AF_INET, AF_INET6: Linux has no pairs of those.
+        2 | 10 => return Err(Errno::EOPNOTSUPP),
+        _ => return Err(Errno::EAFNOSUPPORT),
+    }
+    if flags & !(SOCK_NONBLOCK | SOCK_CLOEXEC) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let kind = match ty {
+        1 => SockType::Stream,
+        2 => SockType::Datagram,
+        5 => SockType::SeqPacket,
+        _ => return Err(Errno::ESOCKTNOSUPPORT),
+    };
+    if proto != 0 {
+        return Err(Errno::EPROTONOSUPPORT);
+    }
+    if mem.slice(sv, 8).is_none() {
+        return Err(Errno::EFAULT);
+    }
+    let (a, b) = nix::sys::socket::socketpair(
+        AddressFamily::Unix,
+        kind,
+        None,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+    )?;
+    let (cloexec, nonblock) = (flags & SOCK_CLOEXEC != 0, flags & SOCK_NONBLOCK != 0);
+    let ga = h.install_own(a, cloexec, nonblock)?;
+    let gb = match h.install_own(b, cloexec, nonblock) {
+        Ok(fd) => fd,
+        Err(e) => {
+            let _ = h.close(ga as u64);
+            return Err(e);
+        }
+    };
+    let mut out = [0u8; 8];
+    out[..4].copy_from_slice(&(ga as i32).to_le_bytes());
+    out[4..].copy_from_slice(&(gb as i32).to_le_bytes());
+    mem.write(sv, &out);
+    Ok(0)
+}
+
+/// getsockname(2), or getpeername(2) with `peer`: the address of a guest socket
+/// (an unnamed AF_UNIX one: the family alone), cut at the guest's length as Linux
+/// does, the full length written back.
+pub fn sockname(h: &Host, mem: &mut GuestMem, peer: bool, fd: u64, addr: u64, len: u64) -> Ret {
+    let file = h.file(fd)?;
+    let st = nix::sys::stat::fstat(&*file)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(Errno::ENOTSOCK);
+    }
+    let name: nix::sys::socket::UnixAddr = if peer {
+        nix::sys::socket::getpeername(file.as_raw_fd())?
+    } else {
+        nix::sys::socket::getsockname(file.as_raw_fd())?
+    };
+    let raw = nix::sys::socket::SockaddrLike::len(&name) as usize;
+    // SAFETY: `as_ptr` points at a sockaddr of `len` bytes owned by `name`.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            nix::sys::socket::SockaddrLike::as_ptr(&name).cast::<u8>(),
+            raw,
+        )
+    };
+    let lb = mem.slice(len, 4).ok_or(Errno::EFAULT)?;
+    let want = u32::from_le_bytes([lb[0], lb[1], lb[2], lb[3]]) as usize;
+    if want as i32 as i64 > i64::from(i32::MAX) || (want as i32) < 0 {
+        return Err(Errno::EINVAL);
+    }
+    let n = want.min(raw);
+    if n > 0 && !mem.write(addr, &bytes[..n]) {
+        return Err(Errno::EFAULT);
+    }
+    if !mem.write(len, &(raw as u32).to_le_bytes()) {
+        return Err(Errno::EFAULT);
+    }
+    Ok(0)
+}
+
+/// shutdown(2) of a guest socket.
+pub fn shutdown(h: &Host, fd: u64, how: u64) -> Ret {
+    let how = match how {
+        0 => Shutdown::Read,
+        1 => Shutdown::Write,
+        2 => Shutdown::Both,
+        _ => return Err(Errno::EINVAL),
+    };
+    nix::sys::socket::shutdown(h.fd(fd)?.as_raw_fd(), how)?;
     Ok(0)
 }
 

@@ -500,18 +500,34 @@ impl Host {
             4 => {
                 // F_SETFL: O_NONBLOCK is kept as the guest's view (the VMM never
                 // waits, see crate::wait); the other flags are not applied.
-                let i = guest_fd(fd).ok_or(Errno::EBADF)?;
-                let s = self
-                    .files_mut()
-                    .fds
-                    .get_mut(i)
-                    .and_then(Option::as_mut)
-                    .ok_or(Errno::EBADF)?;
-                s.nonblock = arg & OFlag::O_NONBLOCK.bits() as u64 != 0;
-                Ok(0)
+                self.set_flags(fd, Some(arg & OFlag::O_NONBLOCK.bits() as u64 != 0), None)
             }
             _ => Err(Errno::EINVAL),
         }
+    }
+
+    /// Sets the guest's O_NONBLOCK and close-on-exec flags of guest fd `fd` (None
+    /// leaves one as it is): F_SETFL, and ioctl FIONBIO, FIOCLEX and FIONCLEX.
+    pub fn set_flags(
+        &mut self,
+        fd: u64,
+        nonblock: Option<bool>,
+        cloexec: Option<bool>,
+    ) -> Result<i64, Errno> {
+        let i = guest_fd(fd).ok_or(Errno::EBADF)?;
+        let s = self
+            .files_mut()
+            .fds
+            .get_mut(i)
+            .and_then(Option::as_mut)
+            .ok_or(Errno::EBADF)?;
+        if let Some(nb) = nonblock {
+            s.nonblock = nb;
+        }
+        if let Some(ce) = cloexec {
+            s.cloexec = ce;
+        }
+        Ok(0)
     }
 
     /// getcwd(2): the path with its NUL; its length is the return value.

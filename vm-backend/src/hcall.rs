@@ -66,6 +66,12 @@ fn dispatch(mem: &mut GuestMem, h: &mut Host, nr: u64, a: [u64; 6]) -> Ret {
     match nr {
         0 => read(mem, h, a[0], a[1], a[2], None),
         1 => write(mem, h, a[0], a[1], a[2], None),
+        // recvfrom and sendto without an address: a read and a write (MSG_DONTWAIT
+        // makes one that would wait fail with EAGAIN).
+        45 if a[4] == 0 => dontwait(a[3], read(mem, h, a[0], a[1], a[2], None)),
+        44 if a[4] == 0 => dontwait(a[3], write(mem, h, a[0], a[1], a[2], None)),
+        48 => events::shutdown(h, a[0], a[1]),
+        53 => events::socketpair(h, mem, a[0], a[1], a[2], a[3]),
         7 => events::poll(mem, h, a[0], a[1], i64::from(a[2] as i32)),
         22 => events::pipe2(h, mem, a[0], 0),
         213 => match a[0] as i32 {
@@ -102,7 +108,17 @@ fn dispatch(mem: &mut GuestMem, h: &mut Host, nr: u64, a: [u64; 6]) -> Ret {
         5 => fsops::fstat(h, mem, a[0], a[1]),
         6 => fsops::newfstatat(h, mem, cwd, a[0], a[1], NOFOLLOW),
         8 => lseek(h, a[0], a[1], a[2]),
+        // ioctl: FIONBIO, FIONCLEX and FIOCLEX act on the guest's fd flags; the
+        // terminal requests go to the host terminal.
+        16 if a[1] as u32 == 0x5421 => {
+            let on = mem.slice(a[2], 4).ok_or(Errno::EFAULT)?;
+            let on = i32::from_le_bytes([on[0], on[1], on[2], on[3]]) != 0;
+            h.set_flags(a[0], Some(on), None)
+        }
+        16 if a[1] as u32 == 0x5450 => h.set_flags(a[0], None, Some(false)),
+        16 if a[1] as u32 == 0x5451 => h.set_flags(a[0], None, Some(true)),
         16 => crate::tty::ioctl(mem, h, a[0], a[1], a[2]),
+        51 | 52 => events::sockname(h, mem, nr == 52, a[0], a[1], a[2]),
         17 => read(mem, h, a[0], a[1], a[2], Some(a[3])),
         18 => write(mem, h, a[0], a[1], a[2], Some(a[3])),
         19 => readv(mem, h, a[0], a[1], a[2]),
@@ -159,6 +175,15 @@ fn offset(off: u64) -> Result<i64, Errno> {
 }
 
 /// read(2), or pread64(2) with `at`.
+/// A send or recv with MSG_DONTWAIT never waits.
+fn dontwait(flags: u64, r: Ret) -> Ret {
+    const MSG_DONTWAIT: u64 = 0x40;
+    match r {
+        Err(e) if e == crate::wait::WOULD_WAIT && flags & MSG_DONTWAIT != 0 => Err(Errno::EAGAIN),
+        r => r,
+    }
+}
+
 fn read(mem: &mut GuestMem, h: &Host, gfd: u64, buf: u64, len: u64, at: Option<u64>) -> Ret {
     let fd = h.fd(gfd)?;
     let s = mem.slice_mut(buf, len.min(MAX_RW)).ok_or(Errno::EFAULT)?;

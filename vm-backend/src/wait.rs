@@ -88,8 +88,8 @@ pub fn what(mem: &GuestMem, h: &Host, nr: u64, a: [u64; 6]) -> Option<Wait> {
         })
     };
     match nr {
-        0 | 19 => one(a[0], PollFlags::POLLIN, -1),
-        1 | 20 => one(a[0], PollFlags::POLLOUT, -1),
+        0 | 19 | 45 => one(a[0], PollFlags::POLLIN, -1),
+        1 | 20 | 44 => one(a[0], PollFlags::POLLOUT, -1),
         40 => {
             // The side that held it up: the output when it has no room, else the
             // input.
