@@ -1,13 +1,15 @@
 //! Pipes, eventfds, poll and epoll in the VM: host objects in the VMM's fd table.
 //! A call that would wait (a read from an empty pipe, epoll_wait with a timeout)
-//! waits on its own vCPU thread, so other guest threads' I/O goes on meanwhile. The
-//! program prints only what the host run prints too.
+//! waits on its own vCPU thread, so other guest threads' I/O goes on meanwhile.
+//! Also select, timerfd, close_range, statfs, /proc/self/fd, socketpair and
+//! /proc/self/maps. The program prints only what the host run prints too.
 
 use hyperjail_tests::vm::{compile_static, vm_bundle};
 use hyperjail_tests::{require_kvm, skip_unless, Hyperjail};
 use std::process::Command;
 
 const PIPES: &str = r#"
+#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -324,6 +326,24 @@ int main(void) {
     socklen_t sl = sizeof su;
     r = getsockname(sv2[0], (struct sockaddr *)&su, &sl);
     printf("getsockname=%d family=%d len=%d\n", r, su.sun_family, (int)sl);
+
+    /* /proc/self/maps: glibc finds the first thread's stack there. */
+    pthread_attr_t pa;
+    void *stk = 0;
+    size_t stsz = 0;
+    int ga = pthread_getattr_np(pthread_self(), &pa);
+    pthread_attr_getstack(&pa, &stk, &stsz);
+    char here;
+    printf("getattr=%d stack-holds-local=%d\n", ga,
+           &here >= (char *)stk && &here < (char *)stk + stsz);
+    FILE *mf = fopen("/proc/self/maps", "r");
+    char ml[512];
+    int has_stack = 0, has_heap = 0;
+    while (mf && fgets(ml, sizeof ml, mf)) {
+        has_stack |= strstr(ml, "[stack]") != 0;
+        has_heap |= strstr(ml, "[heap]") != 0;
+    }
+    printf("maps stack=%d heap=%d\n", has_stack, has_heap);
     return 0;
 }
 "#;
@@ -386,6 +406,8 @@ fn pipes_poll_and_epoll_match_the_host() {
         "socketpair-inet=-1 Operation not supported",
         "fionbio=0 read=-1 Resource temporarily unavailable",
         "getsockname=0 family=1 len=2",
+        "getattr=0 stack-holds-local=1",
+        "maps stack=1 heap=1",
     ] {
         assert!(host_out.contains(want), "host: {want:?} in {host_out}");
     }

@@ -1,8 +1,8 @@
 //! /proc, made by the guest kernel: opening one of its files builds the text here
 //! and hands it to the VMM, which installs it as a read-only file in the caller's
 //! fd table (HJ_BUFFER_FILE). Files: /proc/uptime, meminfo, loadavg, cpuinfo, and
-//! /proc/self (or /proc/PID) status, stat and cmdline. Directory listings of /proc
-//! are not made.
+//! /proc/self (or /proc/PID) status, stat, cmdline and maps. Directory listings
+//! of /proc are not made.
 
 use crate::abi::*;
 use crate::mem::{boot, user_ok};
@@ -76,6 +76,7 @@ pub fn open(path: u64, flags: u64) -> Option<i64> {
                     b"status" => status(&mut t, p),
                     b"stat" => stat(&mut t, p),
                     b"cmdline" => cmdline(&mut t, p),
+                    b"maps" => maps(&mut t, p),
                     _ => return None,
                 },
             }
@@ -235,6 +236,41 @@ fn stat(t: &mut Text, p: u64) -> bool {
         let _ = write!(t, " {v}");
     }
     let _ = writeln!(t);
+    true
+}
+
+/// /proc/PID/maps, as the guest kernel lays a process out: its image (the program
+/// and its loader), the heap, the mappings below the stack region, and the stack
+/// (glibc finds the first thread's stack there).
+fn maps(t: &mut Text, p: u64) -> bool {
+    let me = percpu::get(PC_PROC).min(MAX_PROCS - 1) == p;
+    // The caller's own bookkeeping is brought up to date by `me()`.
+    let (brk_start, brk_cur, mmap_low) = with(|s| {
+        if me {
+            s.me().regions()
+        } else {
+            s.procs[p as usize].regions()
+        }
+    });
+    let (mmap_top, ram_end) = (pi(p, PI_MMAP_TOP), boot(BI_RAM_END));
+    let mut line = |from: u64, to: u64, perms: &str, name: &[u8]| {
+        if from < to {
+            let _ = write!(t, "{from:08x}-{to:08x} {perms} 00000000 00:00 0");
+            if !name.is_empty() {
+                let _ = write!(t, "{:>w$}", "", w = 10);
+                t.bytes(name);
+            }
+            let _ = writeln!(t);
+        }
+    };
+    let exe_at = PROC_INFO_GPA + p * PROC_INFO_SIZE + PI_EXE;
+    // SAFETY: the process block is kernel memory with PI_EXE_LEN bytes there.
+    let exe = unsafe { core::slice::from_raw_parts(exe_at as *const u8, PI_EXE_LEN as usize) };
+    let exe = &exe[..exe.iter().position(|&c| c == 0).unwrap_or(0)];
+    line(USER_MIN, brk_start, "r-xp", exe);
+    line(brk_start, brk_cur, "rw-p", b"[heap]");
+    line(mmap_low, mmap_top, "rw-p", b"");
+    line(mmap_top, ram_end, "rw-p", b"[stack]");
     true
 }
 

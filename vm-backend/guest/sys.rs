@@ -91,6 +91,12 @@ impl Proc {
         }
     }
 
+    /// Where the heap starts, where it ends now, and the lowest mapping (the
+    /// regions /proc/PID/maps lists).
+    pub fn regions(&self) -> (u64, u64, u64) {
+        (self.brk_start, self.brk_cur, self.mmap_low)
+    }
+
     /// The heap's highest end so far and the lowest mapping: the room between is
     /// memory not handed out yet.
     pub fn heap_bounds(&self) -> (u64, u64) {
