@@ -195,18 +195,22 @@ pub fn execve(f: &mut Frame, path: u64, argv: u64, envp: u64) -> i64 {
     };
     // Read now: the caller's memory is gone once the new image is in.
     let name = exec_name(path);
-    w(EX_PATH, path);
-    w(EX_ARGV, argv);
-    w(EX_ENVP, envp);
-    let p = me();
-    let alone = with(|s| s.me().threads) > 1;
-    if alone {
-        // As Linux: once the execve cannot fail, the other threads end first (as
-        // by SIGKILL, without ending the process) and this one carries on alone.
-        w(EX_CHECK, 1);
+    // The whole block each time: the futex calls in between share it.
+    let ask = |check: u64| {
+        w(EX_PATH, path);
+        w(EX_ARGV, argv);
+        w(EX_ENVP, envp);
+        w(EX_CHECK, check);
         w(EX_RET, (-ENOSYS) as u64);
         mmio(MMIO_EXEC, blk);
-        let ret = r(EX_RET) as i64;
+        r(EX_RET) as i64
+    };
+    let p = me();
+    let threaded = with(|s| s.me().threads) > 1;
+    if threaded {
+        // As Linux: once the execve cannot fail, the other threads end first (as
+        // by SIGKILL, without ending the process) and this one carries on alone.
+        let ret = ask(1);
         if ret < 0 {
             return ret;
         }
@@ -218,15 +222,8 @@ pub fn execve(f: &mut Frame, path: u64, argv: u64, envp: u64) -> i64 {
         with(|s| s.me().threads = 1);
         DYING[p as usize].store(false, Ordering::SeqCst);
     }
-    // (Again: the futex calls above share the block.)
-    w(EX_PATH, path);
-    w(EX_ARGV, argv);
-    w(EX_ENVP, envp);
-    w(EX_CHECK, 0);
-    w(EX_RET, (-ENOSYS) as u64);
-    mmio(MMIO_EXEC, blk);
-    let ret = r(EX_RET) as i64;
-    if ret < 0 && alone {
+    let ret = ask(0);
+    if ret < 0 && threaded {
         // The other threads are gone: as Linux after de_thread, no way back.
         end(SIGSEGV);
     }

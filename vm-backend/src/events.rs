@@ -49,18 +49,31 @@ pub fn pipe2(h: &mut Host, mem: &mut GuestMem, fds: u64, flags: u64) -> Ret {
     // of microseconds here; a failure leaves the default.
     let _ = nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
     let (cloexec, nonblock) = (flags & O_CLOEXEC != 0, flags & O_NONBLOCK != 0);
-    let gr = h.install_own(r, cloexec, nonblock)?;
-    let gw = match h.install_own(w, cloexec, nonblock) {
+    install_pair(h, mem, fds, [r, w], cloexec, nonblock)
+}
+
+/// Installs the two ends of a pipe or socket pair (made O_NONBLOCK by the VMM) as
+/// guest fds and writes them as two ints at `at` (both or neither installed).
+fn install_pair(
+    h: &mut Host,
+    mem: &mut GuestMem,
+    at: u64,
+    [a, b]: [OwnedFd; 2],
+    cloexec: bool,
+    nonblock: bool,
+) -> Ret {
+    let ga = h.install_own(a, cloexec, nonblock)?;
+    let gb = match h.install_own(b, cloexec, nonblock) {
         Ok(fd) => fd,
         Err(e) => {
-            let _ = h.close(gr as u64);
+            let _ = h.close(ga as u64);
             return Err(e);
         }
     };
     let mut out = [0u8; 8];
-    out[..4].copy_from_slice(&(gr as i32).to_le_bytes());
-    out[4..].copy_from_slice(&(gw as i32).to_le_bytes());
-    mem.write(fds, &out);
+    out[..4].copy_from_slice(&(ga as i32).to_le_bytes());
+    out[4..].copy_from_slice(&(gb as i32).to_le_bytes());
+    mem.write(at, &out);
     Ok(0)
 }
 
@@ -107,19 +120,7 @@ pub fn socketpair(
         SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
     )?;
     let (cloexec, nonblock) = (flags & SOCK_CLOEXEC != 0, flags & SOCK_NONBLOCK != 0);
-    let ga = h.install_own(a, cloexec, nonblock)?;
-    let gb = match h.install_own(b, cloexec, nonblock) {
-        Ok(fd) => fd,
-        Err(e) => {
-            let _ = h.close(ga as u64);
-            return Err(e);
-        }
-    };
-    let mut out = [0u8; 8];
-    out[..4].copy_from_slice(&(ga as i32).to_le_bytes());
-    out[4..].copy_from_slice(&(gb as i32).to_le_bytes());
-    mem.write(sv, &out);
-    Ok(0)
+    install_pair(h, mem, sv, [a, b], cloexec, nonblock)
 }
 
 /// getsockname(2), or getpeername(2) with `peer`: the address of a guest socket

@@ -197,12 +197,7 @@ fn run(m: &Machine, mut w: Watch) {
         let Some((p, pid, bytes)) = victim(m, &mut buf) else {
             continue;
         };
-        let word = |off| {
-            m.mem
-                .atomic_u64(PROC_INFO_GPA + p * PROC_INFO_SIZE + off)
-                .map_or(0, |w| w.load(Ordering::SeqCst))
-        };
-        let alive = || word(PI_BUSY) != 0 && word(PI_PID) == pid;
+        let alive = || m.guest_pid(p) == Some(pid);
         if !alive() {
             // It ended meanwhile: memory is looked at again.
             continue;
@@ -245,15 +240,9 @@ fn victim(m: &Machine, buf: &mut [u8]) -> Option<(u64, u64, u64)> {
     let pagemap = m.pagemap.as_ref()?;
     let mut best: Option<(u64, u64, u64)> = None;
     for p in 0..MAX_PROCS {
-        let word = |off| {
-            m.mem
-                .atomic_u64(PROC_INFO_GPA + p * PROC_INFO_SIZE + off)
-                .map_or(0, |w| w.load(Ordering::SeqCst))
-        };
-        let pid = word(PI_PID);
-        if word(PI_BUSY) == 0 || pid == 0 {
+        let Some(pid) = m.guest_pid(p) else {
             continue;
-        }
+        };
         let view = m.view(p);
         if p != 0 && view.host_addr() == m.mem.host_addr() {
             // No window of its own yet.

@@ -124,13 +124,11 @@ fn pi(m: &Machine, p: u64, off: u64) -> Option<&std::sync::atomic::AtomicU64> {
 fn processes(m: &Machine) -> Vec<serde_json::Value> {
     let mut v = Vec::new();
     for p in 0..MAX_PROCS {
-        let word = |off| pi(m, p, off).map_or(0, |w| w.load(Ordering::SeqCst));
-        let (busy, pid) = (word(PI_BUSY), word(PI_PID));
-        if busy == 0 || pid == 0 {
+        let Some(pid) = m.guest_pid(p) else {
             continue;
-        }
+        };
         let base = PROC_INFO_GPA + p * PROC_INFO_SIZE;
-        let len = word(PI_CMDLINE_SIZE).min(PI_CMDLINE_LEN);
+        let len = m.proc_word(p, PI_CMDLINE_SIZE).min(PI_CMDLINE_LEN);
         let args: Vec<String> = m
             .mem
             .slice(base + PI_CMDLINE, len)
@@ -139,17 +137,14 @@ fn processes(m: &Machine) -> Vec<serde_json::Value> {
             .filter(|a| !a.is_empty())
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        v.push(serde_json::json!({"pid": pid, "ppid": word(PI_PPID), "args": args}));
+        v.push(serde_json::json!({"pid": pid, "ppid": m.proc_word(p, PI_PPID), "args": args}));
     }
     v
 }
 
 /// The process slot of guest process `pid`.
 fn slot_of(m: &Machine, pid: u64) -> Option<u64> {
-    (0..MAX_PROCS).find(|&p| {
-        let word = |off| pi(m, p, off).map_or(0, |w| w.load(Ordering::SeqCst));
-        word(PI_BUSY) != 0 && word(PI_PID) == pid
-    })
+    (0..MAX_PROCS).find(|&p| m.guest_pid(p) == Some(pid))
 }
 
 fn kill(m: &Machine, req: &serde_json::Value) -> Result<(), String> {
@@ -163,11 +158,8 @@ fn kill(m: &Machine, req: &serde_json::Value) -> Result<(), String> {
             m.post_host_signal(p, sig);
         }
         None => {
-            for p in 0..MAX_PROCS {
-                let word = |off| pi(m, p, off).map_or(0, |w| w.load(Ordering::SeqCst));
-                if word(PI_BUSY) != 0 && word(PI_PID) != 0 {
-                    m.post_host_signal(p, sig);
-                }
+            for p in (0..MAX_PROCS).filter(|&p| m.guest_pid(p).is_some()) {
+                m.post_host_signal(p, sig);
             }
         }
     }
@@ -334,24 +326,13 @@ fn prepare(
     // The per-CPU slot last, and named as this process's at once: a slot taken
     // shows as a thread of the process its PC_PROC names.
     let area = |slot: u64| PERCPU_GPA + slot * PERCPU_SIZE;
-    let mut low = m.mem.alias();
-    let slot = (1..MAX_VCPUS).find(|&i| {
-        m.mem.atomic_u64(area(i) + PC_BUSY).is_some_and(|w| {
-            let mut low = m.mem.alias();
-            let taken = w
-                .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok();
-            if taken {
-                low.write_u64(area(i) + PC_PROC, p);
-            }
-            taken
-        })
-    });
-    let Some(slot) = slot else {
+    let Some(slot) = take(m, 1..MAX_VCPUS, |i| area(i) + PC_BUSY) else {
         return Err(undo(format!(
             "the VM runs {MAX_VCPUS} threads already (its most)"
         )));
     };
+    let mut low = m.mem.alias();
+    low.write_u64(area(slot) + PC_PROC, p);
     low.write_u64(area(slot) + PC_TID, 0);
     low.write_u64(area(slot) + PC_KSTACK_TOP, area(slot) + PERCPU_SIZE);
     // KVM's register order: rax rbx rcx rdx rsi rdi rsp ...; the spawn entry takes

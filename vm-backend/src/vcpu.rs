@@ -121,6 +121,19 @@ impl Machine {
         self.futexes.interrupt();
     }
 
+    /// The u64 at `off` in process slot `p`'s block (PI_*; 0 if out of range).
+    pub fn proc_word(&self, p: u64, off: u64) -> u64 {
+        self.mem
+            .atomic_u64(PROC_INFO_GPA + p * PROC_INFO_SIZE + off)
+            .map_or(0, |w| w.load(Ordering::SeqCst))
+    }
+
+    /// The pid of the process in slot `p`, if the slot holds one that has a pid.
+    pub fn guest_pid(&self, p: u64) -> Option<u64> {
+        let pid = self.proc_word(p, PI_PID);
+        (self.proc_word(p, PI_BUSY) != 0 && pid != 0).then_some(pid)
+    }
+
     /// Puts signal `sig` (1..=64) in process slot `p`'s host mailbox (PI_HOSTSIG)
     /// and wakes its threads to take it.
     pub fn post_host_signal(&self, p: u64, sig: u64) {
