@@ -1,7 +1,7 @@
 //! Helpers for the VM backend's tests: a busybox bundle routed to the VM, and
 //! static C programs compiled into its rootfs.
 
-use crate::Bundle;
+use crate::{Bundle, Hyperjail, Output};
 use serde_json::json;
 use std::fs;
 use std::process::Command;
@@ -99,4 +99,24 @@ pub fn copy_into_rootfs(b: &Bundle, path: &str) {
         fs::create_dir_all(parent).expect("mkdir in the rootfs");
     }
     fs::copy(path, &dst).unwrap_or_else(|e| panic!("copy {path} into the rootfs: {e}"));
+}
+
+/// The VM half of a test that compares a program's run in the VM with its run on
+/// the host: runs the bundle's process as container `tag` and asserts exit `code`,
+/// exactly `host_out` on stdout, nothing on stderr and nothing left behind.
+/// Returns the output for further checks.
+pub fn assert_vm_matches_host(
+    hj: &Hyperjail,
+    b: &Bundle,
+    tag: &str,
+    code: i32,
+    host_out: &str,
+) -> Output {
+    let c = hj.container(tag);
+    let out = c.run(b, &[]);
+    assert_eq!(out.code, Some(code), "{out}");
+    assert_eq!(out.stdout, host_out, "{out}");
+    assert!(out.stderr.is_empty(), "{out}");
+    c.assert_nothing_left(b);
+    out
 }

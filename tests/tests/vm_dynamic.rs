@@ -3,7 +3,7 @@
 //! private file mappings (read into guest memory), and `dlopen` does the same at run
 //! time. The program gives the same output as on the host.
 
-use hyperjail_tests::vm::{compile_dynamic, copy_into_rootfs, vm_bundle};
+use hyperjail_tests::vm::{assert_vm_matches_host, compile_dynamic, copy_into_rootfs, vm_bundle};
 use hyperjail_tests::{require_kvm, skip_unless, Hyperjail};
 use std::fs;
 use std::process::Command;
@@ -113,14 +113,9 @@ fn dynamic_program_matches_the_host() {
 
     b.args(&["/dyn", "one", "/data.bin"])
         .env("DYN_TEST=on-host-too");
-    let c = hj.container("vmdyn");
-    let out = c.run(&b, &[]);
-    assert_eq!(out.code, Some(7), "{out}");
     // A writable shared mapping fails in both: EACCES on the host (read-only fd),
     // ENODEV in the VM (no shared file mappings).
-    assert_eq!(out.stdout, host_out, "{out}");
-    assert!(out.stderr.is_empty(), "{out}");
-    c.assert_nothing_left(&b);
+    assert_vm_matches_host(&hj, &b, "vmdyn", 7, &host_out);
 
     // The guest kernel's sysinfo: the VM's RAM (64 MiB by default), one thread.
     b.args(&["/dyn", "one", "/data.bin", "sysinfo"]);

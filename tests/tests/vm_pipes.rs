@@ -4,7 +4,7 @@
 //! Also select, timerfd, close_range, statfs, /proc/self/fd, socketpair and
 //! /proc/self/maps. The program prints only what the host run prints too.
 
-use hyperjail_tests::vm::{compile_static, vm_bundle};
+use hyperjail_tests::vm::{assert_vm_matches_host, compile_static, vm_bundle};
 use hyperjail_tests::{require_kvm, skip_unless, Hyperjail};
 use std::process::Command;
 
@@ -413,10 +413,5 @@ fn pipes_poll_and_epoll_match_the_host() {
     }
 
     b.args(&["/pipes"]);
-    let c = hj.container("vmpipes");
-    let out = c.run(&b, &[]);
-    assert_eq!(out.code, Some(0), "{out}");
-    assert_eq!(out.stdout, host_out, "{out}");
-    assert!(out.stderr.is_empty(), "{out}");
-    c.assert_nothing_left(&b);
+    assert_vm_matches_host(&hj, &b, "vmpipes", 0, &host_out);
 }

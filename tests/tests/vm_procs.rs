@@ -3,7 +3,7 @@
 //! wait4 with exit statuses, pipes between processes, and a busybox shell running
 //! pipelines, subshells and command substitution.
 
-use hyperjail_tests::vm::{compile_static, vm_bundle};
+use hyperjail_tests::vm::{assert_vm_matches_host, compile_static, vm_bundle};
 use hyperjail_tests::{require_kvm, skip_unless, Hyperjail};
 use std::process::Command;
 
@@ -187,12 +187,7 @@ fn fork_exec_wait_match_the_host() {
     }
 
     b.args(&["/procs"]);
-    let c = hj.container("vmprocs");
-    let out = c.run(&b, &[]);
-    assert_eq!(out.code, Some(0), "{out}");
-    assert_eq!(out.stdout, host_out, "{out}");
-    assert!(out.stderr.is_empty(), "{out}");
-    c.assert_nothing_left(&b);
+    assert_vm_matches_host(&hj, &b, "vmprocs", 0, &host_out);
 }
 
 /// busybox sh: external commands (fork + exec of busybox applets), pipelines,

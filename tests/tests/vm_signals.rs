@@ -5,7 +5,7 @@
 //! signal waking a thread from a sleep, a wait or a blocked read; busybox sh
 //! `trap`, `kill` and `wait`. The program prints only what the host run prints too.
 
-use hyperjail_tests::vm::{compile_static, vm_bundle};
+use hyperjail_tests::vm::{assert_vm_matches_host, compile_static, vm_bundle};
 use hyperjail_tests::{require_kvm, skip_unless, Hyperjail};
 use std::process::Command;
 
@@ -435,12 +435,7 @@ fn signals_match_the_host() {
         assert!(host_out.contains(want), "host: {want:?} in {host_out}");
     }
     b.args(&["/signals"]);
-    let c = hj.container("vmsignals");
-    let out = c.run(&b, &[]);
-    assert_eq!(out.code, Some(0), "{out}");
-    assert_eq!(out.stdout, host_out, "{out}");
-    assert!(out.stderr.is_empty(), "{out}");
-    c.assert_nothing_left(&b);
+    assert_vm_matches_host(&hj, &b, "vmsignals", 0, &host_out);
 }
 
 /// busybox sh: `trap` on TERM, `wait` for a background job (sigsuspend until

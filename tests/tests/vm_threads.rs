@@ -4,7 +4,7 @@
 //! too); sleeping threads sleep in parallel; the vCPU threads
 //! are in the domain's cgroup; the first thread may exit before the others.
 
-use hyperjail_tests::vm::{compile_static, vm_bundle};
+use hyperjail_tests::vm::{assert_vm_matches_host, compile_static, vm_bundle};
 use hyperjail_tests::{require_kvm, skip_unless, wait_until, Hyperjail};
 use std::fs;
 use std::process::Command;
@@ -136,16 +136,11 @@ fn pthreads_match_the_host() {
     assert!(host_out.starts_with("counter=200000 "), "{host_out}");
 
     b.args(&["/threads"]);
-    let c = hj.container("vmthreads");
-    let out = c.run(&b, &[]);
-    assert_eq!(out.code, Some(0), "{out}");
-    assert_eq!(out.stdout, host_out, "{out}");
+    let out = assert_vm_matches_host(&hj, &b, "vmthreads", 0, &host_out);
     assert!(out.stdout.contains("tids-unique=1"), "{out}");
     assert!(out.stdout.contains("timedwait=ETIMEDOUT"), "{out}");
     assert!(out.stdout.contains("parallel-sleep=yes"), "{out}");
     assert!(out.stdout.contains("rounding-inherited=1"), "{out}");
-    assert!(out.stderr.is_empty(), "{out}");
-    c.assert_nothing_left(&b);
 }
 
 /// The cgroup.procs-level view: every thread of the VMM (first vCPU, ring thread,
@@ -331,9 +326,5 @@ fn execve_from_a_threaded_process() {
         "host run"
     );
     b.args(&["/execth"]);
-    let c = hj.container("vmexecth");
-    let out = c.run(&b, &[]);
-    assert_eq!(out.code, Some(0), "{out}");
-    assert_eq!(out.stdout, host_out, "{out}");
-    c.assert_nothing_left(&b);
+    assert_vm_matches_host(&hj, &b, "vmexecth", 0, &host_out);
 }
