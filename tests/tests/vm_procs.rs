@@ -278,3 +278,52 @@ fn proc_files() {
     );
     c.assert_nothing_left(&b);
 }
+
+/// The guest's /proc directories: /proc lists the live guest processes and the
+/// kernel's files, /proc/PID what a process has, /proc/PID/fd its open fds; stat,
+/// readlink, chdir and test(1) see them as Linux's (directories, files, links), and
+/// a process that ended is gone from them.
+#[test]
+fn proc_directories() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    let script = r#"
+        sleep 30 7</dev/null & s=$!
+        i=0
+        while [ "$(cat /proc/$s/comm 2>/dev/null)" != sleep ] && [ $i -lt 500 ]; do
+            i=$((i + 1))
+        done
+        [ -d /proc ] && [ -d /proc/self ] && [ -d /proc/$s ] && [ -L /proc/self ] && echo dirs
+        ls /proc | grep -qx "$s" && ls /proc | grep -qx "$$" && echo pids-listed
+        ls /proc | grep -v '^[0-9]' | tr '\n' ' '; echo
+        ls /proc/self/ | tr '\n' ' '; echo
+        ls /proc/self/fd | tr '\n' ' '; echo
+        ls /proc/$s/fd | tr '\n' ' '; echo
+        readlink /proc/$s/fd/7
+        [ "$(sh -c 'echo $$; exec readlink /proc/self' | uniq | wc -l)" = 1 ] && echo self-link
+        [ "$(readlink /proc/$$/exe)" = "$(readlink /proc/self/exe)" ] && echo exe-link
+        [ -f /proc/self/status ] && [ -r /proc/uptime ] && echo files
+        stat -c %F /proc/$s/fd
+        cd /proc/$s/fd && ls | grep -qx 7 && cd / && echo cd-ok
+        cat /proc/$s/comm
+        { kill $s; wait $s; } 2>/dev/null
+        [ -e /proc/$s ] || echo gone
+        ls /proc/nosuch 2>/dev/null || echo nosuch
+        ls /proc/self/nosuch 2>/dev/null || echo nosuch-file
+    "#;
+    b.args(&["/bin/sh", "-c", script]);
+    let c = hj.container("vmprocdir");
+    let out = c.run(&b, &[]);
+    assert_eq!(out.code, Some(0), "{out}");
+    // ls's own fd 3 (the directory it reads) is in its /proc/self/fd, as on Linux.
+    assert_eq!(
+        out.stdout,
+        "dirs\npids-listed\ncpuinfo loadavg meminfo self thread-self uptime \n\
+         cmdline comm exe fd maps stat status \n0 1 2 3 \n0 1 2 7 \n/dev/null\nself-link\n\
+         exe-link\nfiles\ndirectory\ncd-ok\nsleep\ngone\nnosuch\nnosuch-file\n",
+        "{out}"
+    );
+    assert_eq!(out.stderr, "", "{out}");
+    c.assert_nothing_left(&b);
+}

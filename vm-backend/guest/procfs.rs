@@ -1,8 +1,8 @@
 //! /proc, made by the guest kernel: opening one of its files builds the text here
 //! and hands it to the VMM, which installs it as a read-only file in the caller's
 //! fd table (HJ_BUFFER_FILE). Files: /proc/uptime, meminfo, loadavg, cpuinfo, and
-//! /proc/self (or /proc/PID) status, stat, cmdline and maps. Directory listings
-//! of /proc are not made.
+//! /proc/self (or /proc/PID) status, stat, cmdline, comm and maps. The VMM lists
+//! the directories and answers stat and readlink for them (the VMM's procdir.rs).
 
 use crate::abi::*;
 use crate::mem::{boot, user_ok};
@@ -77,6 +77,11 @@ pub fn open(path: u64, flags: u64) -> Option<i64> {
                     b"stat" => stat(&mut t, p),
                     b"cmdline" => cmdline(&mut t, p),
                     b"maps" => maps(&mut t, p),
+                    b"comm" => {
+                        comm(&mut t, p);
+                        t.bytes(b"\n");
+                        true
+                    }
                     _ => return None,
                 },
             }

@@ -106,9 +106,9 @@ const IOCTLS: &[u64] = &[
     0x41a0_ae8d,
 ];
 
-/// fcntl only for F_GETFL (the guest's fcntl F_GETFL) and F_SETPIPE_SZ (a guest
-/// pipe's buffer, events.rs).
-const FCNTLS: &[u64] = &[3, 1031];
+/// fcntl only for F_GETFL (the guest's fcntl F_GETFL), F_SETPIPE_SZ (a guest
+/// pipe's buffer, events.rs) and F_ADD_SEALS (the guest's /proc, procdir.rs).
+const FCNTLS: &[u64] = &[3, 1031, 1033];
 
 fn rules() -> Result<Vec<LinuxSyscall>, String> {
     let err = |e: oci_spec::OciSpecError| format!("VMM seccomp profile: {e}");

@@ -78,6 +78,9 @@ pub enum Kind {
     /// A file the VMM made O_NONBLOCK (pipes, eventfds, epoll fds): an EAGAIN means
     /// the call would wait.
     Own,
+    /// A /proc directory the VMM made ([`crate::procdir`]): a memfd of
+    /// `linux_dirent64` records; never waits.
+    Listing,
 }
 
 /// One guest process's files: its working directory, fd table and controlling
@@ -193,11 +196,11 @@ impl Host {
         std::str::from_utf8(n).ok()?.parse().ok()
     }
 
-    /// What readlink of /proc/self/fd/`fd` gives: the guest path the file was
-    /// opened by, the device's path, or Linux's `pipe:[inode]`, `socket:[inode]`
-    /// and `anon_inode:[...]` for what has none.
-    pub fn fd_link(&self, fd: u64) -> Result<Vec<u8>, Errno> {
-        let slot = self.slot(fd)?;
+    /// What readlink of /proc/PID/fd/`fd` gives for process slot `p`: the guest
+    /// path the file was opened by, the device's path, or Linux's `pipe:[inode]`,
+    /// `socket:[inode]` and `anon_inode:[...]` for what has none.
+    pub fn fd_link(&self, p: usize, fd: u64) -> Result<Vec<u8>, Errno> {
+        let slot = self.slot_in(p, fd)?;
         if let Some(p) = &slot.path {
             return Ok(p.to_vec());
         }
@@ -311,11 +314,43 @@ impl Host {
     }
 
     fn slot(&self, fd: u64) -> Result<&Slot, Errno> {
-        self.files()
+        self.slot_in(self.cur, fd)
+    }
+
+    /// Guest fd `fd` of process slot `p`.
+    fn slot_in(&self, p: usize, fd: u64) -> Result<&Slot, Errno> {
+        self.procs
+            .get(p)
+            .ok_or(Errno::EBADF)?
             .fds
             .get(guest_fd(fd).ok_or(Errno::EBADF)?)
             .and_then(Option::as_ref)
             .ok_or(Errno::EBADF)
+    }
+
+    /// The process slot calls act on ([`Host::set_current`]).
+    pub fn current(&self) -> usize {
+        self.cur
+    }
+
+    /// The open guest fds of process slot `p`, lowest first.
+    pub fn open_fds(&self, p: usize) -> Vec<u64> {
+        self.procs.get(p).map_or_else(Vec::new, |f| {
+            (0..f.fds.len() as u64)
+                .filter(|&i| f.fds[i as usize].is_some())
+                .collect()
+        })
+    }
+
+    /// The host file behind guest fd `fd` of process slot `p`.
+    pub fn file_in(&self, p: usize, fd: u64) -> Result<Arc<OwnedFd>, Errno> {
+        self.slot_in(p, fd).map(|s| s.file.clone())
+    }
+
+    /// fstat of the rootfs's top directory (what the guest's /proc entries are
+    /// made from: their owner, device and times).
+    pub fn root_stat(&self) -> Result<libc::stat, Errno> {
+        nix::sys::stat::fstat(&self.root)
     }
 
     /// The host fd behind guest fd `fd`.
@@ -388,6 +423,36 @@ impl Host {
     /// Installs a file the VMM made (never waits: a memfd) at the lowest free fd.
     pub fn install_file(&mut self, file: OwnedFd, cloexec: bool) -> Result<i64, Errno> {
         self.install_shared(Arc::new(file), cloexec)
+    }
+
+    /// Installs a /proc directory listing (a memfd of dirent records, see
+    /// [`crate::procdir`]) opened by the guest path `path`, at the lowest free fd.
+    pub fn install_listing(
+        &mut self,
+        file: OwnedFd,
+        cloexec: bool,
+        path: &[u8],
+    ) -> Result<i64, Errno> {
+        self.add(Slot {
+            file: Arc::new(file),
+            cloexec,
+            path: Some(path.into()),
+            nonblock: false,
+            kind: Kind::Listing,
+        })
+    }
+
+    /// Puts the records of listing `fd` (installed by [`Host::install_listing`])
+    /// in place.
+    pub fn set_listing(&mut self, fd: u64, file: OwnedFd) -> Result<(), Errno> {
+        let i = guest_fd(fd).ok_or(Errno::EBADF)?;
+        match self.files_mut().fds.get_mut(i).and_then(Option::as_mut) {
+            Some(s) if s.kind == Kind::Listing => {
+                s.file = Arc::new(file);
+                Ok(())
+            }
+            _ => Err(Errno::EBADF),
+        }
     }
 
     /// Installs a file that never waits and that other fds may share (a device).
@@ -539,8 +604,14 @@ impl Host {
     /// which must name a directory in the rootfs.
     pub fn chdir(&mut self, abs: &[u8]) -> Result<i64, Errno> {
         self.resolve(abs, OFlag::O_PATH | OFlag::O_DIRECTORY, 0)?;
-        self.files_mut().cwd = normalize(abs);
+        self.set_cwd(abs);
         Ok(0)
+    }
+
+    /// Sets the working directory to `abs` without looking it up (a directory the
+    /// VMM makes, under /proc).
+    pub fn set_cwd(&mut self, abs: &[u8]) {
+        self.files_mut().cwd = normalize(abs);
     }
 
     /// The guest path guest fd `fd` was opened by (for fchdir and `*at` calls).

@@ -4,8 +4,9 @@
 //! Paths are read from guest memory with [`read_path`] and resolved inside the rootfs
 //! by [`Host`]; results are copied back with bounds checks.
 
-use crate::files::{read_path, Host, AT_FDCWD, PATH_MAX};
+use crate::files::{normalize, read_path, Host, Kind, AT_FDCWD, PATH_MAX};
 use crate::mem::GuestMem;
+use crate::procdir::{self, Node};
 use crate::stat;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -52,11 +53,20 @@ pub fn openat(h: &mut Host, mem: &GuestMem, dirfd: u64, path: u64, flags: u64, m
         return Err(Errno::EINVAL);
     }
     let abs = abs_arg(h, mem, dirfd, path)?;
-    if let Some(r) = h.open_device(
-        &crate::files::normalize(&abs),
-        flags.contains(OFlag::O_CLOEXEC),
-    ) {
+    let norm = normalize(&abs);
+    if let Some(r) = h.open_device(&norm, flags.contains(OFlag::O_CLOEXEC)) {
         return r;
+    }
+    if let Some(node) = procdir::lookup(h, mem, &norm) {
+        let write = acc != OFlag::O_RDONLY || flags.contains(OFlag::O_CREAT);
+        return procdir::open(
+            h,
+            mem,
+            &norm,
+            node?,
+            write,
+            flags.contains(OFlag::O_CLOEXEC),
+        );
     }
     let mut keep = acc
         | (flags
@@ -127,6 +137,48 @@ fn stat_target(
     h.resolve(&abs, o, 0).map(Arc::new)
 }
 
+/// What a stat-like call looks at, when it is not a host file: a /proc node (its
+/// normalised path and what it is), or a guest fd that is a /proc listing.
+fn proc_target(
+    h: &Host,
+    mem: &GuestMem,
+    dirfd: u64,
+    path: u64,
+    flags: u64,
+) -> Result<Option<(Vec<u8>, Node)>, Errno> {
+    let p = if path == 0 && flags & AT_EMPTY_PATH != 0 {
+        Vec::new()
+    } else {
+        read_path(mem, path)?
+    };
+    if p.is_empty() {
+        if flags & AT_EMPTY_PATH != 0 && h.kind(dirfd).is_ok_and(|(k, _)| k == Kind::Listing) {
+            return Ok(Some((h.fd_path(dirfd)?.to_vec(), Node::Dir(Vec::new()))));
+        }
+        return Ok(None);
+    }
+    let abs = normalize(&h.absolute(dirfd, &p)?);
+    match procdir::lookup(h, mem, &abs) {
+        Some(node) => Ok(Some((abs, node?))),
+        None => Ok(None),
+    }
+}
+
+/// The stat of what a stat-like call names (see [`proc_target`], [`stat_target`]).
+fn stat_of(
+    h: &Host,
+    mem: &GuestMem,
+    dirfd: u64,
+    path: u64,
+    flags: u64,
+) -> Result<libc::stat, Errno> {
+    if let Some((abs, node)) = proc_target(h, mem, dirfd, path, flags)? {
+        return procdir::stat(h, mem, &abs, node, flags & AT_SYMLINK_NOFOLLOW != 0);
+    }
+    let f = stat_target(h, mem, dirfd, path, flags)?;
+    nix::sys::stat::fstat(f.as_fd())
+}
+
 /// newfstatat(2); stat(2) and lstat(2) come here with AT_FDCWD.
 pub fn newfstatat(
     h: &Host,
@@ -139,8 +191,7 @@ pub fn newfstatat(
     if flags & !(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH | AT_NO_AUTOMOUNT) != 0 {
         return Err(Errno::EINVAL);
     }
-    let f = stat_target(h, mem, dirfd, path, flags)?;
-    let st = nix::sys::stat::fstat(f.as_fd())?;
+    let st = stat_of(h, mem, dirfd, path, flags)?;
     put(mem, buf, &stat::encode_stat(&st))
 }
 
@@ -168,7 +219,7 @@ pub fn fstatfs(h: &Host, mem: &mut GuestMem, fd: u64, buf: u64) -> Ret {
 
 /// fstat(2).
 pub fn fstat(h: &Host, mem: &mut GuestMem, fd: u64, buf: u64) -> Ret {
-    let st = nix::sys::stat::fstat(h.fd(fd)?)?;
+    let st = stat_of(h, mem, fd, 0, AT_EMPTY_PATH)?;
     put(mem, buf, &stat::encode_stat(&st))
 }
 
@@ -179,8 +230,7 @@ pub fn statx(h: &Host, mem: &mut GuestMem, a: [u64; 6]) -> Ret {
     if flags & !known != 0 || flags & AT_STATX_SYNC_TYPE == AT_STATX_SYNC_TYPE {
         return Err(Errno::EINVAL);
     }
-    let f = stat_target(h, mem, dirfd, path, flags)?;
-    let st = nix::sys::stat::fstat(f.as_fd())?;
+    let st = stat_of(h, mem, dirfd, path, flags)?;
     put(mem, buf, &stat::encode_statx(&st))
 }
 
@@ -197,14 +247,16 @@ pub fn readlinkat(h: &Host, mem: &mut GuestMem, dirfd: u64, path: u64, buf: u64,
     if size as u32 as i32 <= 0 {
         return Err(Errno::EINVAL);
     }
-    // /proc/self/fd/N: what the guest's fd N is.
-    if let Ok(abs) = abs_arg(h, mem, dirfd, path) {
-        if let Some(fd) = Host::proc_fd(&crate::files::normalize(&abs)) {
-            let link = h.fd_link(fd).map_err(|_| Errno::ENOENT)?;
-            let n = link.len().min(size as u32 as usize);
-            put(mem, buf, &link[..n])?;
-            return Ok(n as i64);
-        }
+    // /proc's links: self, exe, and fd/N (what the process's fd N is).
+    if let Some((_, node)) = proc_target(h, mem, dirfd, path, 0)? {
+        let link = match node {
+            Node::Link { text, .. } => text,
+            Node::Fd { slot, fd } => h.fd_link(slot, fd).map_err(|_| Errno::ENOENT)?,
+            Node::Dir(_) | Node::File => return Err(Errno::EINVAL),
+        };
+        let n = link.len().min(size as u32 as usize);
+        put(mem, buf, &link[..n])?;
+        return Ok(n as i64);
     }
     let f = stat_target(h, mem, dirfd, path, AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH)?;
     let st = nix::sys::stat::fstat(f.as_fd())?;
@@ -234,6 +286,14 @@ pub fn faccessat(h: &Host, mem: &GuestMem, dirfd: u64, path: u64, mode: u64, fla
     if mode & !7 != 0 || flags & !(AT_SYMLINK_NOFOLLOW | AT_EACCESS | AT_EMPTY_PATH) != 0 {
         return Err(Errno::EINVAL);
     }
+    // /proc: read (and search) only.
+    if proc_target(h, mem, dirfd, path, flags)?.is_some() {
+        return if mode & W_OK != 0 {
+            Err(Errno::EACCES)
+        } else {
+            Ok(0)
+        };
+    }
     let f = stat_target(h, mem, dirfd, path, flags)?;
     if mode == 0 {
         return Ok(0);
@@ -258,6 +318,9 @@ pub fn faccessat(h: &Host, mem: &GuestMem, dirfd: u64, path: u64, mode: u64, fla
 /// getdents64(2), straight into the guest's buffer (the host's record format is
 /// the guest's).
 pub fn getdents64(h: &Host, mem: &mut GuestMem, fd: u64, buf: u64, len: u64) -> Ret {
+    if h.kind(fd)?.0 == Kind::Listing {
+        return procdir::getdents64(h.fd(fd)?, mem, buf, len);
+    }
     let fd = h.fd(fd)?.as_raw_fd();
     let len = len.min(1 << 20);
     let s = mem.slice_mut(buf, len).ok_or(Errno::EFAULT)?;
@@ -352,11 +415,28 @@ pub fn getcwd(h: &Host, mem: &mut GuestMem, buf: u64, size: u64) -> Ret {
 /// chdir(2).
 pub fn chdir(h: &mut Host, mem: &GuestMem, path: u64) -> Ret {
     let abs = abs_arg(h, mem, AT_FDCWD as u32 as u64, path)?;
-    h.chdir(&abs)
+    enter(h, mem, &abs)
 }
 
 /// fchdir(2): to the path the directory was opened by.
-pub fn fchdir(h: &mut Host, fd: u64) -> Ret {
+pub fn fchdir(h: &mut Host, mem: &GuestMem, fd: u64) -> Ret {
     let p = h.fd_path(fd)?;
-    h.chdir(&p)
+    enter(h, mem, &p)
+}
+
+/// Makes `abs` the working directory: a directory in the rootfs, or one of /proc's
+/// (a link to one, as /proc/self, leaves the directory it leads to).
+fn enter(h: &mut Host, mem: &GuestMem, abs: &[u8]) -> Ret {
+    let norm = normalize(abs);
+    match procdir::lookup(h, mem, &norm) {
+        None => h.chdir(abs),
+        Some(node) => match node? {
+            Node::Dir(_) => {
+                h.set_cwd(&norm);
+                Ok(0)
+            }
+            Node::Link { target, .. } => enter(h, mem, &target),
+            Node::File | Node::Fd { .. } => Err(Errno::ENOTDIR),
+        },
+    }
 }

@@ -130,7 +130,7 @@ fn dispatch(mem: &mut GuestMem, h: &mut Host, nr: u64, a: [u64; 6]) -> Ret {
         72 => h.fcntl(a[0], a[1], a[2]),
         79 => fsops::getcwd(h, mem, a[0], a[1]),
         80 => fsops::chdir(h, mem, a[0]),
-        81 => fsops::fchdir(h, a[0]),
+        81 => fsops::fchdir(h, mem, a[0]),
         82 => fsops::renameat2(h, mem, [cwd, a[0], cwd, a[1], 0, 0]),
         83 => fsops::mkdirat(h, mem, cwd, a[0], a[1]),
         84 => fsops::unlinkat(h, mem, cwd, a[0], REMOVEDIR),
@@ -159,13 +159,7 @@ fn dispatch(mem: &mut GuestMem, h: &mut Host, nr: u64, a: [u64; 6]) -> Ret {
 fn buffer_file(mem: &GuestMem, h: &mut Host, at: u64, len: u64, cloexec: bool) -> Ret {
     let kernel = mem.whole();
     let bytes = kernel.slice(at, len.min(1 << 20)).ok_or(Errno::EFAULT)?;
-    let f =
-        nix::sys::memfd::memfd_create(c"hyperjail-proc", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)?;
-    let mut done = 0;
-    while done < bytes.len() {
-        done += nix::unistd::write(&f, &bytes[done..])?;
-    }
-    nix::unistd::lseek(&f, 0, nix::unistd::Whence::SeekSet)?;
+    let f = crate::procdir::sealed_memfd(bytes)?;
     h.install_file(f, cloexec)
 }
 
@@ -186,6 +180,9 @@ fn dontwait(flags: u64, r: Ret) -> Ret {
 
 fn read(mem: &mut GuestMem, h: &Host, gfd: u64, buf: u64, len: u64, at: Option<u64>) -> Ret {
     let fd = h.fd(gfd)?;
+    if h.kind(gfd)?.0 == crate::files::Kind::Listing {
+        return Err(Errno::EISDIR);
+    }
     let s = mem.slice_mut(buf, len.min(MAX_RW)).ok_or(Errno::EFAULT)?;
     if at.is_none() {
         wait::check(h, gfd, PollFlags::POLLIN)?;
