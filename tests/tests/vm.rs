@@ -152,13 +152,19 @@ fn create_start_kill_delete() {
     let pid = c.pid();
     assert!(pid_alive(pid), "the VMM must exist after create");
     // Built and confined before `create` returns: every thread of the VMM (the vCPU
-    // loop, the ring thread, the signal thread) in seccomp filter mode with
+    // loop, the ring thread, the signal thread, and with a v1 memory controller the
+    // OOM thread, which waits for a limit to be set) in seccomp filter mode with
     // no_new_privs.
     let tasks: Vec<_> = fs::read_dir(format!("/proc/{pid}/task"))
         .expect("VMM tasks")
         .map(|e| e.expect("task entry").path())
         .collect();
-    assert_eq!(tasks.len(), 3, "vCPU, ring and signal threads: {tasks:?}");
+    let oom = usize::from(hyperjail_tests::cgroup_dir_v1("memory", "/").is_some());
+    assert_eq!(
+        tasks.len(),
+        3 + oom,
+        "vCPU, ring, signal (and OOM) threads: {tasks:?}"
+    );
     for t in tasks {
         let status = fs::read_to_string(t.join("status")).expect("task status");
         let field = |k: &str| {

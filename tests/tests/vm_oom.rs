@@ -118,3 +118,125 @@ fn oom_in_the_guest_kills_the_process_and_reports_an_event() {
     c.delete().assert_ok();
     c.assert_nothing_left(&b);
 }
+
+const PHASES: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+/* For each of two phases: waits for /goN (the host writes it after `update`),
+   then a child touches memory a MiB at a time until it is killed (or runs out). */
+int main(void) {
+    if (!freopen("/out.txt", "w", stdout)) return 2;
+    setvbuf(stdout, 0, _IONBF, 0);
+    for (int phase = 1; phase <= 2; phase++) {
+        char go[16];
+        snprintf(go, sizeof go, "/go%d", phase);
+        while (access(go, F_OK) != 0) usleep(10000);
+        if (fork() == 0) {
+            for (int n = 0; n < 1000; n++) {
+                char *p = malloc(1 << 20);
+                if (!p) exit(3);
+                memset(p, 1, 1 << 20);
+            }
+            exit(0);
+        }
+        int st;
+        wait(&st);
+        printf("phase%d killed=%d\n", phase, WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    }
+    return 0;
+}
+"#;
+
+/// `update` of the memory limit of a running VM domain: the VMM's OOM killer acts
+/// at the new limit, lowered (the child is killed well below the old one) and then
+/// raised again (it grows past the lowered one before it is killed); the kernel's
+/// OOM killer is never needed.
+#[test]
+fn oom_follows_a_memory_limit_changed_by_update() {
+    require_kvm!();
+    skip_unless!(
+        cgroup_dir_v1("memory", "/").is_some(),
+        "the VMM's OOM killer needs the v1 memory controller (cgroup v2 leaves OOM to the kernel)"
+    );
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    skip_unless!(
+        compile_static(&b, "phases", PHASES, &["-static"]),
+        "gcc -static does not work here (apt-get install gcc libc6-dev)"
+    );
+    b.args(&["/phases"]);
+    // Guest RAM is sized from the limit at create: 96 MiB.
+    b.config_mut()["linux"]["resources"] = json!({"memory": {"limit": 96 << 20}});
+    let c = hj.container("vmoomup");
+    c.run(&b, &["--detach"]).assert_ok();
+    let cg = cgroup_dir_v1("memory", &format!("/hyperjail/{}", c.id)).expect("memory cgroup");
+    let out = || fs::read_to_string(b.rootfs().join("out.txt")).unwrap_or_default();
+    let log = || fs::read_to_string(c.state_dir().join("oom.log")).unwrap_or_default();
+    let rss = |line: usize| -> u64 {
+        let l = log();
+        let v: serde_json::Value = l
+            .lines()
+            .nth(line)
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_default();
+        v["rss"].as_u64().unwrap_or(0)
+    };
+    // Lowered to 40 MiB: the killer acts below it (at 40 - 40/6 MiB).
+    hj.run(["update", "--memory", &(40u64 << 20).to_string(), &c.id])
+        .assert_ok();
+    assert_eq!(
+        fs::read_to_string(cg.join("memory.limit_in_bytes"))
+            .unwrap_or_default()
+            .trim(),
+        (40u64 << 20).to_string()
+    );
+    fs::write(b.rootfs().join("go1"), "").expect("write go1");
+    wait_until(Duration::from_secs(30), "phase 1 to end", || {
+        out().contains("phase1")
+    });
+    assert!(
+        out().contains("phase1 killed=1"),
+        "{} (oom.log {:?})",
+        out(),
+        log()
+    );
+    assert!(
+        rss(0) > 0 && rss(0) < 40 << 20,
+        "killed at {} bytes (oom.log {:?})",
+        rss(0),
+        log()
+    );
+    // Raised to 96 MiB again: the child now grows past 40 MiB before it is killed.
+    hj.run(["update", "--memory", &(96u64 << 20).to_string(), &c.id])
+        .assert_ok();
+    fs::write(b.rootfs().join("go2"), "").expect("write go2");
+    wait_until(Duration::from_secs(30), "phase 2 to end", || {
+        out().contains("phase2")
+    });
+    assert!(
+        out().contains("phase2 killed=1"),
+        "{} (oom.log {:?})",
+        out(),
+        log()
+    );
+    assert!(
+        rss(1) > 48 << 20,
+        "killed at {} bytes (oom.log {:?})",
+        rss(1),
+        log()
+    );
+    wait_until(Duration::from_secs(30), "the domain to stop", || {
+        c.status().as_deref() == Some("stopped")
+    });
+    let oom_control = fs::read_to_string(cg.join("memory.oom_control")).unwrap_or_default();
+    assert!(
+        oom_control.contains("oom_kill 0"),
+        "the kernel's OOM killer had to act: {oom_control}"
+    );
+    c.delete().assert_ok();
+    c.assert_nothing_left(&b);
+}

@@ -95,6 +95,18 @@ pub fn ps(rec: &DomainRecord) -> Result<Vec<GuestProcess>> {
         .unwrap_or_default())
 }
 
+/// Tells the VMM its memory limit changed, so that its OOM killer acts at the new
+/// one at once (it looks at the limit every second anyway, so a VMM that cannot be
+/// told now, being paused, catches up). Not waited for when `paused`.
+pub fn memory_changed(rec: &DomainRecord, paused: bool) -> Result<()> {
+    let s = request(rec, &serde_json::json!({"op": "memory"}), &[])?;
+    if paused {
+        return Ok(());
+    }
+    let _ = s.set_read_timeout(Some(ANSWER_WAIT));
+    answer(&mut BufReader::new(&s)).map(drop)
+}
+
 /// Sends `signal` to guest process `pid`, or to every guest process. A paused VMM
 /// (`paused`) takes the request once resumed: it is not waited for.
 pub fn kill(rec: &DomainRecord, signal: i32, pid: Option<i32>, paused: bool) -> Result<()> {

@@ -223,8 +223,16 @@ impl Backend for VmBackend {
         control::ps(rec).map(Some)
     }
 
+    /// The cgroup's limits (the jail's); a new memory limit is then told to the
+    /// VMM's OOM killer. That message is best effort: the killer also looks at the
+    /// limit every second.
     fn update(&self, rec: &DomainRecord, r: &oci_spec::runtime::LinuxResources) -> Result<()> {
-        JailBackend.update(rec, r)
+        JailBackend.update(rec, r)?;
+        let memory = r.memory().as_ref().is_some_and(|m| m.limit().is_some());
+        if memory && started(rec) {
+            let _ = control::memory_changed(rec, paused(rec));
+        }
+        Ok(())
     }
 
     fn exec(

@@ -16,6 +16,12 @@
 //! guest's first process is its init: when it is the one, the VMM ends (status
 //! 137), as a container ends when its init is OOM-killed.
 //!
+//! The limit can change (`update`): the thread reads it each time it wakes and
+//! registers a threshold for a new one on the same eventfd (the old ones stay
+//! and only wake it early). It wakes when `update` tells the VMM (the control
+//! socket's `memory` op), and once a second in any case (a paused VM cannot be
+//! told). A domain created without a limit is watched too, from the first one set.
+//!
 //! cgroup v2 has no usage threshold events (its `memory.high` throttles instead);
 //! there the kernel's OOM killer ends the VMM and the cgroup's own `oom` event
 //! reports it.
@@ -43,11 +49,21 @@ const POLL_MS: i32 = 2;
 /// Pagemap entries read at once.
 const CHUNK: usize = 4096;
 
+/// How often the thread looks at the limit when nothing woke it (ms).
+const LIMIT_POLL_MS: i32 = 1000;
+
 /// What the OOM thread watches, opened by the runtime before the VMM is forked.
 #[derive(Debug)]
 pub struct Watch {
-    /// Signalled when usage crosses `threshold` (either way).
-    event: OwnedFd,
+    /// Signalled when usage crosses a threshold (either way), or by [`Kick`].
+    event: File,
+    /// A second handle on `event`, for the control socket (made before the VMM
+    /// is confined: it cannot dup then).
+    kick: Option<Kick>,
+    /// The cgroup's cgroup.event_control, where thresholds are registered.
+    control: File,
+    /// The threshold last registered (None: no limit yet).
+    armed: Option<u64>,
     /// The cgroup's memory.usage_in_bytes, memory.stat and memory.limit_in_bytes.
     usage: File,
     stat: File,
@@ -76,14 +92,6 @@ fn watch(cg: &Cgroup, dir: &Path) -> Result<Option<Watch>, String> {
         return Ok(None);
     };
     let file = |name: &str| mem.join(name);
-    let limit = File::open(file("memory.limit_in_bytes"))
-        .ok()
-        .and_then(|f| read_u64(&f));
-    // "No limit" reads as a page-rounded i64::MAX.
-    let Some(limit) = limit.filter(|&l| l < 1 << 62) else {
-        return Ok(None);
-    };
-    let threshold = threshold(limit);
     let err = |what: &str, e: std::io::Error| format!("OOM watch: {what}: {e}");
     let usage = File::open(file("memory.usage_in_bytes")).map_err(|e| err("usage", e))?;
     let stat = File::open(file("memory.stat")).map_err(|e| err("stat", e))?;
@@ -94,12 +102,12 @@ fn watch(cg: &Cgroup, dir: &Path) -> Result<Option<Watch>, String> {
         return Err(err("eventfd", std::io::Error::last_os_error()));
     }
     // SAFETY: just created, owned by nothing else.
-    let event = unsafe { OwnedFd::from_raw_fd(efd) };
-    std::fs::write(
-        file("cgroup.event_control"),
-        format!("{} {} {threshold}", event.as_raw_fd(), usage.as_raw_fd()),
-    )
-    .map_err(|e| err("cgroup.event_control", e))?;
+    let event = File::from(unsafe { OwnedFd::from_raw_fd(efd) });
+    let kick = Kick(event.try_clone().map_err(|e| err("eventfd", e))?);
+    let control = std::fs::OpenOptions::new()
+        .write(true)
+        .open(file("cgroup.event_control"))
+        .map_err(|e| err("cgroup.event_control", e))?;
     let path = dir.join(OOM_FILE);
     let report = std::fs::OpenOptions::new()
         .append(true)
@@ -109,13 +117,54 @@ fn watch(cg: &Cgroup, dir: &Path) -> Result<Option<Watch>, String> {
         .open(&path)
         .map_err(|e| err(&path.display().to_string(), e))?;
     report.set_len(0).map_err(|e| err("truncate", e))?;
-    Ok(Some(Watch {
+    let mut w = Watch {
         event,
+        kick: Some(kick),
+        control,
+        armed: None,
         usage,
         stat,
         limit,
         report,
-    }))
+    };
+    // A cgroup that refuses the notification (rootless) leaves OOM to the kernel.
+    w.arm().map_err(|e| err("cgroup.event_control", e))?;
+    Ok(Some(w))
+}
+
+impl Watch {
+    /// The cgroup's memory limit, if it has one ("no limit" reads as a
+    /// page-rounded i64::MAX).
+    fn limit(&self) -> Option<u64> {
+        read_u64(&self.limit).filter(|&l| l < 1 << 62)
+    }
+
+    /// Registers the threshold of the current limit, unless it is the one
+    /// registered last.
+    fn arm(&mut self) -> std::io::Result<()> {
+        let Some(t) = self.limit().map(threshold) else {
+            return Ok(());
+        };
+        if self.armed == Some(t) {
+            return Ok(());
+        }
+        // Recorded first: a threshold the cgroup refuses is not tried again.
+        self.armed = Some(t);
+        let line = format!("{} {} {t}", self.event.as_raw_fd(), self.usage.as_raw_fd());
+        self.control.write_all(line.as_bytes())
+    }
+}
+
+/// Wakes the OOM thread (a write to its eventfd); the machine keeps it
+/// ([`Machine::oom_kick`]).
+#[derive(Debug)]
+pub struct Kick(File);
+
+impl Kick {
+    /// Wakes the thread: it reads the limit and re-arms for a new one.
+    pub fn wake(&self) {
+        let _ = (&self.0).write_all(&1u64.to_ne_bytes());
+    }
 }
 
 /// Where the killer acts for memory limit `limit`: a sixth below it.
@@ -162,7 +211,10 @@ fn wait_event(event: &File, ms: i32) -> bool {
 }
 
 /// Starts the OOM thread (after confinement: it inherits the seccomp filter).
-pub fn start(m: Arc<Machine>, w: Watch) -> Result<(), String> {
+pub fn start(m: Arc<Machine>, mut w: Watch) -> Result<(), String> {
+    if let Some(k) = w.kick.take() {
+        let _ = m.oom_kick.set(k);
+    }
     std::thread::Builder::new()
         .stack_size(64 << 10)
         .spawn(move || run(&m, w))
@@ -174,19 +226,21 @@ fn run(m: &Machine, mut w: Watch) {
     // Allocated now: by the time they are needed, memory is short.
     let mut buf = vec![0u8; 8 * CHUNK];
     let mut stat = vec![0u8; 8192];
-    let mut event = File::from(w.event);
     let mut count = [0u8; 8];
     // Above the threshold (the usage event fired and usage has not gone back
     // down): page cache may keep it there, so memory is looked at every POLL_MS
     // until it does.
     let mut above = false;
     loop {
-        if wait_event(&event, if above { POLL_MS } else { -1 })
-            && event.read_exact(&mut count).is_err()
+        if wait_event(&w.event, if above { POLL_MS } else { LIMIT_POLL_MS })
+            && (&w.event).read_exact(&mut count).is_err()
         {
             return;
         }
-        let Some(limit) = read_u64(&w.limit) else {
+        if let Err(e) = w.arm() {
+            crate::vmm::warn(&format!("vm: OOM watch: a new memory limit: {e}"));
+        }
+        let Some(limit) = w.limit() else {
             continue;
         };
         let threshold = threshold(limit);
@@ -216,7 +270,7 @@ fn run(m: &Machine, mut w: Watch) {
             if !alive() {
                 break;
             }
-            wait_event(&event, 1);
+            wait_event(&w.event, 1);
         }
         if alive() {
             m.view(p).release(LOW);

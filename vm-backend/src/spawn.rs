@@ -6,7 +6,8 @@
 //! One request per connection: a single byte (with the new process's stdio and
 //! preserved fds as SCM_RIGHTS, for `exec`), then a JSON object on one line:
 //! `{"op":"exec","path":…,"args":[…],"env":[…],"cwd":…}`, `{"op":"ps"}`,
-//! `{"op":"kill","signal":N}` or `{"op":"kill","signal":N,"pid":P}`. Answers are
+//! `{"op":"kill","signal":N}` or `{"op":"kill","signal":N,"pid":P}`, `{"op":"memory"}`
+//! (the memory limit changed: see oom.rs). Answers are
 //! lines: `error <message>`; for `exec` `pid <guest pid>` once the process runs and
 //! `exit <wait status>` when it ends; for `ps` a JSON array of `{pid, ppid, args}`;
 //! for `kill` `ok`.
@@ -107,6 +108,14 @@ fn handle(m: &Arc<Machine>, s: UnixStream) {
         }
         Some("ps") => Ok(serde_json::Value::Array(processes(m)).to_string()),
         Some("kill") => kill(m, &req).map(|()| "ok".to_string()),
+        // `update` changed the cgroup's limits: the OOM thread re-arms for the
+        // memory limit.
+        Some("memory") => {
+            if let Some(k) = m.oom_kick.get() {
+                k.wake();
+            }
+            Ok("ok".to_string())
+        }
         _ => Err("bad request: unknown op".into()),
     };
     match r {

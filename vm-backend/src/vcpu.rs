@@ -45,6 +45,8 @@ pub struct Machine {
     /// Process slots whose process the OOM killer ended (a bit each): a fault there
     /// (its memory was taken while it ran) counts as the SIGKILL it got.
     pub oom_victims: AtomicU64,
+    /// Wakes the OOM thread to look at a changed memory limit (set when it starts).
+    pub oom_kick: std::sync::OnceLock<crate::oom::Kick>,
     /// Per process slot: the connection of the `exec` that started its process,
     /// told the pid and then the exit status (see spawn.rs).
     pub execs: Mutex<Vec<Option<Arc<std::os::unix::net::UnixStream>>>>,

@@ -268,6 +268,7 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
         async_start: entries.async_,
         spawn_start: entries.spawn,
         oom_victims: AtomicU64::new(0),
+        oom_kick: std::sync::OnceLock::new(),
         execs: Mutex::new((0..MAX_PROCS).map(|_| None).collect()),
         ring: OnceLock::new(),
         futexes: Futexes::default(),
