@@ -306,6 +306,8 @@ fn proc_directories() {
         [ -f /proc/self/status ] && [ -r /proc/uptime ] && echo files
         stat -c %F /proc/$s/fd
         cd /proc/$s/fd && ls | grep -qx 7 && cd / && echo cd-ok
+        (cd /proc/self/fd && exec 5</dev/null && ls; true)
+        cat /proc/self/exe > /exe.copy && cmp -s /exe.copy /bin/busybox && echo exe-opens
         cat /proc/$s/comm
         { kill $s; wait $s; } 2>/dev/null
         [ -e /proc/$s ] || echo gone
@@ -316,12 +318,13 @@ fn proc_directories() {
     let c = hj.container("vmprocdir");
     let out = c.run(&b, &[]);
     assert_eq!(out.code, Some(0), "{out}");
-    // ls's own fd 3 (the directory it reads) is in its /proc/self/fd, as on Linux.
+    // ls's own fd 3 (the directory it reads) is in its /proc/self/fd, as on Linux;
+    // a subshell's /proc/self/fd as working directory stays the subshell's for ls.
     assert_eq!(
         out.stdout,
         "dirs\npids-listed\ncpuinfo loadavg meminfo self thread-self uptime \n\
          cmdline comm exe fd maps stat status \n0 1 2 3 \n0 1 2 7 \n/dev/null\nself-link\n\
-         exe-link\nfiles\ndirectory\ncd-ok\nsleep\ngone\nnosuch\nnosuch-file\n",
+         exe-link\nfiles\ndirectory\ncd-ok\n0\n1\n2\n5\nexe-opens\nsleep\ngone\nnosuch\nnosuch-file\n",
         "{out}"
     );
     assert_eq!(out.stderr, "", "{out}");

@@ -322,6 +322,8 @@ fn end(status: u64) -> ! {
     let (parent, orphans, slots) = with(|s| {
         let me = s.procs[p as usize];
         s.procs[p as usize].live = false;
+        // Gone from /proc and `ps` before a zombie of it can be waited for.
+        set_pi(p, PI_PID, 0);
         // Children go to the first process (pid 1), as to init.
         let mut orphans = false;
         for (i, q) in s.procs.iter_mut().enumerate().filter(|(_, q)| q.live && q.ppid == me.pid) {
@@ -360,7 +362,6 @@ fn end(status: u64) -> ! {
         }
         (parent as u64, orphans, slots.unwrap_or(0) | hup)
     });
-    set_pi(p, PI_PID, 0);
     crate::signal::clear_stopped(p);
     free_proc(p);
     crate::signal::interrupt(slots);

@@ -286,13 +286,15 @@ pub fn faccessat(h: &Host, mem: &GuestMem, dirfd: u64, path: u64, mode: u64, fla
     if mode & !7 != 0 || flags & !(AT_SYMLINK_NOFOLLOW | AT_EACCESS | AT_EMPTY_PATH) != 0 {
         return Err(Errno::EINVAL);
     }
-    // /proc: read (and search) only.
-    if proc_target(h, mem, dirfd, path, flags)?.is_some() {
-        return if mode & W_OK != 0 {
-            Err(Errno::EACCES)
-        } else {
-            Ok(0)
+    // /proc: directories r-x, files r--; links are taken as their targets allow.
+    if let Some((_, node)) = proc_target(h, mem, dirfd, path, flags)? {
+        const X_OK: u64 = 1;
+        let refused = match node {
+            Node::Dir(_) => mode & W_OK != 0,
+            Node::File => mode & (W_OK | X_OK) != 0,
+            Node::Link { .. } | Node::Fd { .. } => false,
         };
+        return if refused { Err(Errno::EACCES) } else { Ok(0) };
     }
     let f = stat_target(h, mem, dirfd, path, flags)?;
     if mode == 0 {
@@ -425,18 +427,25 @@ pub fn fchdir(h: &mut Host, mem: &GuestMem, fd: u64) -> Ret {
 }
 
 /// Makes `abs` the working directory: a directory in the rootfs, or one of /proc's
-/// (a link to one, as /proc/self, leaves the directory it leads to).
+/// (/proc/self leads to the caller's own, by its pid).
 fn enter(h: &mut Host, mem: &GuestMem, abs: &[u8]) -> Ret {
     let norm = normalize(abs);
     match procdir::lookup(h, mem, &norm) {
         None => h.chdir(abs),
         Some(node) => match node? {
             Node::Dir(_) => {
-                h.set_cwd(&norm);
+                let cwd = procdir::canonical(h, mem, &norm);
+                h.set_cwd(&cwd);
                 Ok(0)
             }
-            Node::Link { target, .. } => enter(h, mem, &target),
-            Node::File | Node::Fd { .. } => Err(Errno::ENOTDIR),
+            // `self`: its target is a process's directory (no link again).
+            Node::Link {
+                target, proc: true, ..
+            } => {
+                h.set_cwd(&target);
+                Ok(0)
+            }
+            Node::Link { .. } | Node::File | Node::Fd { .. } => Err(Errno::ENOTDIR),
         },
     }
 }

@@ -35,7 +35,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// The report file in the state directory: a JSON line per guest process killed.
 pub const OOM_FILE: &str = "oom.log";
@@ -57,17 +57,12 @@ const LIMIT_POLL_MS: i32 = 1000;
 pub struct Watch {
     /// Signalled when usage crosses a threshold (either way), or by [`Kick`].
     event: File,
-    /// A second handle on `event`, for the control socket (made before the VMM
-    /// is confined: it cannot dup then).
-    kick: Option<Kick>,
-    /// The cgroup's cgroup.event_control, where thresholds are registered.
-    control: File,
-    /// The threshold last registered (None: no limit yet).
-    armed: Option<u64>,
+    /// Registers the thresholds; shared with the control socket ([`Kick`]).
+    armer: Arc<Mutex<Armer>>,
     /// The cgroup's memory.usage_in_bytes, memory.stat and memory.limit_in_bytes.
-    usage: File,
+    usage: Arc<File>,
     stat: File,
-    limit: File,
+    limit: Arc<File>,
     /// The state directory's [`OOM_FILE`].
     report: File,
 }
@@ -93,9 +88,9 @@ fn watch(cg: &Cgroup, dir: &Path) -> Result<Option<Watch>, String> {
     };
     let file = |name: &str| mem.join(name);
     let err = |what: &str, e: std::io::Error| format!("OOM watch: {what}: {e}");
-    let usage = File::open(file("memory.usage_in_bytes")).map_err(|e| err("usage", e))?;
+    let usage = Arc::new(File::open(file("memory.usage_in_bytes")).map_err(|e| err("usage", e))?);
     let stat = File::open(file("memory.stat")).map_err(|e| err("stat", e))?;
-    let limit = File::open(file("memory.limit_in_bytes")).map_err(|e| err("limit", e))?;
+    let limit = Arc::new(File::open(file("memory.limit_in_bytes")).map_err(|e| err("limit", e))?);
     // SAFETY: eventfd takes two integers; the fd it returns is owned from here on.
     let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
     if efd < 0 {
@@ -103,7 +98,8 @@ fn watch(cg: &Cgroup, dir: &Path) -> Result<Option<Watch>, String> {
     }
     // SAFETY: just created, owned by nothing else.
     let event = File::from(unsafe { OwnedFd::from_raw_fd(efd) });
-    let kick = Kick(event.try_clone().map_err(|e| err("eventfd", e))?);
+    // A second handle on the eventfd, made now: the VMM cannot dup once confined.
+    let event2 = event.try_clone().map_err(|e| err("eventfd", e))?;
     let control = std::fs::OpenOptions::new()
         .write(true)
         .open(file("cgroup.event_control"))
@@ -117,32 +113,49 @@ fn watch(cg: &Cgroup, dir: &Path) -> Result<Option<Watch>, String> {
         .open(&path)
         .map_err(|e| err(&path.display().to_string(), e))?;
     report.set_len(0).map_err(|e| err("truncate", e))?;
-    let mut w = Watch {
-        event,
-        kick: Some(kick),
+    let mut armer = Armer {
+        event: event2,
+        usage: Arc::clone(&usage),
+        limit: Arc::clone(&limit),
         control,
         armed: None,
+    };
+    // A cgroup that refuses the notification (rootless) leaves OOM to the kernel.
+    armer.arm().map_err(|e| err("cgroup.event_control", e))?;
+    Ok(Some(Watch {
+        event,
+        armer: Arc::new(Mutex::new(armer)),
         usage,
         stat,
         limit,
         report,
-    };
-    // A cgroup that refuses the notification (rootless) leaves OOM to the kernel.
-    w.arm().map_err(|e| err("cgroup.event_control", e))?;
-    Ok(Some(w))
+    }))
 }
 
-impl Watch {
-    /// The cgroup's memory limit, if it has one ("no limit" reads as a
-    /// page-rounded i64::MAX).
-    fn limit(&self) -> Option<u64> {
-        read_u64(&self.limit).filter(|&l| l < 1 << 62)
-    }
+/// The cgroup's memory limit, if it has one ("no limit" reads as a page-rounded
+/// i64::MAX).
+fn limit_of(f: &File) -> Option<u64> {
+    read_u64(f).filter(|&l| l < 1 << 62)
+}
 
+/// Registers usage thresholds for the cgroup's memory limit on the OOM thread's
+/// eventfd (`event` is a second handle on it).
+#[derive(Debug)]
+struct Armer {
+    event: File,
+    usage: Arc<File>,
+    limit: Arc<File>,
+    /// The cgroup's cgroup.event_control.
+    control: File,
+    /// The threshold last registered (None: no limit yet).
+    armed: Option<u64>,
+}
+
+impl Armer {
     /// Registers the threshold of the current limit, unless it is the one
     /// registered last.
     fn arm(&mut self) -> std::io::Result<()> {
-        let Some(t) = self.limit().map(threshold) else {
+        let Some(t) = limit_of(&self.limit).map(threshold) else {
             return Ok(());
         };
         if self.armed == Some(t) {
@@ -155,15 +168,19 @@ impl Watch {
     }
 }
 
-/// Wakes the OOM thread (a write to its eventfd); the machine keeps it
-/// ([`Machine::oom_kick`]).
+/// What the control socket's `memory` op uses (the machine keeps it,
+/// [`Machine::oom_kick`]).
 #[derive(Debug)]
-pub struct Kick(File);
+pub struct Kick(Arc<Mutex<Armer>>);
 
 impl Kick {
-    /// Wakes the thread: it reads the limit and re-arms for a new one.
-    pub fn wake(&self) {
-        let _ = (&self.0).write_all(&1u64.to_ne_bytes());
+    /// Registers the threshold of the new limit, then wakes the OOM thread to
+    /// look at memory against it; the caller answers only after both.
+    pub fn limit_changed(&self) -> std::io::Result<()> {
+        let mut a = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let r = a.arm();
+        let _ = (&a.event).write_all(&1u64.to_ne_bytes());
+        r
     }
 }
 
@@ -211,10 +228,8 @@ fn wait_event(event: &File, ms: i32) -> bool {
 }
 
 /// Starts the OOM thread (after confinement: it inherits the seccomp filter).
-pub fn start(m: Arc<Machine>, mut w: Watch) -> Result<(), String> {
-    if let Some(k) = w.kick.take() {
-        let _ = m.oom_kick.set(k);
-    }
+pub fn start(m: Arc<Machine>, w: Watch) -> Result<(), String> {
+    let _ = m.oom_kick.set(Kick(Arc::clone(&w.armer)));
     std::thread::Builder::new()
         .stack_size(64 << 10)
         .spawn(move || run(&m, w))
@@ -237,10 +252,11 @@ fn run(m: &Machine, mut w: Watch) {
         {
             return;
         }
-        if let Err(e) = w.arm() {
+        let armed = w.armer.lock().map(|mut a| a.arm());
+        if let Ok(Err(e)) = armed {
             crate::vmm::warn(&format!("vm: OOM watch: a new memory limit: {e}"));
         }
-        let Some(limit) = w.limit() else {
+        let Some(limit) = limit_of(&w.limit) else {
             continue;
         };
         let threshold = threshold(limit);
@@ -261,11 +277,17 @@ fn run(m: &Machine, mut w: Watch) {
             report(&mut w.report, pid, bytes);
             std::process::exit(128 + libc::SIGKILL);
         }
+        // Reported first, as Linux's oom event comes with the kill: whoever sees
+        // the process end (its parent, `events`) finds the event already there.
+        report(&mut w.report, pid, bytes);
         m.oom_victims.fetch_or(1 << p, Ordering::SeqCst);
         m.post_host_signal(p, libc::SIGKILL as u64);
         // Its exit gives its memory back; if it has not ended within a few ms (its
         // vCPU may wait for memory in a fault), the memory goes now. A fault this
-        // causes before it takes the SIGKILL counts as the SIGKILL (vcpu.rs).
+        // causes before it takes the SIGKILL counts as the SIGKILL (vcpu.rs). The
+        // wait ends early while the usage event is pending: memory is still moving
+        // (it is not read here), and waiting longer lets the kernel's OOM killer
+        // end the whole VMM first.
         for _ in 0..5 {
             if !alive() {
                 break;
@@ -275,7 +297,6 @@ fn run(m: &Machine, mut w: Watch) {
         if alive() {
             m.view(p).release(LOW);
         }
-        report(&mut w.report, pid, bytes);
     }
 }
 

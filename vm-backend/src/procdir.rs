@@ -37,8 +37,14 @@ pub enum Node {
     Dir(Vec<(Vec<u8>, u8)>),
     /// A file the guest kernel makes when it is opened by its absolute path.
     File,
-    /// A symbolic link: what readlink gives, and the absolute path it leads to.
-    Link { text: Vec<u8>, target: Vec<u8> },
+    /// A symbolic link: what readlink gives, and the absolute path it leads to:
+    /// a process's directory under /proc (`self`, `thread-self`; `proc`), else a
+    /// path in the rootfs (`exe`), which is never looked up under /proc again.
+    Link {
+        text: Vec<u8>,
+        target: Vec<u8>,
+        proc: bool,
+    },
     /// `/proc/PID/fd/N`: a link to open fd `fd` of process slot `slot`.
     Fd { slot: usize, fd: u64 },
 }
@@ -111,7 +117,11 @@ fn node(h: &Host, mem: &GuestMem, parts: &[&[u8]]) -> Option<Node> {
         if *name == b"self" || *name == b"thread-self" {
             let pid = pid_of(mem, h.current())?.to_string().into_bytes();
             let target = [&b"/proc/"[..], &pid].concat();
-            return Some(Node::Link { text: pid, target });
+            return Some(Node::Link {
+                text: pid,
+                target,
+                proc: true,
+            });
         }
     }
     let (who, within) = parts.split_first()?;
@@ -135,6 +145,7 @@ fn node(h: &Host, mem: &GuestMem, parts: &[&[u8]]) -> Option<Node> {
             Some(Node::Link {
                 target: text.clone(),
                 text,
+                proc: false,
             })
         }
         [b"fd"] => Some(Node::Dir(
@@ -170,14 +181,17 @@ pub fn stat(
         Node::Dir(_) => (libc::S_IFDIR | 0o555, 2),
         Node::File => (libc::S_IFREG | 0o444, 1),
         Node::Link { .. } | Node::Fd { .. } if nofollow => (libc::S_IFLNK | 0o777, 1),
-        Node::Link { target, .. } => {
+        Node::Link {
+            target, proc: true, ..
+        } => {
             return match lookup(h, mem, &target) {
-                Some(n) => stat(h, mem, &target, n?, false),
-                None => {
-                    let f = h.resolve(&target, nix::fcntl::OFlag::O_PATH, 0)?;
-                    nix::sys::stat::fstat(f.as_fd())
-                }
+                Some(Ok(n @ Node::Dir(_))) => stat(h, mem, &target, n, false),
+                _ => Err(Errno::ENOENT),
             };
+        }
+        Node::Link { target, .. } => {
+            let f = h.resolve(&target, nix::fcntl::OFlag::O_PATH, 0)?;
+            return nix::sys::stat::fstat(f.as_fd());
         }
         Node::Fd { slot, fd } => return nix::sys::stat::fstat(h.file_in(slot, fd)?.as_fd()),
     };
@@ -185,17 +199,32 @@ pub fn stat(
     st.st_nlink = nlink;
     st.st_size = 0;
     st.st_blocks = 0;
-    // An inode number per path (FNV-1a), so that tools that compare them see
-    // distinct entries.
-    st.st_ino = abs.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
+    // An inode number per path (FNV-1a of the path with the caller's pid for
+    // `self`), so that tools that compare them see distinct entries.
+    st.st_ino = canonical(h, mem, abs)
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
     Ok(st)
 }
 
-/// Opens a /proc node: a directory as a listing (see the module docs), a link to
-/// the directory or file it leads to. The files the guest kernel makes are opened
-/// by it, by their absolute path; opened any other way they are ENOENT here.
+/// `abs` with a leading `/proc/self/` or `/proc/thread-self/` written with the
+/// caller's pid, as Linux resolves it: what a working directory or an opened
+/// directory keeps (a child that inherits it names its parent's, not its own).
+pub fn canonical(h: &Host, mem: &GuestMem, abs: &[u8]) -> Vec<u8> {
+    for who in [&b"/proc/self/"[..], b"/proc/thread-self/"] {
+        if let (Some(rest), Some(pid)) = (abs.strip_prefix(who), pid_of(mem, h.current())) {
+            return [format!("/proc/{pid}/").as_bytes(), rest].concat();
+        }
+    }
+    abs.to_vec()
+}
+
+/// Opens a /proc node: a directory as a listing (see the module docs), `self`
+/// as its directory, `exe` as the program in the rootfs (read-only). The files the
+/// guest kernel makes are opened by it, by their absolute path; opened any other
+/// way they are ENOENT here.
 pub fn open(
     h: &mut Host,
     mem: &GuestMem,
@@ -206,10 +235,11 @@ pub fn open(
 ) -> Result<i64, Errno> {
     match node {
         Node::Dir(_) if !write => {
+            let abs = canonical(h, mem, abs);
             // The fd is taken first, so that a process listing its own fds sees
             // the one it reads them through, as on Linux.
-            let fd = h.install_listing(sealed_memfd(&[])?, cloexec, abs)?;
-            let made = match lookup(h, mem, abs) {
+            let fd = h.install_listing(sealed_memfd(&[])?, cloexec, &abs)?;
+            let made = match lookup(h, mem, &abs) {
                 Some(Ok(Node::Dir(entries))) => listing(&entries),
                 _ => Err(Errno::ENOENT),
             };
@@ -222,10 +252,25 @@ pub fn open(
             }
         }
         Node::Dir(_) => Err(Errno::EISDIR),
-        Node::Link { target, .. } => match lookup(h, mem, &target) {
-            Some(n) => open(h, mem, &target, n?, write, cloexec),
-            None => Err(Errno::ENOENT),
+        Node::Link {
+            target, proc: true, ..
+        } => match lookup(h, mem, &target) {
+            Some(Ok(n @ Node::Dir(_))) => open(h, mem, &target, n, write, cloexec),
+            _ => Err(Errno::ENOENT),
         },
+        Node::Link { .. } if write => Err(Errno::EACCES),
+        Node::Link { target, .. } => {
+            use nix::fcntl::OFlag;
+            let f = h.resolve(
+                &target,
+                OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY,
+                0,
+            )?;
+            if nix::sys::stat::fstat(f.as_fd())?.st_mode & libc::S_IFMT != libc::S_IFREG {
+                return Err(Errno::EACCES);
+            }
+            h.install(f, cloexec, false, &target)
+        }
         Node::File => Err(Errno::ENOENT),
         Node::Fd { .. } => Err(Errno::EACCES),
     }

@@ -110,12 +110,10 @@ fn handle(m: &Arc<Machine>, s: UnixStream) {
         Some("kill") => kill(m, &req).map(|()| "ok".to_string()),
         // `update` changed the cgroup's limits: the OOM thread re-arms for the
         // memory limit.
-        Some("memory") => {
-            if let Some(k) = m.oom_kick.get() {
-                k.wake();
-            }
-            Ok("ok".to_string())
-        }
+        Some("memory") => match m.oom_kick.get().map(crate::oom::Kick::limit_changed) {
+            Some(Err(e)) => Err(format!("the OOM watch: {e}")),
+            _ => Ok("ok".to_string()),
+        },
         _ => Err("bad request: unknown op".into()),
     };
     match r {
