@@ -215,3 +215,98 @@ fn ring_busy_idle_and_long_calls() {
     c.delete().assert_ok();
     c.assert_nothing_left(&b);
 }
+
+const MEMFILES: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+int main(void) {
+    setvbuf(stdout, 0, _IONBF, 0);
+    /* mremap: growing moves the contents; the new part reads as zero. */
+    unsigned char *p = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    memset(p, 0xab, 4096);
+    unsigned char *q = mremap(p, 4096, 3 * 4096, MREMAP_MAYMOVE);
+    int same = 1, zero = 1;
+    for (int i = 0; i < 4096; i++) same &= q[i] == 0xab;
+    for (int i = 4096; i < 3 * 4096; i++) zero &= q[i] == 0;
+    q[3 * 4096 - 1] = 7;
+    printf("grow=%d kept=%d zero=%d\n", q != MAP_FAILED, same, zero);
+    /* Shrinking stays in place. */
+    printf("shrink-same=%d\n", mremap(q, 3 * 4096, 4096, 0) == q);
+    int bad = mremap(q, 4096, 8192, 0x80) == MAP_FAILED;
+    printf("bad-flags=%d %s\n", bad, strerror(errno));
+    /* glibc's realloc of a large block (mmapped: it uses mremap). */
+    size_t big = 1 << 20;
+    unsigned char *r = malloc(big);
+    for (size_t i = 0; i < big; i++) r[i] = i * 7;
+    r = realloc(r, 8 * big);
+    int ok = 1;
+    for (size_t i = 0; i < big; i++) ok &= r[i] == (unsigned char)(i * 7);
+    memset(r + big, 1, 7 * big);
+    printf("realloc=%d\n", ok);
+    /* copy_file_range between two files, with and without offsets. */
+    int src = open("cfr.src", O_RDWR | O_CREAT | O_TRUNC, 0600);
+    int dst = open("cfr.dst", O_RDWR | O_CREAT | O_TRUNC, 0600);
+    char buf[100000];
+    for (int i = 0; i < (int)sizeof buf; i++) buf[i] = 'a' + i % 26;
+    write(src, buf, sizeof buf);
+    lseek(src, 0, SEEK_SET);
+    ssize_t n = 0, k;
+    while ((k = copy_file_range(src, 0, dst, 0, sizeof buf, 0)) > 0) n += k;
+    char back[100000];
+    pread(dst, back, sizeof back, 0);
+    printf("copied=%zd equal=%d pos=%ld\n", n, memcmp(buf, back, sizeof buf) == 0,
+           (long)lseek(src, 0, SEEK_CUR));
+    loff_t in = 1000, out = 0;
+    k = copy_file_range(src, &in, dst, &out, 5000, 0);
+    pread(dst, back, 5000, 0);
+    printf("offsets=%zd in=%ld out=%ld pos=%ld equal=%d\n", k, (long)in, (long)out,
+           (long)lseek(src, 0, SEEK_CUR), memcmp(buf + 1000, back, 5000) == 0);
+    int pfd[2];
+    pipe(pfd);
+    write(pfd[1], "x", 1);
+    k = copy_file_range(pfd[0], 0, dst, 0, 1, 0);
+    printf("pipe=%zd %s\n", k, strerror(errno));
+    k = copy_file_range(src, 0, dst, 0, 1, 1);
+    printf("flags=%zd %s\n", k, strerror(errno));
+    unlink("cfr.src");
+    unlink("cfr.dst");
+    return 0;
+}
+"#;
+
+/// mremap (growing moves, shrinking stays, glibc's realloc of a large block) and
+/// copy_file_range (offsets or file positions, pipes refused) give the host's
+/// results.
+#[test]
+fn mremap_and_copy_file_range_match_the_host() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    skip_unless!(
+        compile_static(&b, "memfiles", MEMFILES, &["-static"]),
+        "gcc -static does not work here (apt-get install gcc libc6-dev)"
+    );
+    let host_dir = b.path().join("hostrun");
+    std::fs::create_dir_all(&host_dir).expect("mkdir");
+    let host = Command::new(b.rootfs().join("memfiles"))
+        .current_dir(&host_dir)
+        .output()
+        .expect("run the program on the host");
+    let host_out = String::from_utf8_lossy(&host.stdout).to_string();
+    assert!(host.status.success(), "host run: {host_out}");
+    assert_eq!(
+        host_out,
+        "grow=1 kept=1 zero=1\nshrink-same=1\nbad-flags=1 Invalid argument\nrealloc=1\n\
+         copied=100000 equal=1 pos=100000\noffsets=5000 in=6000 out=5000 pos=100000 equal=1\n\
+         pipe=-1 Invalid argument\nflags=-1 Invalid argument\n"
+    );
+    b.args(&["/memfiles"]);
+    b.config_mut()["root"]["readonly"] = serde_json::json!(false);
+    hyperjail_tests::vm::assert_vm_matches_host(&hj, &b, "vmmemfiles", 0, &host_out);
+}

@@ -237,7 +237,7 @@ pub fn dispatch(f: &mut Frame) -> i64 {
         // Console and file I/O, paths, the fd table and the working directory: the
         // VMM's ring.
         0..=8 | 16..=22 | 32 | 33 | 40 | 72 | 79..=84 | 87 | 88 => forward(nr, a),
-        137 | 138 | 217 | 258 | 262..=264 | 266 | 269 | 292 | 316 | 332 | 436 | 439 => forward(nr, a),
+        137 | 138 | 217 | 258 | 262..=264 | 266 | 269 | 292 | 316 | 326 | 332 | 436 | 439 => forward(nr, a),
         // socketpair and what its ends take (send/recv without addresses, shutdown).
         44 | 45 | 48 | 51 | 52 | 53 => forward(nr, a),
         // pselect6's sixth argument: {sigset pointer, size}.
@@ -273,6 +273,7 @@ pub fn dispatch(f: &mut Frame) -> i64 {
         89 => info::readlink(a[0], a[1], a[2]).unwrap_or_else(|| forward(nr, a)),
         267 => info::readlink(a[1], a[2], a[3]).unwrap_or_else(|| forward(nr, a)),
         9 => mmap(a),
+        25 => mremap(a),
         57 => proc::fork(f, SIGCHLD, 0, 0, 0, 0),
         58 => proc::fork(f, CLONE_VM | CLONE_VFORK | SIGCHLD, 0, 0, 0, 0),
         59 => proc::execve(f, a[0], a[1], a[2]),
@@ -446,6 +447,40 @@ fn mmap(a: [u64; 6]) -> i64 {
         }
         done += n as u64;
     }
+    at
+}
+
+/// mremap(2) of anonymous or private memory: a shrink stays where it is (the
+/// tail stays mapped, as munmap leaves memory here); growing moves the contents to
+/// a new mapping (MREMAP_MAYMOVE; ENOMEM without it, as nothing grows in place
+/// here). MREMAP_FIXED and MREMAP_DONTUNMAP are refused (EINVAL).
+fn mremap(a: [u64; 6]) -> i64 {
+    const MREMAP_MAYMOVE: u64 = 1;
+    let (old, old_len, new_len, flags) = (a[0], a[1], a[2], a[3]);
+    if flags & !MREMAP_MAYMOVE != 0 || old % PAGE != 0 || new_len == 0 {
+        return -EINVAL;
+    }
+    let round = |n: u64| n.checked_add(PAGE - 1).map(|n| n & !(PAGE - 1));
+    let (Some(old_len), Some(new_len)) = (round(old_len), round(new_len)) else {
+        return -EINVAL;
+    };
+    if !user_ok(old, old_len.max(PAGE)) {
+        return -EFAULT;
+    }
+    if new_len <= old_len {
+        return old as i64;
+    }
+    if flags & MREMAP_MAYMOVE == 0 {
+        return -ENOMEM;
+    }
+    let at = with(|s| place(s.me(), [0, new_len, 0, 0, 0, 0]));
+    if at < 0 {
+        return at;
+    }
+    // Outside the lock (it may be megabytes). SAFETY: both ranges were checked to
+    // be user memory of this process; the new one was just placed below every
+    // other mapping, so they do not overlap.
+    unsafe { core::ptr::copy_nonoverlapping(old as *const u8, at as *mut u8, old_len as usize) };
     at
 }
 

@@ -20,6 +20,8 @@ const ALLOWED: &[&str] = &[
     "writev",
     "pread64",
     "pwrite64",
+    // The guest's copy_file_range between two rootfs files (hcall.rs).
+    "copy_file_range",
     "lseek",
     "close",
     "fstat",

@@ -127,6 +127,7 @@ fn dispatch(mem: &mut GuestMem, h: &mut Host, nr: u64, a: [u64; 6]) -> Ret {
         32 => h.dup(a[0], 0, false),
         33 => h.dup3(a[0], a[1], None),
         40 => sendfile(mem, h, a[0], a[1], a[2], a[3]),
+        326 => copy_file_range(mem, h, a),
         72 => h.fcntl(a[0], a[1], a[2]),
         79 => fsops::getcwd(h, mem, a[0], a[1]),
         80 => fsops::chdir(h, mem, a[0]),
@@ -219,6 +220,43 @@ fn lseek(h: &Host, fd: u64, off: u64, whence: u64) -> Ret {
         _ => return Err(Errno::EINVAL),
     };
     nix::unistd::lseek(h.fd(fd)?, off as i64, w)
+}
+
+/// copy_file_range(2) between two regular files of the rootfs: the host's call on
+/// their host fds, with the guest's offsets (each NULL, or a loff_t in guest
+/// memory that is read first and written back after). Anything but two regular
+/// files is EINVAL, as on Linux for pipes and devices.
+fn copy_file_range(mem: &mut GuestMem, h: &Host, a: [u64; 6]) -> Ret {
+    let (fin, offin, fout, offout, len, flags) = (a[0], a[1], a[2], a[3], a[4], a[5]);
+    if flags != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let (i, o) = (h.fd(fin)?, h.fd(fout)?);
+    for f in [i, o] {
+        if nix::sys::stat::fstat(f)?.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(Errno::EINVAL);
+        }
+    }
+    let read_off = |at: u64| -> Result<Option<i64>, Errno> {
+        if at == 0 {
+            return Ok(None);
+        }
+        let v = mem.read_u64(at).ok_or(Errno::EFAULT)? as i64;
+        if v < 0 {
+            return Err(Errno::EINVAL);
+        }
+        Ok(Some(v))
+    };
+    let (mut ri, mut ro) = (read_off(offin)?, read_off(offout)?);
+    let n = nix::fcntl::copy_file_range(i, ri.as_mut(), o, ro.as_mut(), len.min(MAX_RW) as usize)?;
+    for (at, v) in [(offin, ri), (offout, ro)] {
+        if let Some(v) = v {
+            if !mem.write_u64(at, v as u64) {
+                return Err(Errno::EFAULT);
+            }
+        }
+    }
+    Ok(n as i64)
 }
 
 /// sendfile(2) through a VMM buffer, at most [`SENDFILE_CHUNK`] bytes per call.
