@@ -118,3 +118,120 @@ fn dev_tty_and_console_without_a_terminal() {
     assert!(out.stderr.contains("No such device or address"), "{out}");
     c.assert_nothing_left(&b);
 }
+
+/// A terminal session driven from the engine's side of the pty.
+struct Session {
+    master: fs::File,
+    seen: String,
+}
+
+impl Session {
+    fn send(&mut self, s: &str) {
+        use std::io::Write;
+        self.master
+            .write_all(s.as_bytes())
+            .expect("write to the pty");
+    }
+
+    /// Reads until the text after `from` holds `want`; returns that text.
+    fn expect(&mut self, from: usize, want: &str) -> String {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::io::Read;
+        let end = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let tail = self.seen.get(from..).unwrap_or("").to_string();
+            if tail.contains(want) {
+                return tail;
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "no {want:?} on the terminal; it shows {tail:?}"
+            );
+            let mut pfd = [PollFd::new(
+                std::os::fd::AsFd::as_fd(&self.master),
+                PollFlags::POLLIN,
+            )];
+            if poll(&mut pfd, PollTimeout::from(200u16)).expect("poll") == 0 {
+                continue;
+            }
+            let mut buf = [0u8; 4096];
+            match self.master.read(&mut buf) {
+                Ok(0) => panic!("the terminal closed; it showed {tail:?}"),
+                Ok(k) => self
+                    .seen
+                    .push_str(&String::from_utf8_lossy(&buf[..k]).replace('\r', "")),
+                Err(e) => panic!("read the pty: {e} (it showed {tail:?})"),
+            }
+        }
+    }
+}
+
+/// Job control on the VM's console, as `podman run -it` gives it: an interactive
+/// busybox sh puts each job in the foreground (TIOCSPGRP), ^C ends the job and not
+/// the shell, ^Z stops the job and the shell lists it as stopped, `fg` continues
+/// it in the foreground and ^C then ends it; the shell's exit status is the
+/// container's.
+#[test]
+fn shell_job_control_on_the_console() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    b.args(&["/bin/sh"]);
+    b.config_mut()["process"]["terminal"] = json!(true);
+    b.config_mut()["process"]["env"] = json!(["PATH=/bin", "PS1=PROMPT> "]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("console.sock");
+    let listener = UnixListener::bind(&sock).expect("bind console socket");
+    let c = hj.container("vmjobs");
+    let running = c
+        .run_call(
+            &b,
+            &["--console-socket", sock.to_str().expect("utf-8 path")],
+        )
+        .spawn();
+    let (_, master) = receive_console(&listener, Duration::from_secs(20));
+    let mut s = Session {
+        master: fs::File::from(master),
+        seen: String::new(),
+    };
+    s.expect(0, "PROMPT> ");
+    // ^C reaches the foreground job (sleep), not the shell.
+    let at = s.seen.len();
+    s.send("sleep 100\n");
+    s.expect(at, "sleep 100\n");
+    std::thread::sleep(Duration::from_millis(300));
+    s.send("\x03");
+    s.expect(at, "PROMPT> ");
+    let at = s.seen.len();
+    s.send("echo status=$?\n");
+    s.expect(at, "status=130\n");
+    // ^Z stops it; the shell says so and gets the terminal back.
+    let at = s.seen.len();
+    s.send("sleep 200\n");
+    s.expect(at, "sleep 200\n");
+    std::thread::sleep(Duration::from_millis(300));
+    s.send("\x1a");
+    s.expect(at, "PROMPT> ");
+    let at = s.seen.len();
+    s.send("jobs\n");
+    let jobs = s.expect(at, "PROMPT> ");
+    assert!(
+        jobs.contains("Stopped") && jobs.contains("sleep 200"),
+        "{jobs:?}"
+    );
+    // fg continues it in the foreground; ^C ends it there.
+    let at = s.seen.len();
+    s.send("fg\n");
+    s.expect(at, "sleep 200\n");
+    std::thread::sleep(Duration::from_millis(300));
+    s.send("\x03");
+    s.expect(at, "PROMPT> ");
+    let at = s.seen.len();
+    s.send("jobs; echo none-left\n");
+    let left = s.expect(at, "none-left\n");
+    assert!(!left.contains("sleep 200"), "{left:?}");
+    s.send("exit 3\n");
+    let out = running.wait();
+    assert_eq!(out.code, Some(3), "{out}\nterminal: {:?}", s.seen);
+    c.assert_nothing_left(&b);
+}

@@ -176,6 +176,7 @@ extern "C" fn hj_spawned(rip: u64, rsp: u64) -> u64 {
     thread::set_single(p);
     with(|s| s.procs[p as usize] = Proc::started(pid));
     set_pi(p, PI_PPID, 0);
+    set_pi(p, PI_PGID, pid);
     set_pi(p, PI_PID, pid);
     mmio(MMIO_SPAWNED, pid);
     rsp
@@ -592,7 +593,9 @@ pub fn setpgid(pid: u64, pgid: u64) -> i64 {
         if t.sid != mine.sid || t.pid == t.sid {
             return -EPERM;
         }
-        s.procs[i].pgid = if pgid == 0 { t.pid } else { pgid };
+        let pgid = if pgid == 0 { t.pid } else { pgid };
+        s.procs[i].pgid = pgid;
+        set_pi(i as u64, PI_PGID, pgid);
         0
     })
 }
@@ -607,6 +610,7 @@ pub fn setsid() -> i64 {
         }
         s.procs[i].sid = pid;
         s.procs[i].pgid = pid;
+        set_pi(i as u64, PI_PGID, pid);
         pid as i64
     })
 }

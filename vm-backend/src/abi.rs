@@ -162,6 +162,9 @@ pub const PI_HOSTSIG: u64 = 48;
 pub const PI_PID: u64 = 56;
 /// Its parent's pid (0: started from the host, the first process and `exec`'s).
 pub const PI_PPID: u64 = 64;
+/// Its process group, kept by the guest kernel: the VMM gives a terminal's
+/// SIGINT, SIGQUIT, SIGTSTP and SIGWINCH to the console's foreground group.
+pub const PI_PGID: u64 = 72;
 /// Doorbell: the process the VMM started for `hyperjail exec` (on this vCPU) runs;
 /// value = its pid.
 pub const MMIO_SPAWNED: u64 = MMIO_BASE + 0x80;

@@ -18,6 +18,7 @@ use nix::sys::stat::Mode;
 use std::ffi::CString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 /// Most open guest fds (RLIMIT_NOFILE as the guest reports it).
@@ -112,6 +113,10 @@ pub struct Host {
     devices: Vec<(&'static [u8], Arc<OwnedFd>)>,
     /// What /dev/console opens: the first process's stdout as the VMM got it.
     console: Option<Arc<OwnedFd>>,
+    /// The console terminal's foreground process group (a guest pgid; the first
+    /// process's, 1, until a process sets another with TIOCSPGRP); shared with
+    /// the VMM's signal thread, which gives the terminal's signals to that group.
+    console_fg: Arc<AtomicU64>,
 }
 
 /// The guest's device nodes: its path and the host device behind it. Device nodes
@@ -144,6 +149,7 @@ impl Host {
             cur: 0,
             devices: Vec::new(),
             console,
+            console_fg: Arc::new(AtomicU64::new(1)),
         }
     }
 
@@ -306,6 +312,20 @@ impl Host {
         let mut h = Host::new(console, root, cwd, readonly);
         h.open_devices()?;
         Ok(h)
+    }
+
+    /// The console terminal's foreground process group (see the field).
+    pub fn console_fg(&self) -> &Arc<AtomicU64> {
+        &self.console_fg
+    }
+
+    /// Whether `f` is the terminal the console is (the same device).
+    pub fn is_console(&self, f: BorrowedFd<'_>) -> bool {
+        let rdev = |f: BorrowedFd<'_>| nix::sys::stat::fstat(f).ok().map(|s| s.st_rdev);
+        match (&self.console, rdev(f)) {
+            (Some(c), Some(r)) => r != 0 && rdev(c.as_fd()) == Some(r),
+            _ => false,
+        }
     }
 
     /// Whether the rootfs is read-only for the guest.

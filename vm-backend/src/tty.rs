@@ -2,8 +2,8 @@
 //! VMM's own stdio: the pty whose master went to the engine over
 //! `--console-socket` (device nodes in the rootfs are refused). The guest gets the
 //! calls programs make to use a terminal: get and set its attributes (canonical
-//! and raw modes), get and set its window size, and its foreground process group,
-//! which is the guest's only process. Anything else is ENOTTY.
+//! and raw modes), get and set its window size, and its foreground process group
+//! (the guest's: see [`pgrp`]). Anything else is ENOTTY.
 
 use crate::files::Host;
 use crate::fsops::Ret;
@@ -47,6 +47,39 @@ fn host_ioctl(fd: BorrowedFd<'_>, req: u64, buf: &mut [u8; 64]) -> Result<(), Er
     }
 }
 
+/// TIOCGPGRP and TIOCSPGRP. The console's foreground group is the guest's own
+/// (see [`Host::console_fg`]): a shell's jobs take the terminal in turn, and the
+/// VMM gives the terminal's signals to the group that has it. An `exec`'s terminal
+/// is its own process's alone: it reads as the caller's group, and setting it
+/// changes nothing (its signals reach that process through the `exec` proxy).
+fn pgrp(mem: &mut GuestMem, h: &Host, fd: BorrowedFd<'_>, req: u64, arg: u64) -> Ret {
+    use std::sync::atomic::Ordering;
+    let console = h.is_console(fd);
+    if req == TIOCSPGRP {
+        let b = mem.slice(arg, 4).ok_or(Errno::EFAULT)?;
+        let pgid = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        if pgid <= 0 {
+            return Err(Errno::EINVAL);
+        }
+        if console {
+            h.console_fg().store(pgid as u64, Ordering::SeqCst);
+        }
+        return Ok(0);
+    }
+    let pgid = if console {
+        h.console_fg().load(Ordering::SeqCst)
+    } else {
+        let at = crate::abi::PROC_INFO_GPA
+            + h.current() as u64 * crate::abi::PROC_INFO_SIZE
+            + crate::abi::PI_PGID;
+        mem.whole().read_u64(at).unwrap_or(1)
+    };
+    if !mem.write(arg, &(pgid as i32).to_le_bytes()) {
+        return Err(Errno::EFAULT);
+    }
+    Ok(0)
+}
+
 /// ioctl(2) from the guest on its fd `fd`.
 pub fn ioctl(mem: &mut GuestMem, h: &Host, fd: u64, req: u64, arg: u64) -> Ret {
     let fd = h.fd(fd)?;
@@ -57,12 +90,9 @@ pub fn ioctl(mem: &mut GuestMem, h: &Host, fd: u64, req: u64, arg: u64) -> Ret {
         TIOCGWINSZ => (WINSIZE, true),
         TIOCSWINSZ => (WINSIZE, false),
         TIOCGPGRP | TIOCSPGRP => {
-            // Only on a terminal; the guest's process group is 1.
+            // Only on a terminal.
             host_ioctl(fd, TCGETS, &mut buf)?;
-            if req == TIOCGPGRP && !mem.write(arg, &1i32.to_le_bytes()) {
-                return Err(Errno::EFAULT);
-            }
-            return Ok(0);
+            return pgrp(mem, h, fd, req, arg);
         }
         _ => return Err(Errno::ENOTTY),
     };

@@ -47,6 +47,9 @@ pub struct Machine {
     pub oom_victims: AtomicU64,
     /// Wakes the OOM thread to look at a changed memory limit (set when it starts).
     pub oom_kick: std::sync::OnceLock<crate::oom::Kick>,
+    /// The console terminal's foreground process group (the guest's TIOCSPGRP;
+    /// see [`crate::files::Host::console_fg`]).
+    pub console_fg: Arc<AtomicU64>,
     /// Per process slot: the connection of the `exec` that started its process,
     /// told the pid and then the exit status (see spawn.rs).
     pub execs: Mutex<Vec<Option<Arc<std::os::unix::net::UnixStream>>>>,
@@ -134,6 +137,22 @@ impl Machine {
     pub fn guest_pid(&self, p: u64) -> Option<u64> {
         let pid = self.proc_word(p, PI_PID);
         (self.proc_word(p, PI_BUSY) != 0 && pid != 0).then_some(pid)
+    }
+
+    /// Gives the terminal's signal `sig` to every process of the console's
+    /// foreground group (the first process if none is in it any more).
+    pub fn post_terminal_signal(&self, sig: u64) {
+        let fg = self.console_fg.load(Ordering::SeqCst);
+        let mut any = false;
+        for p in 0..MAX_PROCS {
+            if self.guest_pid(p).is_some() && self.proc_word(p, PI_PGID) == fg {
+                self.post_host_signal(p, sig);
+                any = true;
+            }
+        }
+        if !any {
+            self.post_host_signal(0, sig);
+        }
     }
 
     /// Puts signal `sig` (1..=64) in process slot `p`'s host mailbox (PI_HOSTSIG)

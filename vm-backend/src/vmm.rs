@@ -224,7 +224,8 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
                 argv: &p.argv,
             },
         )
-        // The first process is pid 1 (`ps` lists it).
+        // The first process is pid 1 (`ps` lists it), in group 1.
+        && mem.write_u64(PROC_INFO_GPA + PI_PGID, 1)
         && mem.write_u64(PROC_INFO_GPA + PI_PID, 1);
     if !ok {
         return Err("guest memory is too small for the program".into());
@@ -269,6 +270,7 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
         spawn_start: entries.spawn,
         oom_victims: AtomicU64::new(0),
         oom_kick: std::sync::OnceLock::new(),
+        console_fg: Arc::clone(host.console_fg()),
         execs: Mutex::new((0..MAX_PROCS).map(|_| None).collect()),
         ring: OnceLock::new(),
         futexes: Futexes::default(),
@@ -374,10 +376,24 @@ pub fn set_sregs(vcpu: &VcpuFd, slot: u64, fs: u64, cr3: u64) -> Result<(), Stri
     Ok(())
 }
 
-/// The signals the VMM passes to the guest's first process (blocked in every VMM
-/// thread, taken by [`Vm::forward_signals`]'s thread): all but those the kernel
-/// uses against the VMM itself (faults, SIGSYS from its seccomp filter), SIGCHLD
-/// and the ones that cannot be caught.
+/// Waits for one of `set`'s signals (blocked in every thread): the signal, and
+/// whether the kernel sent it (si_code SI_KERNEL: a terminal's key or new size)
+/// rather than a process (kill).
+fn wait_signal(set: &SigSet) -> Option<(Signal, bool)> {
+    // SAFETY: an all-zero siginfo_t is a valid value for the kernel to fill.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset for the call's duration and `info` a live
+    // siginfo_t it writes into.
+    let n = unsafe { libc::sigwaitinfo(set.as_ref(), &mut info) };
+    let sig = Signal::try_from(n).ok()?;
+    Some((sig, info.si_code == libc::SI_KERNEL))
+}
+
+/// The signals the VMM passes to the guest, to its first process or the console's
+/// foreground group (blocked in every VMM thread, taken by
+/// [`Vm::forward_signals`]'s thread): all but those the kernel uses against the
+/// VMM itself (faults, SIGSYS from its seccomp filter), SIGCHLD and the ones that
+/// cannot be caught.
 pub fn forwarded() -> SigSet {
     let mut set = SigSet::all();
     for s in [
@@ -411,7 +427,7 @@ impl Vm {
         std::thread::Builder::new()
             .stack_size(64 << 10)
             .spawn(move || loop {
-                let Ok(sig) = forwarded().wait() else {
+                let Some((sig, from_terminal)) = wait_signal(&forwarded()) else {
                     continue;
                 };
                 if !m.started.load(Ordering::SeqCst) {
@@ -431,7 +447,18 @@ impl Vm {
                     continue;
                 }
                 let n = sig as u64;
-                m.post_host_signal(0, n);
+                // The terminal's own signals (the kernel sent them: a key, a new
+                // size) go to its foreground group, as Linux's tty does; a kill
+                // (`hyperjail kill`, the engine) goes to the first process.
+                let tty = matches!(
+                    sig,
+                    Signal::SIGINT | Signal::SIGQUIT | Signal::SIGTSTP | Signal::SIGWINCH
+                );
+                if tty && from_terminal {
+                    m.post_terminal_signal(n);
+                } else {
+                    m.post_host_signal(0, n);
+                }
             })
             .map(|_| ())
             .map_err(|e| format!("signal thread: {e}"))
