@@ -133,15 +133,17 @@ impl Session {
             .expect("write to the pty");
     }
 
-    /// Reads until the text after `from` holds `want`; returns that text.
-    fn expect(&mut self, from: usize, want: &str) -> String {
+    /// Reads until the text from `from` on holds `want`; returns that text up to
+    /// the end of the match, and where the match ends (the next `from`).
+    fn expect(&mut self, from: usize, want: &str) -> (String, usize) {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         use std::io::Read;
         let end = std::time::Instant::now() + Duration::from_secs(20);
         loop {
             let tail = self.seen.get(from..).unwrap_or("").to_string();
-            if tail.contains(want) {
-                return tail;
+            if let Some(i) = tail.find(want) {
+                let upto = i + want.len();
+                return (tail[..upto].to_string(), from + upto);
             }
             assert!(
                 std::time::Instant::now() < end,
@@ -194,42 +196,36 @@ fn shell_job_control_on_the_console() {
         master: fs::File::from(master),
         seen: String::new(),
     };
-    s.expect(0, "PROMPT> ");
-    // ^C reaches the foreground job (sleep), not the shell.
-    let at = s.seen.len();
-    s.send("sleep 100\n");
-    s.expect(at, "sleep 100\n");
-    std::thread::sleep(Duration::from_millis(300));
+    // Each job prints a marker the shell's echo of the command line does not hold
+    // ($((...)) is expanded by the job): a job that prints has the terminal (ash
+    // hands it over before the exec), so the keys below go to it.
+    let (_, pos) = s.expect(0, "PROMPT> ");
+    // ^C reaches the foreground job, not the shell.
+    s.send("sh -c 'echo JOB-$((1+1)); exec sleep 100'\n");
+    let (_, pos) = s.expect(pos, "JOB-2\n");
     s.send("\x03");
-    s.expect(at, "PROMPT> ");
-    let at = s.seen.len();
+    let (_, pos) = s.expect(pos, "PROMPT> ");
     s.send("echo status=$?\n");
-    s.expect(at, "status=130\n");
+    let (_, pos) = s.expect(pos, "status=130\n");
     // ^Z stops it; the shell says so and gets the terminal back.
-    let at = s.seen.len();
-    s.send("sleep 200\n");
-    s.expect(at, "sleep 200\n");
-    std::thread::sleep(Duration::from_millis(300));
+    s.send("sh -c 'trap \"echo CONT-\\$((2+2))\" CONT; echo JOB-$((1+2)); while :; do sleep 1; done'\n");
+    let (_, pos) = s.expect(pos, "JOB-3\n");
     s.send("\x1a");
-    s.expect(at, "PROMPT> ");
-    let at = s.seen.len();
+    let (_, pos) = s.expect(pos, "PROMPT> ");
     s.send("jobs\n");
-    let jobs = s.expect(at, "PROMPT> ");
-    assert!(
-        jobs.contains("Stopped") && jobs.contains("sleep 200"),
-        "{jobs:?}"
-    );
-    // fg continues it in the foreground; ^C ends it there.
-    let at = s.seen.len();
+    let (jobs, pos) = s.expect(pos, "PROMPT> ");
+    assert!(jobs.contains("Stopped"), "{jobs:?}");
+    // fg continues it in the foreground (its CONT trap prints); ^C ends it there.
     s.send("fg\n");
-    s.expect(at, "sleep 200\n");
-    std::thread::sleep(Duration::from_millis(300));
+    let (_, pos) = s.expect(pos, "CONT-4\n");
     s.send("\x03");
-    s.expect(at, "PROMPT> ");
-    let at = s.seen.len();
-    s.send("jobs; echo none-left\n");
-    let left = s.expect(at, "none-left\n");
-    assert!(!left.contains("sleep 200"), "{left:?}");
+    let (_, pos) = s.expect(pos, "PROMPT> ");
+    s.send("jobs; echo none-$((5+5))\n");
+    let (left, _) = s.expect(pos, "none-10\n");
+    assert!(
+        !left.contains("Stopped") && !left.contains("Running"),
+        "{left:?}"
+    );
     s.send("exit 3\n");
     let out = running.wait();
     assert_eq!(out.code, Some(3), "{out}\nterminal: {:?}", s.seen);

@@ -95,7 +95,7 @@ pub fn fork(f: &Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tls: u64) -
         ((to + PI_GEN) as *mut u64).write_volatile(pi(parent, PI_GEN));
         // Timer and host signals the parent has not taken yet are not the child's,
         // nor its pids (set below, once the child's are known).
-        for off in [PI_TIMER_SIG, PI_HOSTSIG, PI_PID, PI_PPID] {
+        for off in [PI_TIMER_SIG, PI_HOSTSIG, PI_PID, PI_PPID, PI_PGID] {
             ((to + off) as *mut u64).write_volatile(0);
         }
     }
@@ -107,6 +107,8 @@ pub fn fork(f: &Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tls: u64) -
         let ranges = c.used_ranges(percpu::get(PC_USER_RSP));
         (c.ppid, c.pid, c.threads, c.live, c.it_interval) = (c.pid, pid, 1, true, 0);
         (c.stop_report, c.cont_report) = (0, false);
+        // With the group itself, under the lock (a setpgid may move the parent).
+        set_pi(child, PI_PGID, c.pgid);
         s.procs[child as usize] = c;
         ranges
     });
@@ -578,9 +580,10 @@ pub fn getsid(pid: u64) -> i64 {
 
 /// setpgid(2): the caller or one of its children, into a group of its session.
 pub fn setpgid(pid: u64, pgid: u64) -> i64 {
-    if pgid as i64 > i64::from(i32::MAX) {
+    // A pid_t: negative is EINVAL.
+    let Ok(pgid) = u64::try_from(pgid as i32) else {
         return -EINVAL;
-    }
+    };
     with(|s| {
         let mine = s.procs[me() as usize];
         let Some(i) = find(s, pid) else {

@@ -56,9 +56,23 @@ pub struct Proc {
     pub stop_report: u64,
     /// Continued by SIGCONT, until a wait with WCONTINUED reports it.
     pub cont_report: bool,
+    /// Its file mappings (address, length), the most recent [`FILE_MAPS`] of
+    /// them, for mremap; (0, 0) when unused.
+    pub file_maps: [(u64, u64); FILE_MAPS],
+    /// Where the next file mapping is noted in `file_maps`.
+    pub file_next: usize,
 }
 
+/// File mappings a process keeps track of (see [`Proc::file_maps`]).
+pub const FILE_MAPS: usize = 16;
+
 impl Proc {
+    /// Notes a file mapping (the oldest noted one is forgotten when all are in use).
+    fn note_file_map(&mut self, at: u64, len: u64) {
+        self.file_maps[self.file_next % FILE_MAPS] = (at, len);
+        self.file_next = (self.file_next + 1) % FILE_MAPS;
+    }
+
     const EMPTY: Proc = Proc {
         gen: 0,
         brk_start: 0,
@@ -76,6 +90,8 @@ impl Proc {
         it_interval: 0,
         stop_report: 0,
         cont_report: false,
+        file_maps: [(0, 0); FILE_MAPS],
+        file_next: 0,
     };
 
     /// A process started from the host (`hyperjail exec`): pid `pid`, no parent in
@@ -174,6 +190,7 @@ impl State {
             pr.brk_cur = pr.brk_start;
             pr.brk_max = pr.brk_start;
             pr.mmap_low = pi(p, PI_MMAP_TOP);
+            pr.file_maps = [(0, 0); FILE_MAPS];
         }
         pr
     }
@@ -430,7 +447,14 @@ fn mmap(a: [u64; 6]) -> i64 {
     if off % PAGE != 0 || fd > i32::MAX as u64 {
         return -EINVAL;
     }
-    let at = with(|s| place(s.me(), a));
+    let at = with(|s| {
+        let me = s.me();
+        let at = place(me, a);
+        if at >= 0 {
+            me.note_file_map(at as u64, (len + PAGE - 1) & !(PAGE - 1));
+        }
+        at
+    });
     if at < 0 {
         return at;
     }
@@ -453,11 +477,12 @@ fn mmap(a: [u64; 6]) -> i64 {
 /// mremap(2) of anonymous or private memory: a shrink stays where it is (the
 /// tail stays mapped, as munmap leaves memory here); growing moves the contents to
 /// a new mapping (MREMAP_MAYMOVE; ENOMEM without it, as nothing grows in place
-/// here). MREMAP_FIXED and MREMAP_DONTUNMAP are refused (EINVAL).
+/// here, and for a file mapping). MREMAP_FIXED and MREMAP_DONTUNMAP are refused
+/// (EINVAL).
 fn mremap(a: [u64; 6]) -> i64 {
     const MREMAP_MAYMOVE: u64 = 1;
     let (old, old_len, new_len, flags) = (a[0], a[1], a[2], a[3]);
-    if flags & !MREMAP_MAYMOVE != 0 || old % PAGE != 0 || new_len == 0 {
+    if flags & !MREMAP_MAYMOVE != 0 || old % PAGE != 0 || new_len == 0 || old_len == 0 {
         return -EINVAL;
     }
     let round = |n: u64| n.checked_add(PAGE - 1).map(|n| n & !(PAGE - 1));
@@ -473,14 +498,22 @@ fn mremap(a: [u64; 6]) -> i64 {
     if flags & MREMAP_MAYMOVE == 0 {
         return -ENOMEM;
     }
-    let at = with(|s| place(s.me(), [0, new_len, 0, 0, 0, 0]));
+    // A file mapping would need the file's bytes past its old end: ENOMEM, and
+    // the caller maps the file anew (as SQLite and glibc do).
+    let at = with(|s| {
+        let me = s.me();
+        if me.file_maps.iter().any(|&(a, n)| old >= a && old - a < n) {
+            return -ENOMEM;
+        }
+        place(me, [0, new_len, 0, 0, 0, 0])
+    });
     if at < 0 {
         return at;
     }
     // Outside the lock (it may be megabytes). SAFETY: both ranges were checked to
-    // be user memory of this process; the new one was just placed below every
-    // other mapping, so they do not overlap.
-    unsafe { core::ptr::copy_nonoverlapping(old as *const u8, at as *mut u8, old_len as usize) };
+    // be user memory of this process; `copy` allows them to overlap (an `old`
+    // the process never mapped may lie where the new mapping went).
+    unsafe { core::ptr::copy(old as *const u8, at as *mut u8, old_len as usize) };
     at
 }
 

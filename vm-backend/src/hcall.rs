@@ -222,6 +222,9 @@ fn lseek(h: &Host, fd: u64, off: u64, whence: u64) -> Ret {
     nix::unistd::lseek(h.fd(fd)?, off as i64, w)
 }
 
+/// Largest copy_file_range per call.
+const COPY_CHUNK: u64 = 4 << 20;
+
 /// copy_file_range(2) between two regular files of the rootfs: the host's call on
 /// their host fds, with the guest's offsets (each NULL, or a loff_t in guest
 /// memory that is read first and written back after). Anything but two regular
@@ -248,7 +251,11 @@ fn copy_file_range(mem: &mut GuestMem, h: &Host, a: [u64; 6]) -> Ret {
         Ok(Some(v))
     };
     let (mut ri, mut ro) = (read_off(offin)?, read_off(offout)?);
-    let n = nix::fcntl::copy_file_range(i, ri.as_mut(), o, ro.as_mut(), len.min(MAX_RW) as usize)?;
+    // At most COPY_CHUNK per call (a short count is legal: cp and glibc loop):
+    // the ring is served by one thread, so one long copy would hold up every other
+    // guest call.
+    let n =
+        nix::fcntl::copy_file_range(i, ri.as_mut(), o, ro.as_mut(), len.min(COPY_CHUNK) as usize)?;
     for (at, v) in [(offin, ri), (offout, ro)] {
         if let Some(v) = v {
             if !mem.write_u64(at, v as u64) {

@@ -53,13 +53,24 @@ fn host_ioctl(fd: BorrowedFd<'_>, req: u64, buf: &mut [u8; 64]) -> Result<(), Er
 /// is its own process's alone: it reads as the caller's group, and setting it
 /// changes nothing (its signals reach that process through the `exec` proxy).
 fn pgrp(mem: &mut GuestMem, h: &Host, fd: BorrowedFd<'_>, req: u64, arg: u64) -> Ret {
+    use crate::abi::{MAX_PROCS, PI_BUSY, PI_PGID, PI_PID, PROC_INFO_GPA, PROC_INFO_SIZE};
     use std::sync::atomic::Ordering;
     let console = h.is_console(fd);
+    let word = |p: u64, off: u64| {
+        mem.whole()
+            .read_u64(PROC_INFO_GPA + p * PROC_INFO_SIZE + off)
+            .unwrap_or(0)
+    };
     if req == TIOCSPGRP {
         let b = mem.slice(arg, 4).ok_or(Errno::EFAULT)?;
         let pgid = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        if pgid <= 0 {
+        if pgid < 0 {
             return Err(Errno::EINVAL);
+        }
+        // A group some live guest process is in (ESRCH otherwise, as Linux).
+        let live = |p: u64| word(p, PI_BUSY) != 0 && word(p, PI_PID) != 0;
+        if !(0..MAX_PROCS).any(|p| live(p) && word(p, PI_PGID) == pgid as u64) {
+            return Err(Errno::ESRCH);
         }
         if console {
             h.console_fg().store(pgid as u64, Ordering::SeqCst);
@@ -69,10 +80,7 @@ fn pgrp(mem: &mut GuestMem, h: &Host, fd: BorrowedFd<'_>, req: u64, arg: u64) ->
     let pgid = if console {
         h.console_fg().load(Ordering::SeqCst)
     } else {
-        let at = crate::abi::PROC_INFO_GPA
-            + h.current() as u64 * crate::abi::PROC_INFO_SIZE
-            + crate::abi::PI_PGID;
-        mem.whole().read_u64(at).unwrap_or(1)
+        word(h.current() as u64, PI_PGID)
     };
     if !mem.write(arg, &(pgid as i32).to_le_bytes()) {
         return Err(Errno::EFAULT);

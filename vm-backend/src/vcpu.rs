@@ -140,18 +140,14 @@ impl Machine {
     }
 
     /// Gives the terminal's signal `sig` to every process of the console's
-    /// foreground group (the first process if none is in it any more).
+    /// foreground group (to none when the group has no process left, as Linux's
+    /// tty does).
     pub fn post_terminal_signal(&self, sig: u64) {
         let fg = self.console_fg.load(Ordering::SeqCst);
-        let mut any = false;
         for p in 0..MAX_PROCS {
             if self.guest_pid(p).is_some() && self.proc_word(p, PI_PGID) == fg {
                 self.post_host_signal(p, sig);
-                any = true;
             }
-        }
-        if !any {
-            self.post_host_signal(0, sig);
         }
     }
 
