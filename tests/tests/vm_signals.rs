@@ -160,6 +160,25 @@ static void job_control(void) {
     waitpid(c, &st, 0);
     printf("killed while stopped: signaled=%d sig=%d\n", WIFSIGNALED(st), WTERMSIG(st));
     close(p[0]);
+    /* A read that a stop interrupted runs on once continued (no handler ran). */
+    int q[2];
+    pipe(q);
+    pid_t d = fork();
+    if (d == 0) {
+        char ch = 0;
+        ssize_t k = read(q[0], &ch, 1);
+        _exit(k == 1 && ch == 'z' ? 0 : (k < 0 ? errno : 100));
+    }
+    usleep(100000);
+    kill(d, SIGSTOP);
+    waitpid(d, &st, WUNTRACED);
+    kill(d, SIGCONT);
+    waitpid(d, &st, WCONTINUED);
+    write(q[1], "z", 1);
+    waitpid(d, &st, 0);
+    printf("read across stop: exited=%d status=%d\n", WIFEXITED(st), WEXITSTATUS(st));
+    close(q[0]);
+    close(q[1]);
 }
 
 int main(void) {
@@ -431,6 +450,7 @@ fn signals_match_the_host() {
         "runs again: read=1",
         "waitid: 0 stopped=1 status=19",
         "killed while stopped: signaled=1 sig=9",
+        "read across stop: exited=1 status=0",
     ] {
         assert!(host_out.contains(want), "host: {want:?} in {host_out}");
     }

@@ -147,7 +147,8 @@ impl Session {
             }
             assert!(
                 std::time::Instant::now() < end,
-                "no {want:?} on the terminal; it shows {tail:?}"
+                "no {want:?} on the terminal; it shows {tail:?} (the session: {:?})",
+                self.seen
             );
             let mut pfd = [PollFd::new(
                 std::os::fd::AsFd::as_fd(&self.master),
@@ -171,8 +172,8 @@ impl Session {
 /// Job control on the VM's console, as `podman run -it` gives it: an interactive
 /// busybox sh puts each job in the foreground (TIOCSPGRP), ^C ends the job and not
 /// the shell, ^Z stops the job and the shell lists it as stopped, `fg` continues
-/// it in the foreground and ^C then ends it; the shell's exit status is the
-/// container's.
+/// it in the foreground and ^C then ends it; a background job that reads the
+/// terminal is stopped until `fg`; the shell's exit status is the container's.
 #[test]
 fn shell_job_control_on_the_console() {
     require_kvm!();
@@ -226,6 +227,30 @@ fn shell_job_control_on_the_console() {
         !left.contains("Stopped") && !left.contains("Running"),
         "{left:?}"
     );
+    // A background job that reads the terminal is stopped (SIGTTIN): the shell
+    // reports it at a later prompt; `fg` gives it the terminal, and it reads.
+    s.send("cat &\n");
+    let (_, mut pos) = s.expect(pos, "PROMPT> ");
+    let mut stopped = false;
+    for _ in 0..50 {
+        s.send("\n");
+        let (text, p) = s.expect(pos, "PROMPT> ");
+        pos = p;
+        if text.contains("Stopped") {
+            stopped = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(stopped, "cat & was not stopped: {:?}", s.seen);
+    // Typed once the shell has taken the command (it prints the job's), so that
+    // its line editor cannot read ahead of it.
+    s.send("fg\n");
+    let (_, pos) = s.expect(pos, "fg\ncat\n");
+    s.send("hello-cat\n");
+    let (_, pos) = s.expect(pos, "hello-cat\nhello-cat\n");
+    s.send("\x04");
+    let (_, _) = s.expect(pos, "PROMPT> ");
     s.send("exit 3\n");
     let out = running.wait();
     assert_eq!(out.code, Some(3), "{out}\nterminal: {:?}", s.seen);

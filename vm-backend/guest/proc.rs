@@ -95,7 +95,7 @@ pub fn fork(f: &Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tls: u64) -
         ((to + PI_GEN) as *mut u64).write_volatile(pi(parent, PI_GEN));
         // Timer and host signals the parent has not taken yet are not the child's,
         // nor its pids (set below, once the child's are known).
-        for off in [PI_TIMER_SIG, PI_HOSTSIG, PI_PID, PI_PPID, PI_PGID] {
+        for off in [PI_TIMER_SIG, PI_HOSTSIG, PI_PID, PI_PPID, PI_PGID, PI_SID] {
             ((to + off) as *mut u64).write_volatile(0);
         }
     }
@@ -109,6 +109,7 @@ pub fn fork(f: &Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tls: u64) -
         (c.stop_report, c.cont_report) = (0, false);
         // With the group itself, under the lock (a setpgid may move the parent).
         set_pi(child, PI_PGID, c.pgid);
+        set_pi(child, PI_SID, c.sid);
         s.procs[child as usize] = c;
         ranges
     });
@@ -179,6 +180,7 @@ extern "C" fn hj_spawned(rip: u64, rsp: u64) -> u64 {
     with(|s| s.procs[p as usize] = Proc::started(pid));
     set_pi(p, PI_PPID, 0);
     set_pi(p, PI_PGID, pid);
+    set_pi(p, PI_SID, pid);
     set_pi(p, PI_PID, pid);
     mmio(MMIO_SPAWNED, pid);
     rsp
@@ -614,6 +616,7 @@ pub fn setsid() -> i64 {
         s.procs[i].sid = pid;
         s.procs[i].pgid = pid;
         set_pi(i as u64, PI_PGID, pid);
+        set_pi(i as u64, PI_SID, pid);
         pid as i64
     })
 }

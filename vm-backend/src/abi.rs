@@ -165,6 +165,9 @@ pub const PI_PPID: u64 = 64;
 /// Its process group, kept by the guest kernel: the VMM gives a terminal's
 /// SIGINT, SIGQUIT, SIGTSTP and SIGWINCH to the console's foreground group.
 pub const PI_PGID: u64 = 72;
+/// Its session, kept by the guest kernel: the console's job control applies to
+/// the first process's session (1), the one whose controlling terminal it is.
+pub const PI_SID: u64 = 80;
 /// Doorbell: the process the VMM started for `hyperjail exec` (on this vCPU) runs;
 /// value = its pid.
 pub const MMIO_SPAWNED: u64 = MMIO_BASE + 0x80;

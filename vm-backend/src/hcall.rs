@@ -181,8 +181,13 @@ fn dontwait(flags: u64, r: Ret) -> Ret {
 
 fn read(mem: &mut GuestMem, h: &Host, gfd: u64, buf: u64, len: u64, at: Option<u64>) -> Ret {
     let fd = h.fd(gfd)?;
-    if h.kind(gfd)?.0 == crate::files::Kind::Listing {
+    let kind = h.kind(gfd)?.0;
+    if kind == crate::files::Kind::Listing {
         return Err(Errno::EISDIR);
+    }
+    // The console (a file the VMM was given): job control first.
+    if at.is_none() && kind == crate::files::Kind::Polled {
+        crate::tty::background_read(h, mem, fd)?;
     }
     let s = mem.slice_mut(buf, len.min(MAX_RW)).ok_or(Errno::EFAULT)?;
     if at.is_none() {
@@ -274,6 +279,10 @@ fn sendfile(mem: &mut GuestMem, h: &Host, out: u64, inp: u64, offp: u64, count: 
 
 fn sendfile_once(mem: &mut GuestMem, h: &Host, out: u64, inp: u64, offp: u64, count: u64) -> Ret {
     let (o, i) = (h.fd(out)?, h.fd(inp)?);
+    // Reading the console: job control first, as for read.
+    if offp == 0 && h.kind(inp)?.0 == crate::files::Kind::Polled {
+        crate::tty::background_read(h, mem, i)?;
+    }
     // An output that can be full (a pipe, the console) must have room before
     // anything is read: bytes read and not written would be lost. A write of at
     // most PIPE_BUF into a pipe with room is whole.

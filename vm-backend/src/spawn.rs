@@ -311,7 +311,7 @@ fn prepare(
     ))?;
     // The block's words the guest reads for this slot start clean (a fork copies
     // them from its parent the same way).
-    for off in [PI_TIMER_SIG, PI_HOSTSIG, PI_PID, PI_PPID, PI_PGID] {
+    for off in [PI_TIMER_SIG, PI_HOSTSIG, PI_PID, PI_PPID, PI_PGID, PI_SID] {
         if let Some(w) = pi(m, p, off) {
             w.store(0, Ordering::SeqCst);
         }

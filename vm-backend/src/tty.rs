@@ -88,6 +88,37 @@ fn pgrp(mem: &mut GuestMem, h: &Host, fd: BorrowedFd<'_>, req: u64, arg: u64) ->
     Ok(0)
 }
 
+/// Before a read of the console: a process of the console's session (the first
+/// process's) that is not in its foreground group gets SIGTTIN, with the rest of
+/// its group, and the read EINTR (the guest kernel restarts it once the process
+/// is continued), as Linux's job control stops a background job that reads its
+/// terminal. Nothing for any other file or process.
+pub fn background_read(h: &Host, mem: &GuestMem, fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    use crate::abi::{
+        MAX_PROCS, PI_BUSY, PI_HOSTSIG, PI_PGID, PI_PID, PI_SID, PROC_INFO_GPA, PROC_INFO_SIZE,
+    };
+    use std::sync::atomic::Ordering;
+    const SIGTTIN: u64 = 21;
+    let w = mem.whole();
+    let word = |p: u64, off: u64| {
+        w.read_u64(PROC_INFO_GPA + p * PROC_INFO_SIZE + off)
+            .unwrap_or(0)
+    };
+    let me = h.current() as u64;
+    let (pgid, sid) = (word(me, PI_PGID), word(me, PI_SID));
+    if sid != 1 || pgid == 0 || pgid == h.console_fg().load(Ordering::SeqCst) || !h.is_console(fd) {
+        return Ok(());
+    }
+    for p in 0..MAX_PROCS {
+        if word(p, PI_BUSY) != 0 && word(p, PI_PID) != 0 && word(p, PI_PGID) == pgid {
+            if let Some(box_) = w.atomic_u64(PROC_INFO_GPA + p * PROC_INFO_SIZE + PI_HOSTSIG) {
+                box_.fetch_or(1 << (SIGTTIN - 1), Ordering::SeqCst);
+            }
+        }
+    }
+    Err(Errno::EINTR)
+}
+
 /// ioctl(2) from the guest on its fd `fd`.
 pub fn ioctl(mem: &mut GuestMem, h: &Host, fd: u64, req: u64, arg: u64) -> Ret {
     let fd = h.fd(fd)?;

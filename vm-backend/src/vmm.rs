@@ -224,8 +224,9 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
                 argv: &p.argv,
             },
         )
-        // The first process is pid 1 (`ps` lists it), in group 1.
+        // The first process is pid 1 (`ps` lists it), in group and session 1.
         && mem.write_u64(PROC_INFO_GPA + PI_PGID, 1)
+        && mem.write_u64(PROC_INFO_GPA + PI_SID, 1)
         && mem.write_u64(PROC_INFO_GPA + PI_PID, 1);
     if !ok {
         return Err("guest memory is too small for the program".into());
