@@ -256,3 +256,44 @@ fn shell_job_control_on_the_console() {
     assert_eq!(out.code, Some(3), "{out}\nterminal: {:?}", s.seen);
     c.assert_nothing_left(&b);
 }
+
+/// `exec --tty` of a shell into a running VM domain (podman `exec -it`): its
+/// terminal has a foreground group of its own, so ^C there ends the shell's job
+/// and not the shell, which the exec proxy passes on from the host's pty; the
+/// shell's exit status is exec's.
+#[test]
+fn exec_tty_shell_job_control() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    b.args(&["sleep", "1000"]);
+    let c = hj.container("vmexecjobs");
+    c.run(&b, &["--detach"]).assert_ok();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("console.sock");
+    let listener = UnixListener::bind(&sock).expect("bind console socket");
+    let running = hj
+        .call(["exec", "--tty", "--console-socket"])
+        .arg(&sock)
+        .args(["--env", "PS1=PROMPT> ", &c.id, "/bin/sh"])
+        .spawn();
+    let (_, master) = receive_console(&listener, Duration::from_secs(20));
+    let mut s = Session {
+        master: fs::File::from(master),
+        seen: String::new(),
+    };
+    let (_, pos) = s.expect(0, "PROMPT> ");
+    s.send("sh -c 'echo JOB-$((1+1)); exec sleep 100'\n");
+    let (_, pos) = s.expect(pos, "JOB-2\n");
+    s.send("\x03");
+    let (_, pos) = s.expect(pos, "PROMPT> ");
+    s.send("echo status=$?\n");
+    let (_, _) = s.expect(pos, "status=130\n");
+    s.send("exit 4\n");
+    let out = running.wait();
+    assert_eq!(out.code, Some(4), "{out}\nterminal: {:?}", s.seen);
+    // The domain's own process ran on, untouched.
+    assert_eq!(c.status().as_deref(), Some("running"));
+    c.delete_force().assert_ok();
+    c.assert_nothing_left(&b);
+}

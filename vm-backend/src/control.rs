@@ -95,6 +95,15 @@ pub fn ps(rec: &DomainRecord) -> Result<Vec<GuestProcess>> {
         .unwrap_or_default())
 }
 
+/// Sends `signal` of guest process `pid`'s terminal to that terminal's foreground
+/// group in the guest (an `exec --tty` proxy's ^C, ^Z, ^\\ and window size).
+fn terminal_signal(rec: &DomainRecord, signal: i32, pid: i32) -> Result<()> {
+    let req = serde_json::json!({"op": "kill", "signal": signal, "pid": pid, "terminal": true});
+    let s = request(rec, &req, &[])?;
+    let _ = s.set_read_timeout(Some(ANSWER_WAIT));
+    answer(&mut BufReader::new(&s)).map(drop)
+}
+
 /// Tells the VMM its memory limit changed, so that its OOM killer acts at the new
 /// one at once (it looks at the limit every second anyway, so a VMM that cannot be
 /// told now, being paused, catches up). Not waited for when `paused`.
@@ -348,7 +357,15 @@ fn proxy(
         if sig_ready {
             if let Ok(Some(info)) = sigs.read_signal() {
                 let n = info.ssi_signo as i32;
-                if n != Signal::SIGCHLD as i32 {
+                // The terminal's own signals (sent by the host kernel: a key, a new
+                // size) go to its foreground group in the guest, as the console's.
+                let tty = matches!(
+                    Signal::try_from(n),
+                    Ok(Signal::SIGINT | Signal::SIGQUIT | Signal::SIGTSTP | Signal::SIGWINCH)
+                ) && info.ssi_code == libc::SI_KERNEL;
+                if tty {
+                    let _ = terminal_signal(rec, n, pid);
+                } else if n != Signal::SIGCHLD as i32 {
                     let _ = kill(rec, n, Some(pid), false);
                 }
             }

@@ -117,7 +117,14 @@ pub struct Host {
     /// process's, 1, until a process sets another with TIOCSPGRP); shared with
     /// the VMM's signal thread, which gives the terminal's signals to that group.
     console_fg: Arc<AtomicU64>,
+    /// The foreground groups of the other terminals (an `exec --tty`'s), by
+    /// device number, as the guest set them with TIOCSPGRP; the most recent
+    /// [`TTY_FGS`].
+    tty_fgs: Vec<(u64, u64)>,
 }
+
+/// Terminals whose foreground group is kept (see `Host::tty_fgs`).
+const TTY_FGS: usize = 32;
 
 /// The guest's device nodes: its path and the host device behind it. Device nodes
 /// in the rootfs itself are refused (see fsops::openat).
@@ -150,6 +157,7 @@ impl Host {
             devices: Vec::new(),
             console,
             console_fg: Arc::new(AtomicU64::new(1)),
+            tty_fgs: Vec::new(),
         }
     }
 
@@ -317,6 +325,33 @@ impl Host {
     /// The console terminal's foreground process group (see the field).
     pub fn console_fg(&self) -> &Arc<AtomicU64> {
         &self.console_fg
+    }
+
+    /// The foreground group the guest set on terminal `rdev` (not the console).
+    pub fn tty_fg(&self, rdev: u64) -> Option<u64> {
+        self.tty_fgs
+            .iter()
+            .find(|(r, _)| *r == rdev)
+            .map(|&(_, g)| g)
+    }
+
+    /// Sets terminal `rdev`'s foreground group (not the console's).
+    pub fn set_tty_fg(&mut self, rdev: u64, pgid: u64) {
+        self.tty_fgs.retain(|(r, _)| *r != rdev);
+        if self.tty_fgs.len() == TTY_FGS {
+            self.tty_fgs.remove(0);
+        }
+        self.tty_fgs.push((rdev, pgid));
+    }
+
+    /// The device number of process slot `p`'s fd 0 if it is a terminal (what an
+    /// `exec --tty` process was given).
+    pub fn stdin_tty(&self, p: usize) -> Option<u64> {
+        let f = self.slot_in(p, 0).ok()?.file.clone();
+        if !nix::unistd::isatty(&f).unwrap_or(false) {
+            return None;
+        }
+        nix::sys::stat::fstat(&f).ok().map(|s| s.st_rdev)
     }
 
     /// Whether `f` is the terminal the console is (the same device).

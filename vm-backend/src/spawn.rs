@@ -6,7 +6,8 @@
 //! One request per connection: a single byte (with the new process's stdio and
 //! preserved fds as SCM_RIGHTS, for `exec`), then a JSON object on one line:
 //! `{"op":"exec","path":…,"args":[…],"env":[…],"cwd":…}`, `{"op":"ps"}`,
-//! `{"op":"kill","signal":N}` or `{"op":"kill","signal":N,"pid":P}`, `{"op":"memory"}`
+//! `{"op":"kill","signal":N}` or `{"op":"kill","signal":N,"pid":P}` (with
+//! `"terminal":true`: to the foreground group of P's terminal), `{"op":"memory"}`
 //! (the memory limit changed: see oom.rs). Answers are
 //! lines: `error <message>`; for `exec` `pid <guest pid>` once the process runs and
 //! `exit <wait status>` when it ends; for `ps` a JSON array of `{pid, ppid, args}`;
@@ -160,6 +161,17 @@ fn kill(m: &Machine, req: &serde_json::Value) -> Result<(), String> {
         .filter(|s| (1..=64).contains(s))
         .ok_or("bad request: no signal 1..64")?;
     match req["pid"].as_u64() {
+        // A signal of the `exec --tty` process's terminal (its proxy got it from
+        // the host's tty): to that terminal's foreground group in the guest.
+        Some(pid) if req["terminal"].as_bool() == Some(true) => {
+            let p = slot_of(m, pid).ok_or(format!("no process {pid} in the VM"))?;
+            let ring = m.ring.get().ok_or("the VM has no ring")?;
+            let fg = ring
+                .with_host(|h, _| h.stdin_tty(p as usize).and_then(|r| h.tty_fg(r)))
+                .flatten()
+                .unwrap_or_else(|| m.proc_word(p, PI_PGID));
+            m.post_group_signal(fg, sig);
+        }
         Some(pid) => {
             let p = slot_of(m, pid).ok_or(format!("no process {pid} in the VM"))?;
             m.post_host_signal(p, sig);

@@ -9,7 +9,7 @@ use crate::files::Host;
 use crate::fsops::Ret;
 use crate::mem::GuestMem;
 use nix::errno::Errno;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 /// Requests performed on the host pty; the VMM's seccomp profile allows exactly these.
 pub const TCGETS: u64 = 0x5401;
@@ -35,6 +35,11 @@ const TERMIOS: u64 = 36;
 /// Size of `struct winsize`.
 const WINSIZE: u64 = 8;
 
+/// The device number of a terminal.
+fn rdev(fd: BorrowedFd<'_>) -> Result<u64, Errno> {
+    nix::sys::stat::fstat(fd).map(|s| s.st_rdev)
+}
+
 /// ioctl(2) on the host fd with a VMM buffer.
 fn host_ioctl(fd: BorrowedFd<'_>, req: u64, buf: &mut [u8; 64]) -> Result<(), Errno> {
     // SAFETY: every request passed here (HOST_REQUESTS) reads or writes at most 36
@@ -49,10 +54,10 @@ fn host_ioctl(fd: BorrowedFd<'_>, req: u64, buf: &mut [u8; 64]) -> Result<(), Er
 
 /// TIOCGPGRP and TIOCSPGRP. The console's foreground group is the guest's own
 /// (see [`Host::console_fg`]): a shell's jobs take the terminal in turn, and the
-/// VMM gives the terminal's signals to the group that has it. An `exec`'s terminal
-/// is its own process's alone: it reads as the caller's group, and setting it
-/// changes nothing (its signals reach that process through the `exec` proxy).
-fn pgrp(mem: &mut GuestMem, h: &Host, fd: BorrowedFd<'_>, req: u64, arg: u64) -> Ret {
+/// VMM gives the terminal's signals to the group that has it. An `exec --tty`
+/// terminal's is kept by its device number, and reads as the caller's group until
+/// set; its `exec` proxy passes the terminal's signals on to that group.
+fn pgrp(mem: &mut GuestMem, h: &mut Host, fd: BorrowedFd<'_>, req: u64, arg: u64) -> Ret {
     use crate::abi::{MAX_PROCS, PI_BUSY, PI_PGID, PI_PID, PROC_INFO_GPA, PROC_INFO_SIZE};
     use std::sync::atomic::Ordering;
     let console = h.is_console(fd);
@@ -74,13 +79,16 @@ fn pgrp(mem: &mut GuestMem, h: &Host, fd: BorrowedFd<'_>, req: u64, arg: u64) ->
         }
         if console {
             h.console_fg().store(pgid as u64, Ordering::SeqCst);
+        } else {
+            h.set_tty_fg(rdev(fd)?, pgid as u64);
         }
         return Ok(0);
     }
     let pgid = if console {
         h.console_fg().load(Ordering::SeqCst)
     } else {
-        word(h.current() as u64, PI_PGID)
+        h.tty_fg(rdev(fd)?)
+            .unwrap_or_else(|| word(h.current() as u64, PI_PGID))
     };
     if !mem.write(arg, &(pgid as i32).to_le_bytes()) {
         return Err(Errno::EFAULT);
@@ -120,8 +128,9 @@ pub fn background_read(h: &Host, mem: &GuestMem, fd: BorrowedFd<'_>) -> Result<(
 }
 
 /// ioctl(2) from the guest on its fd `fd`.
-pub fn ioctl(mem: &mut GuestMem, h: &Host, fd: u64, req: u64, arg: u64) -> Ret {
-    let fd = h.fd(fd)?;
+pub fn ioctl(mem: &mut GuestMem, h: &mut Host, fd: u64, req: u64, arg: u64) -> Ret {
+    let file = h.file(fd)?;
+    let fd = file.as_fd();
     let mut buf = [0u8; 64];
     let (size, out) = match req {
         TCGETS => (TERMIOS, true),

@@ -143,9 +143,13 @@ impl Machine {
     /// foreground group (to none when the group has no process left, as Linux's
     /// tty does).
     pub fn post_terminal_signal(&self, sig: u64) {
-        let fg = self.console_fg.load(Ordering::SeqCst);
+        self.post_group_signal(self.console_fg.load(Ordering::SeqCst), sig);
+    }
+
+    /// Puts signal `sig` in the host mailbox of every process of group `pgid`.
+    pub fn post_group_signal(&self, pgid: u64, sig: u64) {
         for p in 0..MAX_PROCS {
-            if self.guest_pid(p).is_some() && self.proc_word(p, PI_PGID) == fg {
+            if self.guest_pid(p).is_some() && self.proc_word(p, PI_PGID) == pgid {
                 self.post_host_signal(p, sig);
             }
         }
