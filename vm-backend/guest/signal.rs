@@ -13,6 +13,8 @@ use crate::sys::{with, State, EFAULT, EINVAL};
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 pub const EINTR: i64 = 4;
+const EIO: i64 = 5;
+const SIGTTIN: u64 = 21;
 const ESRCH: i64 = 3;
 const SIG_DFL: u64 = 0;
 const SIG_IGN: u64 = 1;
@@ -751,6 +753,27 @@ pub fn deliver(f: &mut Frame, ret: i64, syscall: Option<u64>) -> i64 {
             percpu::set(PC_SIGMASK, (blocked | action.mask | add) & !UNBLOCKABLE);
             0
         }
+    }
+}
+
+/// A read of the console from outside its foreground group (the VMM answered
+/// RQ_TTIN): SIGTTIN to the caller's process group and EINTR, so that the group
+/// stops and the read runs again once continued; EIO when the caller ignores or
+/// blocks SIGTTIN, or its group is orphaned, as Linux.
+pub fn background_read() -> i64 {
+    let blocked = percpu::get(PC_SIGMASK) & bit(SIGTTIN) != 0;
+    let group = with(|s| {
+        let me = s.me();
+        let ignored = me.signals.actions[(SIGTTIN - 1) as usize].handler == SIG_IGN;
+        let (pgid, sid) = (me.pgid, me.sid);
+        (!(ignored || blocked || orphaned(s, pgid, sid))).then_some(pgid)
+    });
+    match group {
+        Some(g) => {
+            kill(-(g as i64), SIGTTIN);
+            -EINTR
+        }
+        None => -EIO,
     }
 }
 

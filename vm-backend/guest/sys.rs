@@ -414,6 +414,9 @@ fn with_mask(mask: u64, size: u64, call: impl FnOnce() -> i64) -> i64 {
 pub fn forward(nr: u64, a: [u64; 6]) -> i64 {
     const EPIPE: i64 = 32;
     let r = crate::ring::call(nr, a);
+    if r == RQ_TTIN as i64 {
+        return signal::background_read();
+    }
     // A write to a pipe or socket nobody reads: SIGPIPE to the writer as well
     // (write, pwrite64, writev, sendfile, and sendto without MSG_NOSIGNAL).
     const MSG_NOSIGNAL: u64 = 0x4000;

@@ -273,6 +273,10 @@ pub const MMIO_BLOCK: u64 = MMIO_BASE + 0x50;
 /// A forwarded request's result when the call would wait (the kernel's
 /// ERESTARTSYS, never a system call's result): the guest rings [`MMIO_BLOCK`].
 pub const RQ_BLOCKED: u64 = (-512i64) as u64;
+/// A forwarded read's result when the caller reads the console from outside its
+/// foreground group (never a system call's result): the guest kernel sends its
+/// group SIGTTIN and answers EINTR (or EIO), as Linux's job control does.
+pub const RQ_TTIN: u64 = (-513i64) as u64;
 
 /// Futex block: operation (FUTEX_WAIT, FUTEX_WAKE, ... without the private flag).
 pub const FX_OP: u64 = 0;

@@ -344,14 +344,17 @@ impl Host {
         self.tty_fgs.push((rdev, pgid));
     }
 
-    /// The device number of process slot `p`'s fd 0 if it is a terminal (what an
-    /// `exec --tty` process was given).
-    pub fn stdin_tty(&self, p: usize) -> Option<u64> {
-        let f = self.slot_in(p, 0).ok()?.file.clone();
-        if !nix::unistd::isatty(&f).unwrap_or(false) {
-            return None;
-        }
+    /// The device number of process slot `p`'s controlling terminal (what an
+    /// `exec --tty` process was given as stdin), if it has one.
+    pub fn ctty_rdev(&self, p: usize) -> Option<u64> {
+        let f = self.procs.get(p)?.ctty.clone()?;
         nix::sys::stat::fstat(&f).ok().map(|s| s.st_rdev)
+    }
+
+    /// Forgets terminal `rdev`'s foreground group (a new `exec --tty` session
+    /// starts on it: the host reuses its ptys).
+    pub fn clear_tty_fg(&mut self, rdev: u64) {
+        self.tty_fgs.retain(|(r, _)| *r != rdev);
     }
 
     /// Whether `f` is the terminal the console is (the same device).

@@ -55,6 +55,7 @@ pub fn perform(mem: &mut GuestMem, host: &mut Host, nr: u64, a: [u64; 6]) -> i64
     match dispatch(mem, host, nr, a) {
         Ok(v) => v,
         Err(WOULD_WAIT) => BLOCKED,
+        Err(crate::tty::BACKGROUND) => crate::abi::RQ_TTIN as i64,
         Err(e) => -(e as i64),
     }
 }

@@ -167,8 +167,11 @@ fn kill(m: &Machine, req: &serde_json::Value) -> Result<(), String> {
             let p = slot_of(m, pid).ok_or(format!("no process {pid} in the VM"))?;
             let ring = m.ring.get().ok_or("the VM has no ring")?;
             let fg = ring
-                .with_host(|h, _| h.stdin_tty(p as usize).and_then(|r| h.tty_fg(r)))
+                .with_host(|h, _| h.ctty_rdev(p as usize).and_then(|r| h.tty_fg(r)))
                 .flatten()
+                .filter(|&g| {
+                    (0..MAX_PROCS).any(|q| m.guest_pid(q).is_some() && m.proc_word(q, PI_PGID) == g)
+                })
                 .unwrap_or_else(|| m.proc_word(p, PI_PGID));
             m.post_group_signal(fg, sig);
         }
@@ -336,6 +339,10 @@ fn prepare(
     let user = mem.user();
     ring.with_host(|h, views| {
         h.spawn_files(p, cwd, fds);
+        // A new session on the terminal: its last one's foreground group goes.
+        if let Some(r) = h.ctty_rdev(p as usize) {
+            h.clear_tty_fg(r);
+        }
         views[p as usize] = Some(user);
     });
     m.timers.clear(p);

@@ -58,13 +58,22 @@ fn host_ioctl(fd: BorrowedFd<'_>, req: u64, buf: &mut [u8; 64]) -> Result<(), Er
 /// terminal's is kept by its device number, and reads as the caller's group until
 /// set; its `exec` proxy passes the terminal's signals on to that group.
 fn pgrp(mem: &mut GuestMem, h: &mut Host, fd: BorrowedFd<'_>, req: u64, arg: u64) -> Ret {
-    use crate::abi::{MAX_PROCS, PI_BUSY, PI_PGID, PI_PID, PROC_INFO_GPA, PROC_INFO_SIZE};
+    use crate::abi::{MAX_PROCS, PI_BUSY, PI_PGID, PI_PID, PI_SID, PROC_INFO_GPA, PROC_INFO_SIZE};
     use std::sync::atomic::Ordering;
     let console = h.is_console(fd);
+    let w = mem.whole();
     let word = |p: u64, off: u64| {
-        mem.whole()
-            .read_u64(PROC_INFO_GPA + p * PROC_INFO_SIZE + off)
+        w.read_u64(PROC_INFO_GPA + p * PROC_INFO_SIZE + off)
             .unwrap_or(0)
+    };
+    let me = h.current() as u64;
+    // Whether a live guest process is in group `g`, and whether one in the
+    // caller's session is.
+    let members = |g: u64| {
+        let live = |p: u64| word(p, PI_BUSY) != 0 && word(p, PI_PID) != 0;
+        let mut ps = (0..MAX_PROCS).filter(move |&p| live(p) && word(p, PI_PGID) == g);
+        let any = ps.clone().next().is_some();
+        (any, ps.any(|p| word(p, PI_SID) == word(me, PI_SID)))
     };
     if req == TIOCSPGRP {
         let b = mem.slice(arg, 4).ok_or(Errno::EFAULT)?;
@@ -72,10 +81,12 @@ fn pgrp(mem: &mut GuestMem, h: &mut Host, fd: BorrowedFd<'_>, req: u64, arg: u64
         if pgid < 0 {
             return Err(Errno::EINVAL);
         }
-        // A group some live guest process is in (ESRCH otherwise, as Linux).
-        let live = |p: u64| word(p, PI_BUSY) != 0 && word(p, PI_PID) != 0;
-        if !(0..MAX_PROCS).any(|p| live(p) && word(p, PI_PGID) == pgid as u64) {
-            return Err(Errno::ESRCH);
+        // A group some live guest process is in (ESRCH otherwise), of the
+        // caller's session (EPERM otherwise), as Linux.
+        match members(pgid as u64) {
+            (false, _) => return Err(Errno::ESRCH),
+            (true, false) => return Err(Errno::EPERM),
+            (true, true) => {}
         }
         if console {
             h.console_fg().store(pgid as u64, Ordering::SeqCst);
@@ -87,8 +98,11 @@ fn pgrp(mem: &mut GuestMem, h: &mut Host, fd: BorrowedFd<'_>, req: u64, arg: u64
     let pgid = if console {
         h.console_fg().load(Ordering::SeqCst)
     } else {
+        // A group that has no process left (the terminal's last session set
+        // it) is not the foreground: the caller's is.
         h.tty_fg(rdev(fd)?)
-            .unwrap_or_else(|| word(h.current() as u64, PI_PGID))
+            .filter(|&g| members(g).0)
+            .unwrap_or_else(|| word(me, PI_PGID))
     };
     if !mem.write(arg, &(pgid as i32).to_le_bytes()) {
         return Err(Errno::EFAULT);
@@ -96,35 +110,27 @@ fn pgrp(mem: &mut GuestMem, h: &mut Host, fd: BorrowedFd<'_>, req: u64, arg: u64
     Ok(0)
 }
 
+/// The errno [`background_read`] answers with (never a result of the host calls
+/// made here; [`crate::hcall::perform`] turns it into [`crate::abi::RQ_TTIN`]).
+pub const BACKGROUND: Errno = Errno::EL2HLT;
+
 /// Before a read of the console: a process of the console's session (the first
-/// process's) that is not in its foreground group gets SIGTTIN, with the rest of
-/// its group, and the read EINTR (the guest kernel restarts it once the process
-/// is continued), as Linux's job control stops a background job that reads its
-/// terminal. Nothing for any other file or process.
+/// process's) outside its foreground group is answered [`BACKGROUND`], and the
+/// guest kernel then stops its group with SIGTTIN (or answers EIO) as Linux's job
+/// control does. Nothing for any other file or process.
 pub fn background_read(h: &Host, mem: &GuestMem, fd: BorrowedFd<'_>) -> Result<(), Errno> {
-    use crate::abi::{
-        MAX_PROCS, PI_BUSY, PI_HOSTSIG, PI_PGID, PI_PID, PI_SID, PROC_INFO_GPA, PROC_INFO_SIZE,
-    };
+    use crate::abi::{PI_PGID, PI_SID, PROC_INFO_GPA, PROC_INFO_SIZE};
     use std::sync::atomic::Ordering;
-    const SIGTTIN: u64 = 21;
     let w = mem.whole();
-    let word = |p: u64, off: u64| {
-        w.read_u64(PROC_INFO_GPA + p * PROC_INFO_SIZE + off)
+    let word = |off: u64| {
+        w.read_u64(PROC_INFO_GPA + h.current() as u64 * PROC_INFO_SIZE + off)
             .unwrap_or(0)
     };
-    let me = h.current() as u64;
-    let (pgid, sid) = (word(me, PI_PGID), word(me, PI_SID));
+    let (pgid, sid) = (word(PI_PGID), word(PI_SID));
     if sid != 1 || pgid == 0 || pgid == h.console_fg().load(Ordering::SeqCst) || !h.is_console(fd) {
         return Ok(());
     }
-    for p in 0..MAX_PROCS {
-        if word(p, PI_BUSY) != 0 && word(p, PI_PID) != 0 && word(p, PI_PGID) == pgid {
-            if let Some(box_) = w.atomic_u64(PROC_INFO_GPA + p * PROC_INFO_SIZE + PI_HOSTSIG) {
-                box_.fetch_or(1 << (SIGTTIN - 1), Ordering::SeqCst);
-            }
-        }
-    }
-    Err(Errno::EINTR)
+    Err(BACKGROUND)
 }
 
 /// ioctl(2) from the guest on its fd `fd`.
