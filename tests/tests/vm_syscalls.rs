@@ -310,3 +310,68 @@ fn mremap_and_copy_file_range_match_the_host() {
     b.config_mut()["root"]["readonly"] = serde_json::json!(false);
     hyperjail_tests::vm::assert_vm_matches_host(&hj, &b, "vmmemfiles", 0, &host_out);
 }
+
+const CPUCLOCK: &str = r#"
+#include <pthread.h>
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+static double now(clockid_t c) {
+    struct timespec t;
+    clock_gettime(c, &t);
+    return t.tv_sec + t.tv_nsec / 1e9;
+}
+static void *spin(void *a) {
+    (void)a;
+    double s = now(CLOCK_THREAD_CPUTIME_ID);
+    while (now(CLOCK_THREAD_CPUTIME_ID) - s < 0.2) {
+    }
+    return 0;
+}
+int main(void) {
+    /* Sleeping takes no CPU time. */
+    double p = now(CLOCK_PROCESS_CPUTIME_ID), t = now(CLOCK_THREAD_CPUTIME_ID);
+    usleep(300000);
+    printf("sleep: process=%d thread=%d\n", now(CLOCK_PROCESS_CPUTIME_ID) - p < 0.1,
+           now(CLOCK_THREAD_CPUTIME_ID) - t < 0.1);
+    /* Spinning does, in the thread's clock and the process's. */
+    p = now(CLOCK_PROCESS_CPUTIME_ID);
+    spin(0);
+    double d = now(CLOCK_PROCESS_CPUTIME_ID) - p;
+    printf("spin: process=%d\n", d >= 0.19 && d < 1.0);
+    /* Two threads' time (both ended) counts for the process. */
+    p = now(CLOCK_PROCESS_CPUTIME_ID);
+    pthread_t a, b;
+    pthread_create(&a, 0, spin, 0);
+    pthread_create(&b, 0, spin, 0);
+    pthread_join(a, 0);
+    pthread_join(b, 0);
+    d = now(CLOCK_PROCESS_CPUTIME_ID) - p;
+    printf("threads: process=%d\n", d >= 0.38);
+    return 0;
+}
+"#;
+
+/// CLOCK_PROCESS_CPUTIME_ID and CLOCK_THREAD_CPUTIME_ID count CPU time (the vCPU
+/// threads' host CPU time): not a sleep, a spin in the thread and the process, and
+/// ended threads' time in the process; the same as on the host.
+#[test]
+fn cpu_clocks_match_the_host() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    skip_unless!(
+        compile_static(&b, "cpuclock", CPUCLOCK, &["-static", "-pthread"]),
+        "gcc -static does not work here (apt-get install gcc libc6-dev)"
+    );
+    let host = Command::new(b.rootfs().join("cpuclock"))
+        .output()
+        .expect("run the program on the host");
+    let host_out = String::from_utf8_lossy(&host.stdout).to_string();
+    assert_eq!(
+        host_out, "sleep: process=1 thread=1\nspin: process=1\nthreads: process=1\n",
+        "host run"
+    );
+    b.args(&["/cpuclock"]);
+    hyperjail_tests::vm::assert_vm_matches_host(&hj, &b, "vmcpuclock", 0, &host_out);
+}

@@ -171,6 +171,10 @@ pub const PI_SID: u64 = 80;
 /// Doorbell: the process the VMM started for `hyperjail exec` (on this vCPU) runs;
 /// value = its pid.
 pub const MMIO_SPAWNED: u64 = MMIO_BASE + 0x80;
+/// Doorbell: the CPU time of the calling thread (value 0) or of its process (1),
+/// in ns, which the VMM writes to the per-CPU word [`PC_CPUTIME`]: its vCPU
+/// threads' host CPU time (clock_getres, CLOCK_*_CPUTIME_ID).
+pub const MMIO_CPUTIME: u64 = MMIO_BASE + 0x88;
 
 /// Doorbell: the process's real-time interval timer (alarm, setitimer
 /// ITIMER_REAL); value = GPA of an itimer block (IT_*).
@@ -196,6 +200,8 @@ pub const PC_ALT_SP: u64 = 176;
 pub const PC_ALT_SIZE: u64 = 184;
 /// See [`PC_ALT_SP`].
 pub const PC_ALT_FLAGS: u64 = 192;
+/// The answer to [`MMIO_CPUTIME`], in ns.
+pub const PC_CPUTIME: u64 = 200;
 
 /// Per-CPU areas, one per vCPU slot, [`PERCPU_SIZE`] bytes each; a vCPU's GS base
 /// is its area's address. The kernel stack fills the area above [`PC_STACK_BOTTOM`].

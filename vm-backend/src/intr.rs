@@ -78,6 +78,22 @@ impl Interrupts {
         }
     }
 
+    /// The CPU time, in ns, of the host thread running slot `slot`'s vCPU, if one
+    /// is. The lock is held across, so the thread cannot end (and its handle go
+    /// stale) meanwhile: a vCPU thread clears its entry before it exits.
+    pub fn thread_cpu_ns(&self, slot: u64) -> Option<u64> {
+        let th = self.threads.lock().ok()?;
+        let t = th.get(slot as usize).copied().filter(|&t| t != 0)?;
+        let mut id: libc::clockid_t = 0;
+        // SAFETY: `t` is a live thread of this process (see above); `id` is a local
+        // the call writes.
+        if unsafe { libc::pthread_getcpuclockid(t, &mut id) } != 0 {
+            return None;
+        }
+        let ts = nix::time::clock_gettime(nix::time::ClockId::from_raw(id)).ok()?;
+        Some(ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64)
+    }
+
     /// Stops slot `slot`'s vCPU if it is running guest code (see the module docs).
     pub fn kick(&self, slot: u64) {
         let Some(k) = self.kicks.get(slot as usize) else {

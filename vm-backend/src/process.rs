@@ -141,8 +141,12 @@ fn fork_inner(m: &Arc<Machine>, ctx: &Ctx, blk: u64) -> Result<(), i64> {
     for i in 0..CL_NRANGES {
         ranges.push((word(CL_RANGES + 16 * i)?, word(CL_RANGES + 16 * i + 8)?));
     }
-    // A child starts with no timer (its slot's last process may have had one).
+    // A child starts with no timer (its slot's last process may have had one),
+    // and no CPU time.
     m.timers.clear(child);
+    if let Some(c) = m.proc_cpu.get(child as usize) {
+        c.store(0, Ordering::SeqCst);
+    }
     m.oom_victims.fetch_and(!(1 << child), Ordering::SeqCst);
     if ctid != 0 && (ctid < LOW || ctid.checked_add(4).is_none_or(|e| e > m.mem.size())) {
         return Err(-(Errno::EFAULT as i64));

@@ -346,6 +346,9 @@ fn prepare(
         views[p as usize] = Some(user);
     });
     m.timers.clear(p);
+    if let Some(c) = m.proc_cpu.get(p as usize) {
+        c.store(0, Ordering::SeqCst);
+    }
     m.oom_victims.fetch_and(!(1 << p), Ordering::SeqCst);
     let (rip, rsp) = crate::process::load(m, p, &mut mem, path.as_bytes(), &args, &env, false)
         .map_err(|e| undo(format!("{path}: {}", errno_text(e))))?;

@@ -50,6 +50,9 @@ pub struct Machine {
     /// The console terminal's foreground process group (the guest's TIOCSPGRP;
     /// see [`crate::files::Host::console_fg`]).
     pub console_fg: Arc<AtomicU64>,
+    /// Per process slot: the CPU time of its threads that ended, in ns (reset
+    /// when a new process takes the slot).
+    pub proc_cpu: Vec<AtomicU64>,
     /// Per process slot: the connection of the `exec` that started its process,
     /// told the pid and then the exit status (see spawn.rs).
     pub execs: Mutex<Vec<Option<Arc<std::os::unix::net::UnixStream>>>>,
@@ -270,6 +273,19 @@ pub fn run(m: &Arc<Machine>, vcpu: &mut VcpuFd, ctx: &mut Ctx) -> End {
             Event::Write(MMIO_PROC_EXIT, status) => crate::process::exit(m, ctx, status),
             Event::Write(MMIO_SPAWNED, pid) => crate::spawn::started(m, ctx.proc, pid),
             Event::Write(MMIO_ITIMER, blk) => itimer(m, ctx, blk),
+            Event::Write(MMIO_CPUTIME, which) => {
+                let ns = if which == 0 {
+                    thread_cpu_ns()
+                } else {
+                    process_cpu_ns(m, ctx.proc)
+                };
+                if let Some(w) = m
+                    .mem
+                    .atomic_u64(PERCPU_GPA + ctx.slot * PERCPU_SIZE + PC_CPUTIME)
+                {
+                    w.store(ns, Ordering::SeqCst);
+                }
+            }
             Event::Write(MMIO_THREAD_EXIT, code) => return End::ThreadExit(code as u8),
             Event::Write(MMIO_EXIT, code) => return End::Exit(code as u8),
             // Only numbers below 512 (the guest kernel's table): a guest cannot grow
@@ -391,6 +407,33 @@ pub fn finish(m: &Machine, slot: u64, vcpu: Option<VcpuFd>, end: End) {
             }
         }
     }
+}
+
+/// CPU time of the calling host thread (a vCPU's: its guest thread's), in ns.
+fn thread_cpu_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).map_or(0, |t| {
+        t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+    })
+}
+
+/// CPU time of guest process `p`: its ended threads' (kept at their exit) and its
+/// running threads' host CPU time, in ns.
+fn process_cpu_ns(m: &Machine, p: u64) -> u64 {
+    let ended = m
+        .proc_cpu
+        .get(p as usize)
+        .map_or(0, |c| c.load(Ordering::SeqCst));
+    let running: u64 = (0..MAX_VCPUS)
+        .filter(|&s| {
+            let busy = m
+                .mem
+                .atomic_u64(PERCPU_GPA + s * PERCPU_SIZE + PC_BUSY)
+                .is_some_and(|b| b.load(Ordering::SeqCst) != 0);
+            busy && m.slot_proc[s as usize].load(Ordering::SeqCst) == p
+        })
+        .filter_map(|s| m.intr.thread_cpu_ns(s))
+        .sum();
+    ended + running
 }
 
 /// MMIO_CLONE: starts the thread described by the clone block at `blk`, in the
@@ -535,6 +578,10 @@ pub fn launch(m: &Arc<Machine>, s: Start) -> Result<(), i64> {
                 .set_thread(slot, Some(nix::sys::pthread::pthread_self()));
             let end = run(&mach, &mut vcpu, &mut ctx);
             mach.intr.set_thread(slot, None);
+            // Its CPU time stays its process's (CLOCK_PROCESS_CPUTIME_ID).
+            if let Some(c) = mach.proc_cpu.get(ctx.proc as usize) {
+                c.fetch_add(thread_cpu_ns(), Ordering::SeqCst);
+            }
             finish(&mach, slot, Some(vcpu), end);
         });
     if spawned.is_err() {

@@ -272,6 +272,7 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
         oom_victims: AtomicU64::new(0),
         oom_kick: std::sync::OnceLock::new(),
         console_fg: Arc::clone(host.console_fg()),
+        proc_cpu: (0..MAX_PROCS).map(|_| AtomicU64::new(0)).collect(),
         execs: Mutex::new((0..MAX_PROCS).map(|_| None).collect()),
         ring: OnceLock::new(),
         futexes: Futexes::default(),
