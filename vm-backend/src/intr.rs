@@ -31,7 +31,7 @@ pub fn install_kick() -> Result<(), String> {
         .map_err(|e| format!("sigaction: {e}"))
 }
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// A flag and an eventfd per vCPU slot.
 #[derive(Debug)]
@@ -78,20 +78,49 @@ impl Interrupts {
         }
     }
 
-    /// The CPU time, in ns, of the host thread running slot `slot`'s vCPU, if one
-    /// is. The lock is held across, so the thread cannot end (and its handle go
-    /// stale) meanwhile: a vCPU thread clears its entry before it exits.
-    pub fn thread_cpu_ns(&self, slot: u64) -> Option<u64> {
-        let th = self.threads.lock().ok()?;
-        let t = th.get(slot as usize).copied().filter(|&t| t != 0)?;
-        let mut id: libc::clockid_t = 0;
-        // SAFETY: `t` is a live thread of this process (see above); `id` is a local
-        // the call writes.
-        if unsafe { libc::pthread_getcpuclockid(t, &mut id) } != 0 {
-            return None;
+    /// A process's CPU time in ns: `ended` (its ended threads') and the host CPU
+    /// time of the threads running `slots`' vCPUs. The thread table's lock is held
+    /// across, so no thread's handle goes stale meanwhile and none is counted both
+    /// running and ended, or neither (see [`Interrupts::end_thread`]).
+    pub fn process_cpu_ns(&self, slots: impl Iterator<Item = u64>, ended: &AtomicU64) -> u64 {
+        let Ok(th) = self.threads.lock() else {
+            return 0;
+        };
+        let mut sum = ended.load(Ordering::SeqCst);
+        for s in slots {
+            let Some(&t) = th.get(s as usize).filter(|&&t| t != 0) else {
+                continue;
+            };
+            let mut id: libc::clockid_t = 0;
+            // SAFETY: `t` is a live thread of this process (its entry is cleared,
+            // under this lock, before it exits); `id` is a local the call writes.
+            if unsafe { libc::pthread_getcpuclockid(t, &mut id) } != 0 {
+                continue;
+            }
+            if let Ok(ts) = nix::time::clock_gettime(nix::time::ClockId::from_raw(id)) {
+                sum += ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64;
+            }
         }
-        let ts = nix::time::clock_gettime(nix::time::ClockId::from_raw(id)).ok()?;
-        Some(ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64)
+        sum
+    }
+
+    /// The calling vCPU thread (slot `slot`'s) ends: its CPU time goes into
+    /// `ended`, its process's, and its entry is cleared, both under the lock.
+    pub fn end_thread(&self, slot: u64, ended: Option<&AtomicU64>) {
+        if let Ok(mut th) = self.threads.lock() {
+            if let (Some(e), Ok(ts)) = (
+                ended,
+                nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID),
+            ) {
+                e.fetch_add(
+                    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64,
+                    Ordering::SeqCst,
+                );
+            }
+            if let Some(t) = th.get_mut(slot as usize) {
+                *t = 0;
+            }
+        }
     }
 
     /// Stops slot `slot`'s vCPU if it is running guest code (see the module docs).

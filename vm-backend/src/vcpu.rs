@@ -419,21 +419,17 @@ fn thread_cpu_ns() -> u64 {
 /// CPU time of guest process `p`: its ended threads' (kept at their exit) and its
 /// running threads' host CPU time, in ns.
 fn process_cpu_ns(m: &Machine, p: u64) -> u64 {
-    let ended = m
-        .proc_cpu
-        .get(p as usize)
-        .map_or(0, |c| c.load(Ordering::SeqCst));
-    let running: u64 = (0..MAX_VCPUS)
-        .filter(|&s| {
-            let busy = m
-                .mem
-                .atomic_u64(PERCPU_GPA + s * PERCPU_SIZE + PC_BUSY)
-                .is_some_and(|b| b.load(Ordering::SeqCst) != 0);
-            busy && m.slot_proc[s as usize].load(Ordering::SeqCst) == p
-        })
-        .filter_map(|s| m.intr.thread_cpu_ns(s))
-        .sum();
-    ended + running
+    let Some(ended) = m.proc_cpu.get(p as usize) else {
+        return 0;
+    };
+    let slots = (0..MAX_VCPUS).filter(|&s| {
+        let busy = m
+            .mem
+            .atomic_u64(PERCPU_GPA + s * PERCPU_SIZE + PC_BUSY)
+            .is_some_and(|b| b.load(Ordering::SeqCst) != 0);
+        busy && m.slot_proc[s as usize].load(Ordering::SeqCst) == p
+    });
+    m.intr.process_cpu_ns(slots, ended)
 }
 
 /// MMIO_CLONE: starts the thread described by the clone block at `blk`, in the
@@ -577,11 +573,9 @@ pub fn launch(m: &Arc<Machine>, s: Start) -> Result<(), i64> {
             mach.intr
                 .set_thread(slot, Some(nix::sys::pthread::pthread_self()));
             let end = run(&mach, &mut vcpu, &mut ctx);
-            mach.intr.set_thread(slot, None);
             // Its CPU time stays its process's (CLOCK_PROCESS_CPUTIME_ID).
-            if let Some(c) = mach.proc_cpu.get(ctx.proc as usize) {
-                c.fetch_add(thread_cpu_ns(), Ordering::SeqCst);
-            }
+            mach.intr
+                .end_thread(slot, mach.proc_cpu.get(ctx.proc as usize));
             finish(&mach, slot, Some(vcpu), end);
         });
     if spawned.is_err() {
