@@ -109,27 +109,27 @@ pub fn openat(h: &mut Host, mem: &GuestMem, dirfd: u64, path: u64, flags: u64, m
     h.install(f, flags.contains(OFlag::O_CLOEXEC), nonblock, &abs)
 }
 
-/// The host fd a stat-like call looks at: guest fd `dirfd` itself for AT_EMPTY_PATH
-/// with an empty (or NULL) path, else the path opened O_PATH inside the rootfs.
-fn stat_target(
-    h: &Host,
-    mem: &GuestMem,
-    dirfd: u64,
-    path: u64,
-    flags: u64,
-) -> Result<Arc<OwnedFd>, Errno> {
-    let p = if path == 0 && flags & AT_EMPTY_PATH != 0 {
-        Vec::new()
+/// The path argument of a stat-like call, read once: empty for a NULL `path` with
+/// AT_EMPTY_PATH.
+fn stat_path(mem: &GuestMem, path: u64, flags: u64) -> Result<Vec<u8>, Errno> {
+    if path == 0 && flags & AT_EMPTY_PATH != 0 {
+        Ok(Vec::new())
     } else {
-        read_path(mem, path)?
-    };
+        read_path(mem, path)
+    }
+}
+
+/// The host fd a stat-like call looks at: guest fd `dirfd` itself for AT_EMPTY_PATH
+/// with an empty path `p` ([`stat_path`]), else the path opened O_PATH inside the
+/// rootfs.
+fn stat_target(h: &Host, dirfd: u64, p: &[u8], flags: u64) -> Result<Arc<OwnedFd>, Errno> {
     if p.is_empty() {
         if flags & AT_EMPTY_PATH == 0 {
             return Err(Errno::ENOENT);
         }
         return h.file(dirfd);
     }
-    let abs = h.absolute(dirfd, &p)?;
+    let abs = h.absolute(dirfd, p)?;
     let mut o = OFlag::O_PATH;
     if flags & AT_SYMLINK_NOFOLLOW != 0 {
         o |= OFlag::O_NOFOLLOW;
@@ -138,26 +138,22 @@ fn stat_target(
 }
 
 /// What a stat-like call looks at, when it is not a host file: a /proc node (its
-/// normalised path and what it is), or a guest fd that is a /proc listing.
+/// normalised path and what it is), or a guest fd that is a /proc listing; `p` is
+/// the path argument ([`stat_path`]).
 fn proc_target(
     h: &Host,
     mem: &GuestMem,
     dirfd: u64,
-    path: u64,
+    p: &[u8],
     flags: u64,
 ) -> Result<Option<(Vec<u8>, Node)>, Errno> {
-    let p = if path == 0 && flags & AT_EMPTY_PATH != 0 {
-        Vec::new()
-    } else {
-        read_path(mem, path)?
-    };
     if p.is_empty() {
         if flags & AT_EMPTY_PATH != 0 && h.kind(dirfd).is_ok_and(|(k, _)| k == Kind::Listing) {
             return Ok(Some((h.fd_path(dirfd)?.to_vec(), Node::Dir(Vec::new()))));
         }
         return Ok(None);
     }
-    let abs = normalize(&h.absolute(dirfd, &p)?);
+    let abs = normalize(&h.absolute(dirfd, p)?);
     match procdir::lookup(h, mem, &abs) {
         Some(node) => Ok(Some((abs, node?))),
         None => Ok(None),
@@ -172,10 +168,11 @@ fn stat_of(
     path: u64,
     flags: u64,
 ) -> Result<libc::stat, Errno> {
-    if let Some((abs, node)) = proc_target(h, mem, dirfd, path, flags)? {
+    let p = stat_path(mem, path, flags)?;
+    if let Some((abs, node)) = proc_target(h, mem, dirfd, &p, flags)? {
         return procdir::stat(h, mem, &abs, node, flags & AT_SYMLINK_NOFOLLOW != 0);
     }
-    let f = stat_target(h, mem, dirfd, path, flags)?;
+    let f = stat_target(h, dirfd, &p, flags)?;
     nix::sys::stat::fstat(f.as_fd())
 }
 
@@ -206,7 +203,7 @@ fn host_statfs(fd: BorrowedFd<'_>) -> Result<libc::statfs, Errno> {
 
 /// statfs(2) of a guest path.
 pub fn statfs(h: &Host, mem: &mut GuestMem, path: u64, buf: u64) -> Ret {
-    let f = stat_target(h, mem, AT_FDCWD as u32 as u64, path, 0)?;
+    let f = stat_target(h, AT_FDCWD as u32 as u64, &stat_path(mem, path, 0)?, 0)?;
     let st = host_statfs(f.as_fd())?;
     put(mem, buf, &stat::encode_statfs(&st, h.readonly()))
 }
@@ -247,8 +244,10 @@ pub fn readlinkat(h: &Host, mem: &mut GuestMem, dirfd: u64, path: u64, buf: u64,
     if size as u32 as i32 <= 0 {
         return Err(Errno::EINVAL);
     }
+    // NULL is EFAULT here (read without AT_EMPTY_PATH); "" is the fd itself below.
+    let p = stat_path(mem, path, 0)?;
     // /proc's links: self, exe, and fd/N (what the process's fd N is).
-    if let Some((_, node)) = proc_target(h, mem, dirfd, path, 0)? {
+    if let Some((_, node)) = proc_target(h, mem, dirfd, &p, 0)? {
         let link = match node {
             Node::Link { text, .. } => text,
             Node::Fd { slot, fd } => h.fd_link(slot, fd).map_err(|_| Errno::ENOENT)?,
@@ -258,7 +257,7 @@ pub fn readlinkat(h: &Host, mem: &mut GuestMem, dirfd: u64, path: u64, buf: u64,
         put(mem, buf, &link[..n])?;
         return Ok(n as i64);
     }
-    let f = stat_target(h, mem, dirfd, path, AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH)?;
+    let f = stat_target(h, dirfd, &p, AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH)?;
     let st = nix::sys::stat::fstat(f.as_fd())?;
     if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
         return Err(Errno::EINVAL);
@@ -286,8 +285,9 @@ pub fn faccessat(h: &Host, mem: &GuestMem, dirfd: u64, path: u64, mode: u64, fla
     if mode & !7 != 0 || flags & !(AT_SYMLINK_NOFOLLOW | AT_EACCESS | AT_EMPTY_PATH) != 0 {
         return Err(Errno::EINVAL);
     }
+    let p = stat_path(mem, path, flags)?;
     // /proc: directories r-x, files r--; links are taken as their targets allow.
-    if let Some((_, node)) = proc_target(h, mem, dirfd, path, flags)? {
+    if let Some((_, node)) = proc_target(h, mem, dirfd, &p, flags)? {
         const X_OK: u64 = 1;
         let refused = match node {
             Node::Dir(_) => mode & W_OK != 0,
@@ -296,7 +296,7 @@ pub fn faccessat(h: &Host, mem: &GuestMem, dirfd: u64, path: u64, mode: u64, fla
         };
         return if refused { Err(Errno::EACCES) } else { Ok(0) };
     }
-    let f = stat_target(h, mem, dirfd, path, flags)?;
+    let f = stat_target(h, dirfd, &p, flags)?;
     if mode == 0 {
         return Ok(0);
     }
