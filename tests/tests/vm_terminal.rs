@@ -126,6 +126,15 @@ struct Session {
 }
 
 impl Session {
+    /// The session on the pty master the runtime sends to `listener`.
+    fn accept(listener: &UnixListener) -> Session {
+        let (_, master) = receive_console(listener, Duration::from_secs(20));
+        Session {
+            master: fs::File::from(master),
+            seen: String::new(),
+        }
+    }
+
     fn send(&mut self, s: &str) {
         use std::io::Write;
         self.master
@@ -193,11 +202,7 @@ fn shell_job_control_on_the_console() {
             &["--console-socket", sock.to_str().expect("utf-8 path")],
         )
         .spawn();
-    let (_, master) = receive_console(&listener, Duration::from_secs(20));
-    let mut s = Session {
-        master: fs::File::from(master),
-        seen: String::new(),
-    };
+    let mut s = Session::accept(&listener);
     // Each job prints a marker the shell's echo of the command line does not hold
     // ($((...)) is expanded by the job): a job that prints has the terminal (ash
     // hands it over before the exec), so the keys below go to it.
@@ -287,11 +292,7 @@ fn exec_tty_shell_job_control() {
             .arg(&sock)
             .args(["--env", "PS1=PROMPT> ", &c.id, "/bin/sh"])
             .spawn();
-        let (_, master) = receive_console(&listener, Duration::from_secs(20));
-        let mut s = Session {
-            master: fs::File::from(master),
-            seen: String::new(),
-        };
+        let mut s = Session::accept(&listener);
         let (_, pos) = s.expect(0, "PROMPT> ");
         s.send("sh -c 'echo JOB-$((1+1)); exec sleep 100'\n");
         let (_, pos) = s.expect(pos, "JOB-2\n");
