@@ -98,7 +98,7 @@ impl Interrupts {
                 continue;
             }
             if let Ok(ts) = nix::time::clock_gettime(nix::time::ClockId::from_raw(id)) {
-                sum += ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64;
+                sum += ns(ts);
             }
         }
         sum
@@ -108,14 +108,8 @@ impl Interrupts {
     /// `ended`, its process's, and its entry is cleared, both under the lock.
     pub fn end_thread(&self, slot: u64, ended: Option<&AtomicU64>) {
         if let Ok(mut th) = self.threads.lock() {
-            if let (Some(e), Ok(ts)) = (
-                ended,
-                nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID),
-            ) {
-                e.fetch_add(
-                    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64,
-                    Ordering::SeqCst,
-                );
+            if let Some(e) = ended {
+                e.fetch_add(thread_cpu_ns(), Ordering::SeqCst);
             }
             if let Some(t) = th.get_mut(slot as usize) {
                 *t = 0;
@@ -162,4 +156,14 @@ impl Interrupts {
     pub fn fd(&self, slot: u64) -> BorrowedFd<'_> {
         self.fds[(slot as usize).min(MAX_VCPUS as usize - 1)].as_fd()
     }
+}
+
+/// A time in ns.
+fn ns(t: nix::sys::time::TimeSpec) -> u64 {
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+/// CPU time of the calling host thread (a vCPU's: its guest thread's), in ns.
+pub fn thread_cpu_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).map_or(0, ns)
 }

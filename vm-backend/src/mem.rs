@@ -289,6 +289,29 @@ impl GuestMem {
         self.write(gpa, &v.to_le_bytes())
     }
 
+    /// The u64 at `off` in process slot `p`'s block (PI_*), read atomically in the
+    /// guest kernel's memory whatever this handle's floor; 0 if out of range.
+    pub fn proc_word(&self, p: u64, off: u64) -> u64 {
+        use crate::abi::{PROC_INFO_GPA, PROC_INFO_SIZE};
+        self.whole()
+            .atomic_u64(PROC_INFO_GPA + p * PROC_INFO_SIZE + off)
+            .map_or(0, |w| w.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    /// The pid of the process in slot `p`, if the slot holds one that has a pid.
+    pub fn guest_pid(&self, p: u64) -> Option<u64> {
+        use crate::abi::{PI_BUSY, PI_PID};
+        let pid = self.proc_word(p, PI_PID);
+        (self.proc_word(p, PI_BUSY) != 0 && pid != 0).then_some(pid)
+    }
+
+    /// The slots of the live guest processes in process group `pgid`.
+    pub fn group_slots(&self, pgid: u64) -> impl Iterator<Item = u64> + Clone + '_ {
+        (0..crate::abi::MAX_PROCS).filter(move |&p| {
+            self.guest_pid(p).is_some() && self.proc_word(p, crate::abi::PI_PGID) == pgid
+        })
+    }
+
     /// Reads a little-endian u64, or None when out of bounds.
     pub fn read_u64(&self, gpa: u64) -> Option<u64> {
         let s = self.slice(gpa, 8)?;

@@ -15,7 +15,7 @@
 //! `linux_dirent64` records ([`Kind::Listing`](crate::files::Kind)), made when it is
 //! opened, as Linux's /proc directories list what is there when they are read.
 
-use crate::abi::{MAX_PROCS, PI_BUSY, PI_EXE, PI_EXE_LEN, PI_PID, PROC_INFO_GPA, PROC_INFO_SIZE};
+use crate::abi::{MAX_PROCS, PI_EXE, PI_EXE_LEN, PROC_INFO_GPA, PROC_INFO_SIZE};
 use crate::files::Host;
 use crate::mem::GuestMem;
 use nix::errno::Errno;
@@ -49,17 +49,9 @@ pub enum Node {
     Fd { slot: usize, fd: u64 },
 }
 
-/// Word `off` of process slot `p`'s block.
-fn word(mem: &GuestMem, p: usize, off: u64) -> u64 {
-    mem.whole()
-        .read_u64(PROC_INFO_GPA + p as u64 * PROC_INFO_SIZE + off)
-        .unwrap_or(0)
-}
-
 /// The pid of the process in slot `p`, if the slot holds a live one.
 fn pid_of(mem: &GuestMem, p: usize) -> Option<u64> {
-    let pid = word(mem, p, PI_PID);
-    (word(mem, p, PI_BUSY) != 0 && pid != 0).then_some(pid)
+    mem.guest_pid(p as u64)
 }
 
 /// The process slot `who` (a /proc entry name) names: `self`, `thread-self` or a

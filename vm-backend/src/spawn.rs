@@ -169,9 +169,7 @@ fn kill(m: &Machine, req: &serde_json::Value) -> Result<(), String> {
             let fg = ring
                 .with_host(|h, _| h.ctty_rdev(p as usize).and_then(|r| h.tty_fg(r)))
                 .flatten()
-                .filter(|&g| {
-                    (0..MAX_PROCS).any(|q| m.guest_pid(q).is_some() && m.proc_word(q, PI_PGID) == g)
-                })
+                .filter(|&g| m.mem.group_slots(g).next().is_some())
                 .unwrap_or_else(|| m.proc_word(p, PI_PGID));
             m.post_group_signal(fg, sig);
         }

@@ -58,22 +58,19 @@ fn host_ioctl(fd: BorrowedFd<'_>, req: u64, buf: &mut [u8; 64]) -> Result<(), Er
 /// terminal's is kept by its device number, and reads as the caller's group until
 /// set; its `exec` proxy passes the terminal's signals on to that group.
 fn pgrp(mem: &mut GuestMem, h: &mut Host, fd: BorrowedFd<'_>, req: u64, arg: u64) -> Ret {
-    use crate::abi::{MAX_PROCS, PI_BUSY, PI_PGID, PI_PID, PI_SID, PROC_INFO_GPA, PROC_INFO_SIZE};
+    use crate::abi::{PI_PGID, PI_SID};
     use std::sync::atomic::Ordering;
     let console = h.is_console(fd);
-    let w = mem.whole();
-    let word = |p: u64, off: u64| {
-        w.read_u64(PROC_INFO_GPA + p * PROC_INFO_SIZE + off)
-            .unwrap_or(0)
-    };
     let me = h.current() as u64;
     // Whether a live guest process is in group `g`, and whether one in the
     // caller's session is.
     let members = |g: u64| {
-        let live = |p: u64| word(p, PI_BUSY) != 0 && word(p, PI_PID) != 0;
-        let mut ps = (0..MAX_PROCS).filter(move |&p| live(p) && word(p, PI_PGID) == g);
+        let mut ps = mem.group_slots(g);
         let any = ps.clone().next().is_some();
-        (any, ps.any(|p| word(p, PI_SID) == word(me, PI_SID)))
+        (
+            any,
+            ps.any(|p| mem.proc_word(p, PI_SID) == mem.proc_word(me, PI_SID)),
+        )
     };
     if req == TIOCSPGRP {
         let b = mem.slice(arg, 4).ok_or(Errno::EFAULT)?;
@@ -102,7 +99,7 @@ fn pgrp(mem: &mut GuestMem, h: &mut Host, fd: BorrowedFd<'_>, req: u64, arg: u64
         // it) is not the foreground: the caller's is.
         h.tty_fg(rdev(fd)?)
             .filter(|&g| members(g).0)
-            .unwrap_or_else(|| word(me, PI_PGID))
+            .unwrap_or_else(|| mem.proc_word(me, PI_PGID))
     };
     if !mem.write(arg, &(pgid as i32).to_le_bytes()) {
         return Err(Errno::EFAULT);
@@ -119,14 +116,10 @@ pub const BACKGROUND: Errno = Errno::EL2HLT;
 /// guest kernel then stops its group with SIGTTIN (or answers EIO) as Linux's job
 /// control does. Nothing for any other file or process.
 pub fn background_read(h: &Host, mem: &GuestMem, fd: BorrowedFd<'_>) -> Result<(), Errno> {
-    use crate::abi::{PI_PGID, PI_SID, PROC_INFO_GPA, PROC_INFO_SIZE};
+    use crate::abi::{PI_PGID, PI_SID};
     use std::sync::atomic::Ordering;
-    let w = mem.whole();
-    let word = |off: u64| {
-        w.read_u64(PROC_INFO_GPA + h.current() as u64 * PROC_INFO_SIZE + off)
-            .unwrap_or(0)
-    };
-    let (pgid, sid) = (word(PI_PGID), word(PI_SID));
+    let me = h.current() as u64;
+    let (pgid, sid) = (mem.proc_word(me, PI_PGID), mem.proc_word(me, PI_SID));
     if sid != 1 || pgid == 0 || pgid == h.console_fg().load(Ordering::SeqCst) || !h.is_console(fd) {
         return Ok(());
     }

@@ -131,15 +131,12 @@ impl Machine {
 
     /// The u64 at `off` in process slot `p`'s block (PI_*; 0 if out of range).
     pub fn proc_word(&self, p: u64, off: u64) -> u64 {
-        self.mem
-            .atomic_u64(PROC_INFO_GPA + p * PROC_INFO_SIZE + off)
-            .map_or(0, |w| w.load(Ordering::SeqCst))
+        self.mem.proc_word(p, off)
     }
 
     /// The pid of the process in slot `p`, if the slot holds one that has a pid.
     pub fn guest_pid(&self, p: u64) -> Option<u64> {
-        let pid = self.proc_word(p, PI_PID);
-        (self.proc_word(p, PI_BUSY) != 0 && pid != 0).then_some(pid)
+        self.mem.guest_pid(p)
     }
 
     /// Gives the terminal's signal `sig` to every process of the console's
@@ -151,10 +148,8 @@ impl Machine {
 
     /// Puts signal `sig` in the host mailbox of every process of group `pgid`.
     pub fn post_group_signal(&self, pgid: u64, sig: u64) {
-        for p in 0..MAX_PROCS {
-            if self.guest_pid(p).is_some() && self.proc_word(p, PI_PGID) == pgid {
-                self.post_host_signal(p, sig);
-            }
+        for p in self.mem.group_slots(pgid) {
+            self.post_host_signal(p, sig);
         }
     }
 
@@ -275,7 +270,7 @@ pub fn run(m: &Arc<Machine>, vcpu: &mut VcpuFd, ctx: &mut Ctx) -> End {
             Event::Write(MMIO_ITIMER, blk) => itimer(m, ctx, blk),
             Event::Write(MMIO_CPUTIME, which) => {
                 let ns = if which == 0 {
-                    thread_cpu_ns()
+                    crate::intr::thread_cpu_ns()
                 } else {
                     process_cpu_ns(m, ctx.proc)
                 };
@@ -407,13 +402,6 @@ pub fn finish(m: &Machine, slot: u64, vcpu: Option<VcpuFd>, end: End) {
             }
         }
     }
-}
-
-/// CPU time of the calling host thread (a vCPU's: its guest thread's), in ns.
-fn thread_cpu_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).map_or(0, |t| {
-        t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
-    })
 }
 
 /// CPU time of guest process `p`: its ended threads' (kept at their exit) and its
