@@ -375,3 +375,79 @@ fn cpu_clocks_match_the_host() {
     b.args(&["/cpuclock"]);
     hyperjail_tests::vm::assert_vm_matches_host(&hj, &b, "vmcpuclock", 0, &host_out);
 }
+
+const AGAIN: &str = r#"
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+extern unsigned char again_site[];
+
+__attribute__((noinline)) static long site(void) {
+    long ret;
+    __asm__ volatile(".globl again_site\n"
+                     "again_site: mov $110, %%eax\n\t"
+                     "syscall\n\t"
+                     : "=a"(ret) : : "rcx", "r11", "memory");
+    return ret;
+}
+
+static const char *state(unsigned char b) {
+    return b == 0xe9 ? "rewritten" : b == 0xb8 ? "original" : "other";
+}
+
+/* Prints the state of its getppid site before and after it runs, and whether the
+   call gave getppid's answer; with "x", then executes itself again. */
+int main(int argc, char **argv) {
+    const char *before = state(again_site[0]);
+    long ppid = site();
+    printf("%s %s %s\n", before, state(again_site[0]), ppid == getppid() ? "ok" : "wrong");
+    fflush(stdout);
+    if (argc > 1 && strcmp(argv[1], "x") == 0) {
+        execl(argv[0], argv[0], (char *)0);
+        perror("execl");
+        return 1;
+    }
+    return 0;
+}
+"#;
+
+/// A rewrite made in one process is made again, before it runs, in the next image
+/// of the same program (vm-backend/src/patches.rs): after an exit, and after an
+/// execve of the program itself; a copy of the program in another file (another
+/// inode) starts from its own bytes. The site still gives its own system call's
+/// answer every time, and the host never sees a rewrite.
+#[test]
+fn rewrites_are_made_again_in_the_next_run_of_a_program() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    skip_unless!(
+        compile_static(&b, "again", AGAIN, &["-static"]),
+        "gcc -static does not work here (apt-get install gcc libc6-dev)"
+    );
+    for copy in ["again2", "again3"] {
+        fs::copy(b.rootfs().join("again"), b.rootfs().join(copy)).expect("copy the program");
+    }
+    let o = Command::new(b.rootfs().join("again"))
+        .output()
+        .expect("run again on the host");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "original original ok\n");
+
+    b.args(&["/bin/sh", "-c", "/again; /again; /again2; /again3 x"]);
+    let c = hj.container("vmagain");
+    let out = c.run(&b, &[]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_eq!(
+        out.lines(),
+        [
+            "original rewritten ok",
+            "rewritten rewritten ok",
+            "original rewritten ok",
+            "original rewritten ok",
+            "rewritten rewritten ok",
+        ],
+        "{out}"
+    );
+    c.assert_nothing_left(&b);
+}

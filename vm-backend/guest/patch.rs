@@ -16,9 +16,15 @@
 //! 5-byte write races with nothing (each process writes its own copy of its code);
 //! after its first clone, its sites keep trapping. Trampolines are shared kernel
 //! memory: a forked child uses its parent's, and a program run again (execve) finds
-//! the trampolines its sites had before.
+//! the trampolines its sites had before. Each rewrite is logged for the VMM, which
+//! makes it again when it loads the same program next (so the next process does not
+//! trap at that site first: a first trap and its copy-on-write of a code page cost
+//! ≈15 µs here).
 
-use crate::abi::USER_MIN;
+use crate::abi::{
+    MAX_PROCS, PATCH_LOG_GPA, PATCH_LOG_SIZE, PC_PROC, PL_COUNT, PL_MAX, PL_RECORDS,
+    PL_RECORD_SIZE, USER_MIN,
+};
 use crate::entry::Frame;
 use crate::mem::user_ok;
 use core::cell::UnsafeCell;
@@ -152,6 +158,38 @@ pub fn try_patch(f: &Frame) {
     // SAFETY: [site, site+len) is user RAM inside the checked 25 bytes, in this
     // process's own copy of its code; the process's only thread is this one.
     unsafe { core::ptr::copy_nonoverlapping(j.as_ptr(), site as *mut u8, len) };
+    log(site, &p[23 - len..], &j[..len]);
+}
+
+/// Appends a rewrite to this process's patch log (abi.rs, [`PATCH_LOG_GPA`]), from
+/// which the VMM makes it again in the next process that runs the same program, so
+/// that one does not trap there first. A full log drops the record (that site then
+/// traps once in each later process, as it does without the log).
+fn log(site: u64, old: &[u8], new: &[u8]) {
+    let proc = crate::percpu::get(PC_PROC).min(MAX_PROCS - 1);
+    let base = PATCH_LOG_GPA + proc * PATCH_LOG_SIZE;
+    let word = |i: u64| (base + i) as *mut u64;
+    let pack = |b: &[u8]| {
+        let mut w = [0u8; 8];
+        w[..b.len().min(8)].copy_from_slice(&b[..b.len().min(8)]);
+        u64::from_le_bytes(w)
+    };
+    // SAFETY: the log is kernel memory laid out by abi.rs, this process slot's own;
+    // only the process's only thread writes it (sites are rewritten while it has
+    // one), and the VMM reads it only once that thread no longer runs this image
+    // (exit, execve).
+    unsafe {
+        let n = word(PL_COUNT).read_volatile();
+        if n >= PL_MAX {
+            return;
+        }
+        let rec = PL_RECORDS + n * PL_RECORD_SIZE;
+        word(rec).write_volatile(site);
+        word(rec + 8).write_volatile(old.len() as u64);
+        word(rec + 16).write_volatile(pack(old));
+        word(rec + 24).write_volatile(pack(new));
+        word(PL_COUNT).write_volatile(n + 1);
+    }
 }
 
 /// The address of a trampoline with the bytes `t` (its jump to the entry filled in

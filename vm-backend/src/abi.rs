@@ -129,6 +129,24 @@ pub const PROC_PT_SIZE: u64 = 6 * PAGE;
 pub const PROC_INFO_GPA: u64 = 0xd_0000;
 /// Size of one process block.
 pub const PROC_INFO_SIZE: u64 = 0x800;
+/// Per-process logs of syscall-site rewrites (guest patch.rs), one of
+/// [`PATCH_LOG_SIZE`] bytes at `PATCH_LOG_GPA + p * PATCH_LOG_SIZE`: the count of
+/// records at [`PL_COUNT`], then up to [`PL_MAX`] records of [`PL_RECORD_SIZE`]
+/// bytes from [`PL_RECORDS`] (site address, length of the moved instruction, its
+/// bytes, the bytes written over it). The guest kernel appends; the VMM reads and
+/// empties the log when the process's image goes (exit, execve) and makes the same
+/// rewrites in the next image of the same program (see `patches.rs`).
+pub const PATCH_LOG_GPA: u64 = 0xd_8000;
+/// Size of one process's patch log.
+pub const PATCH_LOG_SIZE: u64 = 0x1000;
+/// Offset of the record count in a patch log.
+pub const PL_COUNT: u64 = 0;
+/// Offset of the first record.
+pub const PL_RECORDS: u64 = 32;
+/// Bytes per record: site (u64), length (u64), old bytes (8), new bytes (8).
+pub const PL_RECORD_SIZE: u64 = 32;
+/// Most records in one log.
+pub const PL_MAX: u64 = (PATCH_LOG_SIZE - PL_RECORDS) / PL_RECORD_SIZE;
 /// Bumped by the VMM when the process's image changes (execve): the guest kernel
 /// then starts its memory bookkeeping afresh.
 pub const PI_GEN: u64 = 0;

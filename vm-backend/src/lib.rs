@@ -56,6 +56,7 @@ mod mem;
 mod names;
 #[allow(unsafe_code)]
 mod oom;
+mod patches;
 mod procdir;
 #[allow(unsafe_code)]
 mod process;

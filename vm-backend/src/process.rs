@@ -148,6 +148,7 @@ fn fork_inner(m: &Arc<Machine>, ctx: &Ctx, blk: u64) -> Result<(), i64> {
         c.store(0, Ordering::SeqCst);
     }
     m.oom_victims.fetch_and(!(1 << child), Ordering::SeqCst);
+    crate::patches::Patches::clear_log(&m.mem, child);
     if ctid != 0 && (ctid < LOW || ctid.checked_add(4).is_none_or(|e| e > m.mem.size())) {
         return Err(-(Errno::EFAULT as i64));
     }
@@ -208,6 +209,7 @@ pub fn exit(m: &Machine, ctx: &Ctx, status: u64) {
     crate::spawn::ended(m, ctx.proc, status);
     m.oom_victims.fetch_and(!(1 << ctx.proc), Ordering::SeqCst);
     if let Ok(mut i) = m.images.lock() {
+        m.patches.harvest(&m.mem, ctx.proc, &i[ctx.proc as usize]);
         i[ctx.proc as usize].clear();
     }
     m.timers.clear(ctx.proc);
@@ -366,8 +368,9 @@ pub fn load(
     if check {
         return Ok((0, 0));
     }
-    // The point of no return: the old image goes.
+    // The point of no return: the old image goes (its rewrites are kept).
     if let Ok(mut i) = m.images.lock() {
+        m.patches.harvest(&m.mem, proc, &i[proc as usize]);
         i[proc as usize].clear();
     }
     if !mem.discard(LOW) {
@@ -378,6 +381,7 @@ pub fn load(
     if let Some((p, img)) = &interp {
         maps.extend(setup::load_program(mem, img, &p.file).map_err(lost)?);
     }
+    m.patches.replay(mem, &maps);
     if let Ok(mut i) = m.images.lock() {
         i[proc as usize] = maps;
     }

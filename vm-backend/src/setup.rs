@@ -199,6 +199,9 @@ pub struct Mapped {
     pub file: std::sync::Arc<std::fs::File>,
     /// File offset (page-aligned).
     pub offset: u64,
+    /// The file's identity, under which syscall-site rewrites in the segment are
+    /// kept ([`crate::patches`]); None when fstat failed.
+    pub id: Option<crate::patches::FileId>,
 }
 
 /// Puts the program's segments into guest memory: mapped private from the file
@@ -215,6 +218,7 @@ pub fn load_program(
     use std::os::unix::fs::FileExt;
     let small = || "guest memory is too small for the program".to_string();
     let mut maps = Vec::new();
+    let id = crate::patches::FileId::of(file);
     for s in &img.segments {
         if s.filesz == 0 {
             continue;
@@ -230,6 +234,7 @@ pub fn load_program(
                 len: end - start,
                 file: std::sync::Arc::clone(file),
                 offset: s.offset - lead,
+                id,
             });
             // As Linux's loader: with bss, the rest of the last file page is zero
             // (loaders put their first allocations there).

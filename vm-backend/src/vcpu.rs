@@ -85,6 +85,9 @@ pub struct Machine {
     /// Each process slot's program segments mapped from their files (a fork maps
     /// them again in the child; only the pages written since are copied).
     pub images: Mutex<Vec<Vec<crate::setup::Mapped>>>,
+    /// Syscall-site rewrites kept from processes that ended or replaced their
+    /// image, made again in the next image of the same program.
+    pub patches: crate::patches::Patches,
     /// Each vCPU slot's interrupt (a signal for the thread there).
     pub intr: Arc<crate::intr::Interrupts>,
     /// Set when `start` let the first vCPU run.

@@ -294,6 +294,7 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
         intr: Arc::new(crate::intr::Interrupts::new()?),
         started: AtomicBool::new(false),
         timers: Default::default(),
+        patches: crate::patches::Patches::default(),
         images: Mutex::new(
             (0..MAX_PROCS)
                 .map(|i| {
