@@ -328,3 +328,64 @@ fn execve_from_a_threaded_process() {
     b.args(&["/execth"]);
     assert_vm_matches_host(&hj, &b, "vmexecth", 0, &host_out);
 }
+
+const FPU: &str = r#"
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+static unsigned long long start[2];
+
+/* Fills xmm15 with a pattern, then ends (its vCPU may be reused). */
+static void *mark(void *a) {
+    (void)a;
+    unsigned long long p[2] = {0x5a5a5a5a5a5a5a5aULL, 0xa5a5a5a5a5a5a5a5ULL};
+    __asm__ volatile("movdqu %0, %%xmm15" : : "m"(p) : "xmm15");
+    return 0;
+}
+
+/* Records xmm15 as the thread found it. */
+static void *look(void *a) {
+    (void)a;
+    __asm__ volatile("movdqu %%xmm15, %0" : "=m"(start) : : "memory");
+    return 0;
+}
+
+int main(void) {
+    for (int i = 0; i < 20; i++) {
+        pthread_t t;
+        pthread_create(&t, 0, mark, 0);
+        pthread_join(t, 0);
+        unsigned long long z[2] = {0, 0};
+        __asm__ volatile("movdqu %0, %%xmm15" : : "m"(z) : "xmm15");
+        pthread_create(&t, 0, look, 0);
+        pthread_join(t, 0);
+        if (start[0] == 0x5a5a5a5a5a5a5a5aULL || start[1] == 0xa5a5a5a5a5a5a5a5ULL) {
+            printf("round %d: a new thread saw an ended thread's xmm15\n", i);
+            return 1;
+        }
+    }
+    printf("clean\n");
+    return 0;
+}
+"#;
+
+/// A new thread never starts with the SSE registers of a thread that ended (its
+/// vCPU is reused, and KVM_SET_FPU does not reach a vCPU on this host: the guest
+/// kernel's thread entry clears them), as on the host, where it gets its parent's.
+#[test]
+fn a_new_thread_does_not_see_an_ended_threads_registers() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    skip_unless!(
+        compile_static(&b, "fpu", FPU, &["-static", "-pthread"]),
+        "gcc -static does not work here (apt-get install gcc libc6-dev)"
+    );
+    let host = Command::new(b.rootfs().join("fpu"))
+        .output()
+        .expect("run the program on the host");
+    assert_eq!(String::from_utf8_lossy(&host.stdout), "clean\n", "host run");
+    b.args(&["/fpu"]);
+    assert_vm_matches_host(&hj, &b, "vmfpu", 0, "clean\n");
+}

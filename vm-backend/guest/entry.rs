@@ -51,6 +51,24 @@ hj_spawn_start:
     xor %r13d, %r13d
     xor %r14d, %r14d
     xor %r15d, %r15d
+    jmp hj_thread_start
+
+    .text
+    .globl hj_thread_start
+hj_thread_start:
+    # A vCPU the VMM reuses still holds its last thread's FPU/SSE registers: they
+    # are cleared here (x87 registers zero and empty, XMM zero; no general
+    # register or flag changes), then the control words are loaded.
+    fninit
+    fldz
+    fldz
+    fldz
+    fldz
+    fldz
+    fldz
+    fldz
+    fldz
+    fninit
     pxor %xmm0, %xmm0
     pxor %xmm1, %xmm1
     pxor %xmm2, %xmm2
@@ -67,12 +85,6 @@ hj_spawn_start:
     pxor %xmm13, %xmm13
     pxor %xmm14, %xmm14
     pxor %xmm15, %xmm15
-    fninit
-    jmp hj_thread_start
-
-    .text
-    .globl hj_thread_start
-hj_thread_start:
     ldmxcsr %gs:64
     fldcw %gs:72
     jmp *%gs:80

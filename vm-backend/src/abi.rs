@@ -245,8 +245,9 @@ pub const PC_BUSY: u64 = 48;
 /// A word that stays 0: sleeps are futex waits on it with a timeout.
 pub const PC_SLEEP: u64 = 56;
 /// A new thread's MXCSR, x87 control word and user rip: the VMM starts its vCPU at
-/// the kernel's thread entry (blob header, third word), which loads the first two
-/// and jumps to the third (KVM_SET_FPU does not reach the vCPU on this host).
+/// the kernel's thread entry (blob header, third word), which clears the FPU/SSE
+/// registers (a vCPU is reused from thread to thread), loads the first two and
+/// jumps to the third (KVM_SET_FPU does not reach the vCPU on this host).
 pub const PC_MXCSR: u64 = 64;
 /// See [`PC_MXCSR`].
 pub const PC_FCW: u64 = 72;

@@ -42,6 +42,9 @@ pub struct Interrupts {
     /// The host thread running each slot's vCPU (0: none), under the lock so that
     /// a kick never goes to a thread that has ended.
     threads: Mutex<[Pthread; MAX_VCPUS as usize]>,
+    /// Each slot's thread's host CPU time when it took the slot (a host thread runs
+    /// one guest thread after another, see [`crate::vcpu`]), in ns.
+    bases: [AtomicU64; MAX_VCPUS as usize],
 }
 
 impl Interrupts {
@@ -59,6 +62,7 @@ impl Interrupts {
             fds,
             kicks: Default::default(),
             threads: Mutex::new([0; MAX_VCPUS as usize]),
+            bases: Default::default(),
         })
     }
 
@@ -71,11 +75,23 @@ impl Interrupts {
         let _ = self.fds[slot as usize].write(1);
     }
 
-    /// Records the host thread that runs slot `slot`'s vCPU (None: it ended).
-    pub fn set_thread(&self, slot: u64, t: Option<Pthread>) {
+    /// Records the host thread that runs slot `slot`'s vCPU (None: it ended), and
+    /// its CPU time so far, `base` ns, which is not the guest thread's.
+    pub fn set_thread(&self, slot: u64, t: Option<Pthread>, base: u64) {
         if let (Ok(mut th), true) = (self.threads.lock(), slot < MAX_VCPUS) {
             th[slot as usize] = t.unwrap_or(0);
+            self.bases[slot as usize].store(base, Ordering::SeqCst);
         }
+    }
+
+    /// The CPU time of the guest thread on slot `slot`, when the calling host
+    /// thread runs it (CLOCK_THREAD_CPUTIME_ID), in ns.
+    pub fn thread_ns(&self, slot: u64) -> u64 {
+        let base = self
+            .bases
+            .get(slot as usize)
+            .map_or(0, |b| b.load(Ordering::SeqCst));
+        thread_cpu_ns().saturating_sub(base)
     }
 
     /// A process's CPU time in ns: `ended` (its ended threads') and the host CPU
@@ -98,7 +114,7 @@ impl Interrupts {
                 continue;
             }
             if let Ok(ts) = nix::time::clock_gettime(nix::time::ClockId::from_raw(id)) {
-                sum += ns(ts);
+                sum += ns(ts).saturating_sub(self.bases[s as usize].load(Ordering::SeqCst));
             }
         }
         sum
@@ -109,7 +125,11 @@ impl Interrupts {
     pub fn end_thread(&self, slot: u64, ended: Option<&AtomicU64>) {
         if let Ok(mut th) = self.threads.lock() {
             if let Some(e) = ended {
-                e.fetch_add(thread_cpu_ns(), Ordering::SeqCst);
+                let base = self
+                    .bases
+                    .get(slot as usize)
+                    .map_or(0, |b| b.load(Ordering::SeqCst));
+                e.fetch_add(thread_cpu_ns().saturating_sub(base), Ordering::SeqCst);
             }
             if let Some(t) = th.get_mut(slot as usize) {
                 *t = 0;

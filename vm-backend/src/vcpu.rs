@@ -9,7 +9,7 @@ use crate::futex::Futexes;
 use crate::mem::GuestMem;
 use crate::ring::{Kicker, SlotProcs};
 use crate::vmm::{crash_exit, kvm_err, set_msrs, set_sregs, warn};
-use kvm_bindings::{kvm_fpu, kvm_regs, CpuId};
+use kvm_bindings::{kvm_regs, CpuId};
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -66,6 +66,8 @@ pub struct Machine {
     pub next_id: AtomicU64,
     /// vCPUs whose thread exited, for reuse.
     pub spare: Mutex<Vec<VcpuFd>>,
+    /// Host threads waiting to run a vCPU again (see [`Parked`]).
+    pub parked: Mutex<Vec<Arc<Parked>>>,
     /// System calls already reported as unsupported.
     pub reported: Mutex<BTreeSet<u64>>,
     /// The shared low memory (a memfd), mapped into every process's view.
@@ -273,7 +275,7 @@ pub fn run(m: &Arc<Machine>, vcpu: &mut VcpuFd, ctx: &mut Ctx) -> End {
             Event::Write(MMIO_ITIMER, blk) => itimer(m, ctx, blk),
             Event::Write(MMIO_CPUTIME, which) => {
                 let ns = if which == 0 {
-                    crate::intr::thread_cpu_ns()
+                    m.intr.thread_ns(ctx.slot)
                 } else {
                     process_cpu_ns(m, ctx.proc)
                 };
@@ -529,15 +531,10 @@ pub fn launch(m: &Arc<Machine>, s: Start) -> Result<(), i64> {
         // Only the user-visible flags; IF stays set.
         rflags: (s.rflags & 0xcd5) | 0x202,
     };
-    // A reused vCPU starts clean (the thread entry then loads the control words).
-    let fpu = kvm_fpu {
-        fcw: 0x37f,
-        mxcsr: 0x1f80,
-        ..Default::default()
-    };
+    // A reused vCPU's FPU/SSE registers are its last thread's: the thread entry
+    // clears them and loads the control words (an ioctl here costs ≈10 µs).
     let ready = set_sregs(&vcpu, slot, s.fs, cr3(proc))
-        .and_then(|()| vcpu.set_regs(&regs).map_err(kvm_err("set registers")))
-        .and_then(|()| vcpu.set_fpu(&fpu).map_err(kvm_err("set FPU")));
+        .and_then(|()| vcpu.set_regs(&regs).map_err(kvm_err("set registers")));
     if let Err(e) = ready {
         warn(&format!("vm: cannot start a thread: {e}"));
         return Err(give_back(Some(vcpu)));
@@ -546,34 +543,103 @@ pub fn launch(m: &Arc<Machine>, s: Start) -> Result<(), i64> {
     // Marks left by the slot's last thread are not this one's.
     m.intr.take(slot);
     m.intr.take_kick(slot);
-    let mach = Arc::clone(m);
-    let mut ctx = Ctx {
-        slot,
-        proc,
-        mem: m.view(proc),
+    let job = Job {
+        vcpu,
+        ctx: Ctx {
+            slot,
+            proc,
+            mem: m.view(proc),
+        },
     };
+    // A host thread that ran a guest thread before and waits for the next, else a
+    // new one.
+    let parked = m.parked.lock().ok().and_then(|mut p| p.pop());
+    if let Some(p) = parked {
+        if let Ok(mut j) = p.job.lock() {
+            *j = Some(job);
+            p.ready.notify_one();
+            return Ok(());
+        }
+        return Err(give_back(None));
+    }
     // Shared with the new thread, so the vCPU can be taken back if it cannot start.
-    let cell = Arc::new(Mutex::new(Some(vcpu)));
+    let cell = Arc::new(Mutex::new(Some(job)));
     let theirs = Arc::clone(&cell);
+    let mach = Arc::clone(m);
     let spawned = std::thread::Builder::new()
         .stack_size(THREAD_STACK)
         .spawn(move || {
-            let Some(mut vcpu) = theirs.lock().ok().and_then(|mut c| c.take()) else {
+            let Some(job) = theirs.lock().ok().and_then(|mut c| c.take()) else {
                 return;
             };
-            mach.intr
-                .set_thread(slot, Some(nix::sys::pthread::pthread_self()));
-            let end = run(&mach, &mut vcpu, &mut ctx);
-            // Its CPU time stays its process's (CLOCK_PROCESS_CPUTIME_ID).
-            mach.intr
-                .end_thread(slot, mach.proc_cpu.get(ctx.proc as usize));
-            finish(&mach, slot, Some(vcpu), end);
+            serve(&mach, job);
         });
     if spawned.is_err() {
-        let vcpu = cell.lock().ok().and_then(|mut c| c.take());
+        let vcpu = cell.lock().ok().and_then(|mut c| c.take()).map(|j| j.vcpu);
         return Err(give_back(vcpu));
     }
     Ok(())
+}
+
+/// A guest thread for a host thread to run: its vCPU, ready to enter, and where.
+struct Job {
+    vcpu: VcpuFd,
+    ctx: Ctx,
+}
+
+/// A host thread between two guest threads, waiting for its next [`Job`]. Making
+/// a host thread and having it run costs ≈100 µs on this host, waking a waiting
+/// one a fraction of that, so a vCPU thread whose guest thread ended waits here
+/// to run the next one: the VMM keeps about as many host threads as the guest
+/// had threads at once (at most [`MAX_VCPUS`] run guest code at a time). Each
+/// keeps its seccomp filter and signal mask; its CPU time is counted from where
+/// it took its slot (see [`crate::intr::Interrupts::set_thread`]).
+#[derive(Debug, Default)]
+pub struct Parked {
+    job: Mutex<Option<Job>>,
+    ready: std::sync::Condvar,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").field("slot", &self.ctx.slot).finish()
+    }
+}
+
+/// Runs `job`, then every job given to this thread while it is parked.
+fn serve(m: &Arc<Machine>, mut job: Job) {
+    let me = Arc::new(Parked::default());
+    loop {
+        let Job { mut vcpu, mut ctx } = job;
+        let slot = ctx.slot;
+        m.intr.set_thread(
+            slot,
+            Some(nix::sys::pthread::pthread_self()),
+            crate::intr::thread_cpu_ns(),
+        );
+        let end = run(m, &mut vcpu, &mut ctx);
+        // Its CPU time stays its process's (CLOCK_PROCESS_CPUTIME_ID).
+        m.intr.end_thread(slot, m.proc_cpu.get(ctx.proc as usize));
+        drop(ctx);
+        // Parked before the slot is freed (in finish), so a clone the guest makes
+        // as soon as it is free finds this thread waiting; its job lock is held
+        // until it waits, so the job given meanwhile is seen.
+        let mine = me.job.lock();
+        let parked = mine.is_ok() && m.parked.lock().map(|mut p| p.push(Arc::clone(&me))).is_ok();
+        finish(m, slot, Some(vcpu), end);
+        let (true, Ok(mut mine)) = (parked, mine) else {
+            return;
+        };
+        job = loop {
+            if let Some(j) = mine.take() {
+                break j;
+            }
+            mine = match me.ready.wait(mine) {
+                Ok(g) => g,
+                Err(_) => return,
+            };
+        };
+    }
 }
 
 /// A fresh vCPU with the machine's CPUID and MSRs.
