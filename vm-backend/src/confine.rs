@@ -85,6 +85,9 @@ const ALLOWED: &[&str] = &[
     "rseq",
     // glibc's malloc sizes its arenas by the CPU count on a new thread's first use.
     "sched_getaffinity",
+    // The ring thread is kept off the CPU of the vCPU that wakes it (ring.rs).
+    "sched_setaffinity",
+    "getcpu",
 ];
 
 /// clone's flags for a thread (glibc's pthread_create): the only clone allowed, so
