@@ -85,8 +85,7 @@ const ALLOWED: &[&str] = &[
     "rseq",
     // glibc's malloc sizes its arenas by the CPU count on a new thread's first use.
     "sched_getaffinity",
-    // The ring thread is kept off the CPU of the vCPU that wakes it (ring.rs).
-    "sched_setaffinity",
+    // sched_getcpu's fallback (ring.rs steers the ring thread by it).
     "getcpu",
 ];
 
@@ -179,6 +178,34 @@ fn rules() -> Result<Vec<LinuxSyscall>, String> {
             .map_err(err)?,
     );
     Ok(v)
+}
+
+/// `profile` with the one thread whose CPUs the VMM may set: `ring_tid`, the ring
+/// thread, which the vCPU threads keep off their own CPU (ring.rs). Any other
+/// target (another process, which a root VMM without CAP_SYS_NICE could still
+/// re-pin) meets the default action.
+pub fn with_ring(profile: &LinuxSeccomp, ring_tid: i32) -> Result<LinuxSeccomp, String> {
+    let err = |e: oci_spec::OciSpecError| format!("VMM seccomp profile: {e}");
+    let tid = u64::try_from(ring_tid)
+        .ok()
+        .filter(|&t| t != 0)
+        .ok_or("VMM seccomp profile: the ring thread has no id")?;
+    let rule = LinuxSyscallBuilder::default()
+        .names(vec!["sched_setaffinity".to_string()])
+        .action(LinuxSeccompAction::ScmpActAllow)
+        .args(vec![LinuxSeccompArgBuilder::default()
+            .index(0usize)
+            .value(tid)
+            .op(LinuxSeccompOperator::ScmpCmpEq)
+            .build()
+            .map_err(err)?])
+        .build()
+        .map_err(err)?;
+    let mut p = profile.clone();
+    let mut rules = p.syscalls().clone().unwrap_or_default();
+    rules.push(rule);
+    p.set_syscalls(Some(rules));
+    Ok(p)
 }
 
 /// The VMM's profile: kill the process on anything not listed.
@@ -329,6 +356,51 @@ mod tests {
         assert_eq!(out.status.signal(), Some(libc::SIGSYS), "{stdout}");
         assert!(stdout.contains("allowed call made"), "{stdout}");
         assert!(!stdout.contains("socket(2) was allowed"), "{stdout}");
+    }
+
+    /// Set in the child process of `affinity_only_of_the_ring_thread`.
+    const AFFINITY_CHILD: &str = "HJ_VMM_AFFINITY_CHILD";
+
+    /// With the filter for a ring thread, the VMM may set that thread's CPUs, and
+    /// setting another process's (here its parent's, the test runner) kills it.
+    #[test]
+    fn affinity_only_of_the_ring_thread() {
+        use std::os::unix::process::ExitStatusExt;
+        if std::env::var_os(AFFINITY_CHILD).is_some() {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+            let t = std::thread::spawn(move || {
+                let _ = tx.send(nix::unistd::gettid());
+                let _ = stop_rx.recv();
+            });
+            let ring = rx.recv().expect("the thread's id");
+            let p = super::with_ring(&super::profile().expect("profile"), ring.as_raw())
+                .expect("profile with the ring thread");
+            super::apply(&p).expect("load the filter");
+            let set = nix::sched::sched_getaffinity(ring).expect("its CPUs");
+            nix::sched::sched_setaffinity(ring, &set).expect("set the ring thread's CPUs");
+            println!("ring thread's CPUs set");
+            let _ = nix::sched::sched_setaffinity(nix::unistd::getppid(), &set);
+            println!("another process's CPUs set");
+            let _ = stop_tx.send(());
+            let _ = t.join();
+            return;
+        }
+        let exe = std::env::current_exe().expect("test binary");
+        let out = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "confine::tests::affinity_only_of_the_ring_thread",
+                "--nocapture",
+            ])
+            .args(["--test-threads", "1"])
+            .env(AFFINITY_CHILD, "1")
+            .output()
+            .expect("run the child");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.signal(), Some(libc::SIGSYS), "{stdout}");
+        assert!(stdout.contains("ring thread's CPUs set"), "{stdout}");
+        assert!(!stdout.contains("another process's CPUs set"), "{stdout}");
     }
 
     #[test]

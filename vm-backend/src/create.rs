@@ -230,8 +230,8 @@ fn vmm_main(
             confine::file_identity(plan.user.0, plan.user.1, &plan.groups)?;
             confine::drop_caps(plan.capabilities.as_ref())?;
             let ring_profile = profile.clone();
-            vm.start_ring(move || confine::apply(&ring_profile))?;
-            confine::apply(profile)?;
+            let ring_tid = vm.start_ring(move || confine::apply(&ring_profile))?;
+            confine::apply(&confine::with_ring(profile, ring_tid)?)?;
             vm.forward_signals()?;
             if let Some(w) = oom {
                 vm.watch_memory(w)?;

@@ -59,6 +59,24 @@ struct Rewrite {
     new: [u8; 8],
 }
 
+impl Rewrite {
+    /// Whether it is what the guest kernel writes: a jump (e9 rel32) into the
+    /// kernel (where its trampolines are) over a 5 to 7 byte instruction, int3s
+    /// after it.
+    fn is_a_jump_in(&self) -> bool {
+        if !(5..=7).contains(&self.len) || self.new[0] != 0xe9 {
+            return false;
+        }
+        let rel = i32::from_le_bytes([self.new[1], self.new[2], self.new[3], self.new[4]]);
+        let to = self
+            .site
+            .checked_add(5)
+            .and_then(|n| n.checked_add_signed(i64::from(rel)));
+        to.is_some_and(|t| (KERNEL_GPA..KERNEL_GPA + KERNEL_MAX).contains(&t))
+            && self.new[5..self.len].iter().all(|&b| b == 0xcc)
+    }
+}
+
 /// A program segment: its file, guest address and file offset.
 type Key = (FileId, u64, u64);
 
@@ -71,7 +89,7 @@ pub struct Patches {
 impl Patches {
     /// Takes process slot `proc`'s log (in `low`, the shared low memory) and keeps
     /// the rewrites that lie in one of `maps` (its image's segments); the log is
-    /// left empty.
+    /// left empty. When [`MAX_SETS`] programs are kept, a new one makes them all go.
     pub fn harvest(&self, low: &GuestMem, proc: u64, maps: &[Mapped]) {
         if proc >= MAX_PROCS {
             return;
@@ -81,40 +99,45 @@ impl Patches {
         if n == 0 {
             return;
         }
+        let records: Vec<Rewrite> = (0..n)
+            .map(|i| {
+                let rec = base + PL_RECORDS + i * PL_RECORD_SIZE;
+                let word = |off| low.read_u64(rec + off).unwrap_or(0);
+                Rewrite {
+                    site: word(0),
+                    len: word(8).min(8) as usize,
+                    old: word(16).to_le_bytes(),
+                    new: word(24).to_le_bytes(),
+                }
+            })
+            .collect();
+        let mut low = low.alias();
+        low.write_u64(base + PL_COUNT, 0);
         let Ok(mut sets) = self.sets.lock() else {
             return;
         };
-        for i in 0..n {
-            let rec = base + PL_RECORDS + i * PL_RECORD_SIZE;
-            let word = |off| low.read_u64(rec + off).unwrap_or(0);
-            let r = Rewrite {
-                site: word(0),
-                len: word(8).min(8) as usize,
-                old: word(16).to_le_bytes(),
-                new: word(24).to_le_bytes(),
-            };
-            // A jump (e9 rel32) over a 5 to 7 byte instruction, as the guest
-            // kernel writes them; anything else is not kept.
-            if !(5..=7).contains(&r.len) || r.new[0] != 0xe9 {
-                continue;
-            }
+        for r in records.into_iter().filter(Rewrite::is_a_jump_in) {
+            // The site, its instruction and the `syscall` after it, inside a segment.
             let Some(m) = maps.iter().find(|m| {
-                m.id.is_some() && r.site >= m.gpa && r.site + r.len as u64 + 2 <= m.gpa + m.len
+                r.site.checked_sub(m.gpa).is_some_and(|at| {
+                    (r.len as u64 + 2)
+                        .checked_add(at)
+                        .is_some_and(|end| end <= m.len)
+                })
             }) else {
                 continue;
             };
             let Some(id) = m.id else { continue };
             let key = (id, m.gpa, m.offset);
             if !sets.contains_key(&key) && sets.len() >= MAX_SETS {
-                continue;
+                // Full: start afresh rather than keep only the first programs seen.
+                sets.clear();
             }
             let set = sets.entry(key).or_default();
             if set.len() < MAX_PER_SET && !set.iter().any(|k| k.site == r.site) {
                 set.push(r);
             }
         }
-        let mut low = low.alias();
-        low.write_u64(base + PL_COUNT, 0);
     }
 
     /// Makes the kept rewrites of `maps` (a new image's segments, just mapped) in

@@ -206,6 +206,12 @@ impl Kicker {
         }
     }
 
+    /// The ring thread's thread id (0 until it runs): the only thread whose CPUs
+    /// the VMM's seccomp filter lets the vCPU threads set (see [`Kicker::steer`]).
+    pub fn ring_tid(&self) -> i32 {
+        self.ring_tid.load(Ordering::SeqCst)
+    }
+
     /// Keeps the ring thread off the CPU the calling vCPU thread runs on, when the
     /// VMM may use another. The scheduler places a thread it wakes on the waker's
     /// CPU (this host's two CPUs share no cache level it knows of), where the ring

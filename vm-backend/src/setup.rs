@@ -227,14 +227,15 @@ pub fn load_program(
         if s.filesz == 0 {
             continue;
         }
-        let start = s.vaddr & !(PAGE - 1);
-        let end = (s.vaddr + s.filesz).next_multiple_of(PAGE);
-        let off = s.offset - (s.vaddr - start);
         if s.offset % PAGE != s.vaddr % PAGE {
             place(mem, file, id, run.take(), &mut segs, &mut maps)?;
             read_segment(mem, file, s)?;
             continue;
         }
+        let start = s.vaddr & !(PAGE - 1);
+        let end = (s.vaddr + s.filesz).next_multiple_of(PAGE);
+        // offset ≥ vaddr % PAGE: they agree modulo the page size.
+        let off = s.offset - (s.vaddr - start);
         // A segment with bss ends its run: the zeroed tail must not be mapped over.
         let joins = run.is_some_and(|(rs, re, ro)| {
             start.wrapping_sub(off) == rs.wrapping_sub(ro)

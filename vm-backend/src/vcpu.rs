@@ -560,7 +560,7 @@ pub fn launch(m: &Arc<Machine>, s: Start) -> Result<(), i64> {
             p.ready.notify_one();
             return Ok(());
         }
-        return Err(give_back(None));
+        // That thread is gone (its lock poisoned): a new one runs the job.
     }
     // Shared with the new thread, so the vCPU can be taken back if it cannot start.
     let cell = Arc::new(Mutex::new(Some(job)));

@@ -372,8 +372,8 @@ pub fn set_sregs(vcpu: &VcpuFd, slot: u64, fs: u64, cr3: u64) -> Result<(), Stri
         present: 1,
         ..Default::default()
     };
-    // The first CR4 that KVM took is tried first from then on (each refused
-    // attempt is an ioctl, ≈10 µs here).
+    // The CR4 that KVM took last is tried first (each refused attempt is an
+    // ioctl, ≈10 µs here).
     static CR4: AtomicU64 = AtomicU64::new(0x620); // PAE, OSFXSR, OSXMMEXCPT
     let first = CR4.load(Ordering::Relaxed);
     s.cr4 = first;
@@ -485,11 +485,12 @@ impl Vm {
     }
 
     /// Starts the ring thread that serves the guest's forwarded calls; `setup` runs
-    /// on it first (per-thread confinement). Call once, before [`Vm::run`].
+    /// on it first (per-thread confinement). Call once, before [`Vm::run`]. Returns
+    /// the ring thread's id (see [`crate::confine::with_ring`]).
     pub fn start_ring(
         &mut self,
         setup: impl FnOnce() -> Result<(), String> + Send + 'static,
-    ) -> Result<(), String> {
+    ) -> Result<i32, String> {
         let host = self
             .host
             .take()
@@ -501,10 +502,12 @@ impl Vm {
             Arc::clone(&self.machine.intr),
             setup,
         )?;
+        let tid = kicker.ring_tid();
         self.machine
             .ring
             .set(kicker)
-            .map_err(|_| "the ring thread was already started".to_string())
+            .map_err(|_| "the ring thread was already started".to_string())?;
+        Ok(tid)
     }
 
     /// Runs the first thread; ends the VMM when the guest exits or crashes. When that
