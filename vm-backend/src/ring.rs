@@ -226,7 +226,7 @@ impl Kicker {
         };
         let tid = self.ring_tid.load(Ordering::Relaxed);
         let Ok(me) = i32::try_from(cpu) else { return };
-        if tid == 0 || self.away_from.swap(me, Ordering::Relaxed) == me {
+        if tid == 0 || self.away_from.load(Ordering::Relaxed) == me {
             return;
         }
         let Ok(mut set) = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) else {
@@ -234,8 +234,10 @@ impl Kicker {
         };
         let others = set.unset(cpu).is_ok()
             && (0..nix::sched::CpuSet::count()).any(|c| set.is_set(c).unwrap_or(false));
-        if others {
-            let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(tid), &set);
+        // Done (or nothing to do: no other CPU) until the waker's CPU changes; a
+        // refused call is tried again at the next burst.
+        if !others || nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(tid), &set).is_ok() {
+            self.away_from.store(me, Ordering::Relaxed);
         }
     }
 
