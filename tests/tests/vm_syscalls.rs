@@ -473,3 +473,90 @@ fn rewrites_are_made_again_in_the_next_run_of_a_program() {
     );
     c.assert_nothing_left(&b);
 }
+
+const RUSAGE: &str = r#"
+#include <stdio.h>
+#include <sys/resource.h>
+#include <sys/times.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static double cpu(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return t.tv_sec + t.tv_nsec / 1e9;
+}
+static void spin(double s) {
+    double t = cpu();
+    while (cpu() - t < s) {
+    }
+}
+static double sec(struct timeval t) { return t.tv_sec + t.tv_usec / 1e6; }
+static double used(struct rusage *r) { return sec(r->ru_utime) + sec(r->ru_stime); }
+
+int main(void) {
+    long hz = sysconf(_SC_CLK_TCK);
+    struct tms t0;
+    clock_t wall0 = times(&t0);
+    spin(0.3);
+    struct rusage self, children;
+    getrusage(RUSAGE_SELF, &self);
+    getrusage(RUSAGE_CHILDREN, &children);
+    printf("self: %d children before: %d\n", used(&self) >= 0.29 && used(&self) < 3,
+           used(&children) < 0.05);
+    /* A child spins 0.3 s and has a child of its own that spins 0.2 s. */
+    fflush(stdout);
+    pid_t k = fork();
+    if (k == 0) {
+        pid_t g = fork();
+        if (g == 0) {
+            spin(0.2);
+            return 0;
+        }
+        waitpid(g, 0, 0);
+        spin(0.3);
+        return 0;
+    }
+    struct rusage ru;
+    int st;
+    wait4(k, &st, 0, &ru);
+    getrusage(RUSAGE_CHILDREN, &children);
+    printf("wait4: %d children: %d\n", used(&ru) >= 0.49 && used(&ru) < 3,
+           used(&children) >= 0.49 && used(&children) < 3);
+    struct tms t1;
+    clock_t wall1 = times(&t1);
+    double me = (double)(t1.tms_utime + t1.tms_stime) / hz;
+    double kids = (double)(t1.tms_cutime + t1.tms_cstime) / hz;
+    double wall = (double)(wall1 - wall0) / hz;
+    printf("times: self %d children %d elapsed %d\n", me >= 0.28 && me < 3,
+           kids >= 0.47 && kids < 3, wall >= 0.75 && wall < 30);
+    return 0;
+}
+"#;
+
+/// getrusage (RUSAGE_SELF, RUSAGE_CHILDREN), wait4's rusage and times(2) count the
+/// CPU time of the process, and of its children and theirs once waited for, and
+/// times returns a clock that advances with real time; the same as on the host
+/// (the VM counts all CPU time as user time).
+#[test]
+fn rusage_and_times_count_cpu_time() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    skip_unless!(
+        compile_static(&b, "rusage", RUSAGE, &["-static"]),
+        "gcc -static does not work here (apt-get install gcc libc6-dev)"
+    );
+    let host = Command::new(b.rootfs().join("rusage"))
+        .output()
+        .expect("run the program on the host");
+    let host_out = String::from_utf8_lossy(&host.stdout).to_string();
+    assert_eq!(
+        host_out,
+        "self: 1 children before: 1\nwait4: 1 children: 1\ntimes: self 1 children 1 elapsed 1\n",
+        "host run"
+    );
+    b.args(&["/rusage"]);
+    hyperjail_tests::vm::assert_vm_matches_host(&hj, &b, "vmrusage", 0, &host_out);
+}

@@ -106,6 +106,7 @@ pub fn fork(f: &Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tls: u64) -
         let mut c = *s.me();
         let ranges = c.used_ranges(percpu::get(PC_USER_RSP));
         (c.ppid, c.pid, c.threads, c.live, c.it_interval) = (c.pid, pid, 1, true, 0);
+        c.children_cpu = 0;
         (c.stop_report, c.cont_report) = (0, false);
         // With the group itself, under the lock (a setpgid may move the parent).
         set_pi(child, PI_PGID, c.pgid);
@@ -322,6 +323,8 @@ fn end(status: u64) -> ! {
         thread::release(status >> 8);
     }
     end_other_threads(p);
+    // Its CPU time, all its threads' now, for its parent's wait.
+    let cpu = crate::time::cpu_ns(true);
     // Memory and files go next (a pipe's reader then sees its end).
     mmio(MMIO_PROC_EXIT, status);
     let (parent, orphans, slots) = with(|s| {
@@ -360,6 +363,7 @@ fn end(status: u64) -> ! {
                 ppid: me.ppid,
                 pgid: me.pgid,
                 status,
+                cpu: cpu.saturating_add(me.children_cpu),
             };
             // A full table overwrites its first entry (a zombie never waited for).
             let at = s.zombies.iter().position(|z| !z.used).unwrap_or(0);
@@ -400,7 +404,8 @@ fn end_other_threads(p: u64) {
 
 /// What a wait found.
 enum Found {
-    Reaped(u64, u64),
+    /// pid, wait status, CPU time in ns (an exited child's and its children's).
+    Reaped(u64, u64, u64),
     Wait,
     None,
 }
@@ -415,7 +420,12 @@ const WCONTINUED: u64 = 8;
 /// Which children a wait takes: by pid (-1 any, 0 the caller's group, >0 that one,
 /// <-1 that group); with `flags` WUNTRACED and WCONTINUED, also live children that
 /// stopped or continued since last reported (status 0x7f | sig << 8, or 0xffff).
-fn wait_for(pid: i64, nohang: bool, reap: bool, flags: u64) -> Result<Option<(u64, u64)>, i64> {
+fn wait_for(
+    pid: i64,
+    nohang: bool,
+    reap: bool,
+    flags: u64,
+) -> Result<Option<(u64, u64, u64)>, i64> {
     let p = me();
     loop {
         let ev = CHILD_EVENT[p as usize].load(Ordering::SeqCst);
@@ -434,7 +444,11 @@ fn wait_for(pid: i64, nohang: bool, reap: bool, flags: u64) -> Result<Option<(u6
                 .find(|z| z.used && z.ppid == mine && matches(z.pid, z.pgid))
             {
                 z.used &= !reap;
-                return Found::Reaped(z.pid, z.status);
+                if reap {
+                    let me = &mut s.procs[p as usize];
+                    me.children_cpu = me.children_cpu.saturating_add(z.cpu);
+                }
+                return Found::Reaped(z.pid, z.status, z.cpu);
             }
             for q in s
                 .procs
@@ -446,11 +460,11 @@ fn wait_for(pid: i64, nohang: bool, reap: bool, flags: u64) -> Result<Option<(u6
                     if reap {
                         q.stop_report = 0;
                     }
-                    return Found::Reaped(q.pid, status);
+                    return Found::Reaped(q.pid, status, 0);
                 }
                 if flags & WCONTINUED != 0 && q.cont_report {
                     q.cont_report &= !reap;
-                    return Found::Reaped(q.pid, 0xffff);
+                    return Found::Reaped(q.pid, 0xffff, 0);
                 }
             }
             if s.procs
@@ -463,7 +477,7 @@ fn wait_for(pid: i64, nohang: bool, reap: bool, flags: u64) -> Result<Option<(u6
             }
         });
         match found {
-            Found::Reaped(child, status) => return Ok(Some((child, status))),
+            Found::Reaped(child, status, cpu) => return Ok(Some((child, status, cpu))),
             Found::None => return Err(-ECHILD),
             Found::Wait if nohang => return Ok(None),
             Found::Wait => {
@@ -477,7 +491,8 @@ fn wait_for(pid: i64, nohang: bool, reap: bool, flags: u64) -> Result<Option<(u6
     }
 }
 
-/// wait4(2) (rusage reported as zero).
+/// wait4(2); the rusage has the child's CPU time (and its waited-for children's) as
+/// user time, the rest zero.
 pub fn wait4(pid: i64, wstatus: u64, options: u64, rusage: u64) -> i64 {
     const WNOHANG: u64 = 1;
     const KNOWN: u64 = 1 | 2 | 8 | 0x2000_0000 | 0x4000_0000 | 0x8000_0000;
@@ -488,12 +503,12 @@ pub fn wait4(pid: i64, wstatus: u64, options: u64, rusage: u64) -> i64 {
         return -EFAULT;
     }
     match wait_for(pid, options & WNOHANG != 0, true, options | WEXITED) {
-        Ok(Some((child, status))) => {
+        Ok(Some((child, status, cpu))) => {
             if wstatus != 0 {
                 put(wstatus, &(status as u32).to_le_bytes());
             }
             if rusage != 0 {
-                crate::mem::zero(rusage, 144);
+                crate::time::put_rusage(rusage, cpu);
             }
             child as i64
         }
@@ -503,7 +518,7 @@ pub fn wait4(pid: i64, wstatus: u64, options: u64, rusage: u64) -> i64 {
 }
 
 /// waitid(2): P_ALL, P_PID, P_PGID; WEXITED, WSTOPPED, WCONTINUED, WNOHANG,
-/// WNOWAIT; the child's siginfo (rusage reported as zero).
+/// WNOWAIT; the child's siginfo and, as wait4's, its CPU time in the rusage.
 pub fn waitid(idtype: u64, id: u64, info: u64, options: u64, rusage: u64) -> i64 {
     const WNOHANG: u64 = 1;
     const WNOWAIT: u64 = 0x0100_0000;
@@ -528,7 +543,7 @@ pub fn waitid(idtype: u64, id: u64, info: u64, options: u64, rusage: u64) -> i64
     };
     if info != 0 {
         let mut si = [0u8; 128];
-        if let Some((child, status)) = found {
+        if let Some((child, status, _)) = found {
             let (code, st) = if status == 0xffff {
                 (6i32, 18) // CLD_CONTINUED by SIGCONT
             } else if status & 0xff == 0x7f {
@@ -547,7 +562,7 @@ pub fn waitid(idtype: u64, id: u64, info: u64, options: u64, rusage: u64) -> i64
         put(info, &si);
     }
     if rusage != 0 {
-        crate::mem::zero(rusage, 144);
+        crate::time::put_rusage(rusage, found.map_or(0, |(_, _, cpu)| cpu));
     }
     0
 }

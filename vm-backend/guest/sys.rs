@@ -61,6 +61,9 @@ pub struct Proc {
     pub file_maps: [(u64, u64); FILE_MAPS],
     /// Where the next file mapping is noted in `file_maps`.
     pub file_next: usize,
+    /// CPU time, in ns, of its children that ended and were waited for, theirs
+    /// included (getrusage's RUSAGE_CHILDREN, times' tms_cutime).
+    pub children_cpu: u64,
 }
 
 /// File mappings a process keeps track of (see [`Proc::file_maps`]).
@@ -92,6 +95,7 @@ impl Proc {
         cont_report: false,
         file_maps: [(0, 0); FILE_MAPS],
         file_next: 0,
+        children_cpu: 0,
     };
 
     /// A process started from the host (`hyperjail exec`): pid `pid`, no parent in
@@ -150,6 +154,8 @@ pub struct Zombie {
     pub pgid: u64,
     /// Its wait status.
     pub status: u64,
+    /// Its CPU time and its waited-for children's, in ns.
+    pub cpu: u64,
 }
 
 /// The kernel state, shared by every vCPU (of every process: kernel memory is
@@ -214,6 +220,7 @@ static STATE: Global = Global {
             ppid: 0,
             pgid: 0,
             status: 0,
+            cpu: 0,
         }; MAX_ZOMBIES],
         rng: [0; 2],
         reported: [0; 8],
@@ -284,6 +291,8 @@ pub fn dispatch(f: &mut Frame) -> i64 {
         35 => thread::sleep(a[0], None),
         36 => time::getitimer(a[0], a[1]),
         37 => time::alarm(a[0]),
+        98 => time::getrusage(a[0] as i32, a[1]),
+        100 => time::times(a[0]),
         38 => time::setitimer(a[0], a[1], a[2]),
         230 => thread::sleep(a[2], (a[1] & 1 != 0).then_some(a[0])),
         // readlink: /proc/self/exe is known here, anything else is a rootfs path.

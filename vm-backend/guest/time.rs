@@ -44,9 +44,47 @@ pub fn clock_gettime(clk: u64, ts: u64) -> i64 {
 }
 
 /// The CPU time of the calling thread or of its whole process, in ns.
-fn cpu_ns(process: bool) -> u64 {
+pub fn cpu_ns(process: bool) -> u64 {
     crate::mem::mmio(MMIO_CPUTIME, u64::from(process));
     crate::percpu::get(PC_CPUTIME)
+}
+
+/// Writes a `struct rusage` at `at` (checked by the caller) with `ns` of CPU time
+/// as its user time (the VMM's vCPU threads' time does not split user from
+/// system), everything else zero.
+pub fn put_rusage(at: u64, ns: u64) {
+    crate::mem::zero(at, 144);
+    put_u64s(at, &[ns / 1_000_000_000, ns % 1_000_000_000 / 1000]);
+}
+
+/// getrusage(2): RUSAGE_SELF, RUSAGE_THREAD and RUSAGE_CHILDREN, CPU time only
+/// (see [`put_rusage`]).
+pub fn getrusage(who: i32, at: u64) -> i64 {
+    let ns = match who {
+        0 => cpu_ns(true),
+        1 => cpu_ns(false),
+        -1 => crate::sys::with(|s| s.me().children_cpu),
+        _ => return -EINVAL,
+    };
+    if !crate::mem::user_ok(at, 144) {
+        return -EFAULT;
+    }
+    put_rusage(at, ns);
+    0
+}
+
+/// times(2): the process's and its waited-for children's CPU time in clock
+/// ticks (USER_HZ, 100 a second) as user time, system time zero; returns the
+/// ticks of the monotonic clock.
+pub fn times(at: u64) -> i64 {
+    const TICK_NS: u64 = 10_000_000;
+    if at != 0 {
+        let (me, children) = (cpu_ns(true), crate::sys::with(|s| s.me().children_cpu));
+        if !put_u64s(at, &[me / TICK_NS, 0, children / TICK_NS, 0]) {
+            return -EFAULT;
+        }
+    }
+    (now_ns(true) / TICK_NS) as i64
 }
 
 pub fn clock_getres(ts: u64) -> i64 {
