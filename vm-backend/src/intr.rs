@@ -87,11 +87,17 @@ impl Interrupts {
     /// The CPU time of the guest thread on slot `slot`, when the calling host
     /// thread runs it (CLOCK_THREAD_CPUTIME_ID), in ns.
     pub fn thread_ns(&self, slot: u64) -> u64 {
+        self.since_base(slot, thread_cpu_ns())
+    }
+
+    /// `host_ns` of slot `slot`'s host thread less what it had when it took the
+    /// slot (see [`Interrupts::set_thread`]).
+    fn since_base(&self, slot: u64, host_ns: u64) -> u64 {
         let base = self
             .bases
             .get(slot as usize)
             .map_or(0, |b| b.load(Ordering::SeqCst));
-        thread_cpu_ns().saturating_sub(base)
+        host_ns.saturating_sub(base)
     }
 
     /// A process's CPU time in ns: `ended` (its ended threads') and the host CPU
@@ -114,7 +120,7 @@ impl Interrupts {
                 continue;
             }
             if let Ok(ts) = nix::time::clock_gettime(nix::time::ClockId::from_raw(id)) {
-                sum += ns(ts).saturating_sub(self.bases[s as usize].load(Ordering::SeqCst));
+                sum += self.since_base(s, ns(ts));
             }
         }
         sum
@@ -125,11 +131,7 @@ impl Interrupts {
     pub fn end_thread(&self, slot: u64, ended: Option<&AtomicU64>) {
         if let Ok(mut th) = self.threads.lock() {
             if let Some(e) = ended {
-                let base = self
-                    .bases
-                    .get(slot as usize)
-                    .map_or(0, |b| b.load(Ordering::SeqCst));
-                e.fetch_add(thread_cpu_ns().saturating_sub(base), Ordering::SeqCst);
+                e.fetch_add(self.thread_ns(slot), Ordering::SeqCst);
             }
             if let Some(t) = th.get_mut(slot as usize) {
                 *t = 0;
