@@ -134,29 +134,7 @@ fn rules() -> Result<Vec<LinuxSyscall>, String> {
             ("mprotect", 2, libc::PROT_EXEC as u64, 0),
         ]);
     for (name, index, mask, value) in with_arg {
-        let arg = if mask == u64::MAX {
-            LinuxSeccompArgBuilder::default()
-                .index(index as usize)
-                .value(value)
-                .op(LinuxSeccompOperator::ScmpCmpEq)
-                .build()
-        } else {
-            LinuxSeccompArgBuilder::default()
-                .index(index as usize)
-                .value(mask)
-                .value_two(value)
-                .op(LinuxSeccompOperator::ScmpCmpMaskedEq)
-                .build()
-        }
-        .map_err(err)?;
-        v.push(
-            LinuxSyscallBuilder::default()
-                .names(vec![name.to_string()])
-                .action(LinuxSeccompAction::ScmpActAllow)
-                .args(vec![arg])
-                .build()
-                .map_err(err)?,
-        );
+        v.push(allow_with_arg(name, index, mask, value)?);
     }
     // glibc tries clone3 first and takes clone when it is not there.
     v.push(
@@ -180,27 +158,42 @@ fn rules() -> Result<Vec<LinuxSyscall>, String> {
     Ok(v)
 }
 
+/// A rule that allows `name` when its argument `index` & `mask` == `value`.
+fn allow_with_arg(name: &str, index: u64, mask: u64, value: u64) -> Result<LinuxSyscall, String> {
+    let err = |e: oci_spec::OciSpecError| format!("VMM seccomp profile: {e}");
+    let arg = if mask == u64::MAX {
+        LinuxSeccompArgBuilder::default()
+            .index(index as usize)
+            .value(value)
+            .op(LinuxSeccompOperator::ScmpCmpEq)
+            .build()
+    } else {
+        LinuxSeccompArgBuilder::default()
+            .index(index as usize)
+            .value(mask)
+            .value_two(value)
+            .op(LinuxSeccompOperator::ScmpCmpMaskedEq)
+            .build()
+    }
+    .map_err(err)?;
+    LinuxSyscallBuilder::default()
+        .names(vec![name.to_string()])
+        .action(LinuxSeccompAction::ScmpActAllow)
+        .args(vec![arg])
+        .build()
+        .map_err(err)
+}
+
 /// `profile` with the one thread whose CPUs the VMM may set: `ring_tid`, the ring
 /// thread, which the vCPU threads keep off their own CPU (ring.rs). Any other
 /// target (another process, which a root VMM without CAP_SYS_NICE could still
 /// re-pin) meets the default action.
 pub fn with_ring(profile: &LinuxSeccomp, ring_tid: i32) -> Result<LinuxSeccomp, String> {
-    let err = |e: oci_spec::OciSpecError| format!("VMM seccomp profile: {e}");
     let tid = u64::try_from(ring_tid)
         .ok()
         .filter(|&t| t != 0)
         .ok_or("VMM seccomp profile: the ring thread has no id")?;
-    let rule = LinuxSyscallBuilder::default()
-        .names(vec!["sched_setaffinity".to_string()])
-        .action(LinuxSeccompAction::ScmpActAllow)
-        .args(vec![LinuxSeccompArgBuilder::default()
-            .index(0usize)
-            .value(tid)
-            .op(LinuxSeccompOperator::ScmpCmpEq)
-            .build()
-            .map_err(err)?])
-        .build()
-        .map_err(err)?;
+    let rule = allow_with_arg("sched_setaffinity", 0, u64::MAX, tid)?;
     let mut p = profile.clone();
     let mut rules = p.syscalls().clone().unwrap_or_default();
     rules.push(rule);
@@ -318,6 +311,21 @@ pub fn apply(profile: &LinuxSeccomp) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    /// Runs this test binary again for test `test` alone, with `env` set (the
+    /// test then takes its child's part); the signal that ended it and its stdout.
+    fn run_child(test: &str, env: &str) -> (Option<i32>, String) {
+        use std::os::unix::process::ExitStatusExt;
+        let exe = std::env::current_exe().expect("test binary");
+        let out = std::process::Command::new(exe)
+            .args(["--exact", &format!("confine::tests::{test}"), "--nocapture"])
+            .args(["--test-threads", "1"])
+            .env(env, "1")
+            .output()
+            .expect("run the child");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.signal(), stdout)
+    }
+
     /// Set in the child process of `forbidden_syscall_kills`.
     const CHILD: &str = "HJ_VMM_SECCOMP_CHILD";
 
@@ -326,7 +334,6 @@ mod tests {
     /// never needs, kills the process with SIGSYS.
     #[test]
     fn forbidden_syscall_kills() {
-        use std::os::unix::process::ExitStatusExt;
         if std::env::var_os(CHILD).is_some() {
             super::apply(&super::profile().expect("profile")).expect("load the filter");
             let _ = nix::unistd::getpid();
@@ -341,19 +348,8 @@ mod tests {
             println!("socket(2) was allowed");
             return;
         }
-        let exe = std::env::current_exe().expect("test binary");
-        let out = std::process::Command::new(exe)
-            .args([
-                "--exact",
-                "confine::tests::forbidden_syscall_kills",
-                "--nocapture",
-            ])
-            .args(["--test-threads", "1"])
-            .env(CHILD, "1")
-            .output()
-            .expect("run the child");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.signal(), Some(libc::SIGSYS), "{stdout}");
+        let (signal, stdout) = run_child("forbidden_syscall_kills", CHILD);
+        assert_eq!(signal, Some(libc::SIGSYS), "{stdout}");
         assert!(stdout.contains("allowed call made"), "{stdout}");
         assert!(!stdout.contains("socket(2) was allowed"), "{stdout}");
     }
@@ -365,7 +361,6 @@ mod tests {
     /// setting another process's (here its parent's, the test runner) kills it.
     #[test]
     fn affinity_only_of_the_ring_thread() {
-        use std::os::unix::process::ExitStatusExt;
         if std::env::var_os(AFFINITY_CHILD).is_some() {
             let (tx, rx) = std::sync::mpsc::channel();
             let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
@@ -386,19 +381,8 @@ mod tests {
             let _ = t.join();
             return;
         }
-        let exe = std::env::current_exe().expect("test binary");
-        let out = std::process::Command::new(exe)
-            .args([
-                "--exact",
-                "confine::tests::affinity_only_of_the_ring_thread",
-                "--nocapture",
-            ])
-            .args(["--test-threads", "1"])
-            .env(AFFINITY_CHILD, "1")
-            .output()
-            .expect("run the child");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.signal(), Some(libc::SIGSYS), "{stdout}");
+        let (signal, stdout) = run_child("affinity_only_of_the_ring_thread", AFFINITY_CHILD);
+        assert_eq!(signal, Some(libc::SIGSYS), "{stdout}");
         assert!(stdout.contains("ring thread's CPUs set"), "{stdout}");
         assert!(!stdout.contains("another process's CPUs set"), "{stdout}");
     }
