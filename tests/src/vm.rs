@@ -120,3 +120,15 @@ pub fn assert_vm_matches_host(
     c.assert_nothing_left(b);
     out
 }
+
+/// A test that a program prints exactly `want` and exits 0, on the host and in the
+/// VM: runs the rootfs's `/name` on the host and asserts its stdout, then runs it
+/// as the bundle's process (container `tag`) with [`assert_vm_matches_host`].
+pub fn assert_host_then_vm(hj: &Hyperjail, b: &mut Bundle, name: &str, tag: &str, want: &str) {
+    let host = Command::new(b.rootfs().join(name))
+        .output()
+        .expect("run the program on the host");
+    assert_eq!(String::from_utf8_lossy(&host.stdout), want, "host run");
+    b.args(&[&format!("/{name}")]);
+    assert_vm_matches_host(hj, b, tag, 0, want);
+}

@@ -384,18 +384,14 @@ fn cpu_clocks_match_the_host() {
         compile_static(&b, "cpuclock", CPUCLOCK, &["-static", "-pthread"]),
         "gcc -static does not work here (apt-get install gcc libc6-dev)"
     );
-    let host = Command::new(b.rootfs().join("cpuclock"))
-        .output()
-        .expect("run the program on the host");
-    let host_out = String::from_utf8_lossy(&host.stdout).to_string();
-    assert_eq!(
-        host_out,
+    hyperjail_tests::vm::assert_host_then_vm(
+        &hj,
+        &mut b,
+        "cpuclock",
+        "vmcpuclock",
         "sleep: process=1 thread=1\nspin: process=1\nthreads: process=1\nfresh: thread=1\n\
          child: process=1 thread=1\n",
-        "host run"
     );
-    b.args(&["/cpuclock"]);
-    hyperjail_tests::vm::assert_vm_matches_host(&hj, &b, "vmcpuclock", 0, &host_out);
 }
 
 const AGAIN: &str = r#"
@@ -548,15 +544,11 @@ fn rusage_and_times_count_cpu_time() {
         compile_static(&b, "rusage", RUSAGE, &["-static"]),
         "gcc -static does not work here (apt-get install gcc libc6-dev)"
     );
-    let host = Command::new(b.rootfs().join("rusage"))
-        .output()
-        .expect("run the program on the host");
-    let host_out = String::from_utf8_lossy(&host.stdout).to_string();
-    assert_eq!(
-        host_out,
+    hyperjail_tests::vm::assert_host_then_vm(
+        &hj,
+        &mut b,
+        "rusage",
+        "vmrusage",
         "self: 1 children before: 1\nwait4: 1 children: 1\ntimes: self 1 children 1 elapsed 1\n",
-        "host run"
     );
-    b.args(&["/rusage"]);
-    hyperjail_tests::vm::assert_vm_matches_host(&hj, &b, "vmrusage", 0, &host_out);
 }

@@ -316,17 +316,13 @@ fn execve_from_a_threaded_process() {
         compile_static(&b, "execth", EXEC_THREADED, &["-static", "-pthread"]),
         "gcc -static -pthread does not work here (apt-get install gcc libc6-dev)"
     );
-    let host = Command::new(b.rootfs().join("execth"))
-        .output()
-        .expect("run the program on the host");
-    let host_out = String::from_utf8_lossy(&host.stdout).to_string();
-    assert_eq!(
-        host_out,
+    hyperjail_tests::vm::assert_host_then_vm(
+        &hj,
+        &mut b,
+        "execth",
+        "vmexecth",
         "before: threads=3\nfailed exec=-1 No such file or directory, threads alive=1\nafter exec: again threads=1 tid-is-pid=1\n",
-        "host run"
     );
-    b.args(&["/execth"]);
-    assert_vm_matches_host(&hj, &b, "vmexecth", 0, &host_out);
 }
 
 const FPU: &str = r#"
@@ -382,10 +378,5 @@ fn a_new_thread_does_not_see_an_ended_threads_registers() {
         compile_static(&b, "fpu", FPU, &["-static", "-pthread"]),
         "gcc -static does not work here (apt-get install gcc libc6-dev)"
     );
-    let host = Command::new(b.rootfs().join("fpu"))
-        .output()
-        .expect("run the program on the host");
-    assert_eq!(String::from_utf8_lossy(&host.stdout), "clean\n", "host run");
-    b.args(&["/fpu"]);
-    assert_vm_matches_host(&hj, &b, "vmfpu", 0, "clean\n");
+    hyperjail_tests::vm::assert_host_then_vm(&hj, &mut b, "fpu", "vmfpu", "clean\n");
 }
