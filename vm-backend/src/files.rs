@@ -57,11 +57,23 @@ impl Slot {
             Ok(libc::S_IFREG | libc::S_IFDIR) => Kind::File,
             _ => Kind::Polled,
         };
+        Slot::new(file, cloexec, false, None, kind)
+    }
+
+    /// A guest fd for `file`, opened by the guest path `path` (None: made by the
+    /// VMM), with the guest's O_NONBLOCK `nonblock`.
+    fn new(
+        file: Arc<OwnedFd>,
+        cloexec: bool,
+        nonblock: bool,
+        path: Option<&[u8]>,
+        kind: Kind,
+    ) -> Slot {
         Slot {
             file,
             cloexec,
-            path: None,
-            nonblock: false,
+            path: path.map(Into::into),
+            nonblock,
             kind,
         }
     }
@@ -452,13 +464,13 @@ impl Host {
         nonblock: bool,
         path: &[u8],
     ) -> Result<i64, Errno> {
-        self.add(Slot {
-            file: Arc::new(file),
+        self.add(Slot::new(
+            Arc::new(file),
             cloexec,
-            path: Some(path.into()),
             nonblock,
-            kind: Kind::File,
-        })
+            Some(path),
+            Kind::File,
+        ))
     }
 
     /// Installs a file the VMM made O_NONBLOCK (a pipe end, an eventfd, an epoll fd)
@@ -469,13 +481,13 @@ impl Host {
         cloexec: bool,
         nonblock: bool,
     ) -> Result<i64, Errno> {
-        self.add(Slot {
-            file: Arc::new(file),
+        self.add(Slot::new(
+            Arc::new(file),
             cloexec,
-            path: None,
             nonblock,
-            kind: Kind::Own,
-        })
+            None,
+            Kind::Own,
+        ))
     }
 
     /// Installs a file the VMM made (never waits: a memfd) at the lowest free fd.
@@ -491,13 +503,13 @@ impl Host {
         cloexec: bool,
         path: &[u8],
     ) -> Result<i64, Errno> {
-        self.add(Slot {
-            file: Arc::new(file),
+        self.add(Slot::new(
+            Arc::new(file),
             cloexec,
-            path: Some(path.into()),
-            nonblock: false,
-            kind: Kind::Listing,
-        })
+            false,
+            Some(path),
+            Kind::Listing,
+        ))
     }
 
     /// Puts the records of listing `fd` (installed by [`Host::install_listing`])
@@ -515,13 +527,7 @@ impl Host {
 
     /// Installs a file that never waits and that other fds may share (a device).
     fn install_shared(&mut self, file: Arc<OwnedFd>, cloexec: bool) -> Result<i64, Errno> {
-        self.add(Slot {
-            file,
-            cloexec,
-            path: None,
-            nonblock: false,
-            kind: Kind::File,
-        })
+        self.add(Slot::new(file, cloexec, false, None, Kind::File))
     }
 
     /// How guest fd `fd` may block, and whether the guest set O_NONBLOCK on it.
