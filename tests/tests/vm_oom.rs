@@ -61,22 +61,32 @@ int main(void) {
 }
 "#;
 
+/// A VM bundle running the static program `name` built from `src`, with memory
+/// limit `limit`; the calling test skips (returns) without KVM, the v1 memory
+/// controller or `gcc -static`.
+macro_rules! oom_bundle {
+    ($name:expr, $src:expr, $limit:expr) => {{
+        require_kvm!();
+        skip_unless!(
+            cgroup_dir_v1("memory", "/").is_some(),
+            "the VMM's OOM killer needs the v1 memory controller (cgroup v2 leaves OOM to the kernel)"
+        );
+        let mut b = vm_bundle();
+        skip_unless!(
+            compile_static(&b, $name, $src, &["-static"]),
+            "gcc -static does not work here (apt-get install gcc libc6-dev)"
+        );
+        b.args(&[&format!("/{}", $name)]);
+        b.config_mut()["linux"]["resources"] = json!({"memory": {"limit": $limit}});
+        b
+    }};
+}
+
 #[test]
 fn oom_in_the_guest_kills_the_process_and_reports_an_event() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    require_kvm!();
-    skip_unless!(
-        cgroup_dir_v1("memory", "/").is_some(),
-        "the VMM's OOM killer needs the v1 memory controller (cgroup v2 leaves OOM to the kernel)"
-    );
+    let b = oom_bundle!("hog", HOG, 64 << 20);
     let hj = Hyperjail::new();
-    let mut b = vm_bundle();
-    skip_unless!(
-        compile_static(&b, "hog", HOG, &["-static"]),
-        "gcc -static does not work here (apt-get install gcc libc6-dev)"
-    );
-    b.args(&["/hog"]);
-    b.config_mut()["linux"]["resources"] = json!({"memory": {"limit": 64 << 20}});
     let c = hj.container("vmoom");
     c.create(&b, &[]).assert_ok();
     // `events` (stats every 10 s, oom events as they come) from before the start.
@@ -166,20 +176,9 @@ int main(void) {
 #[test]
 fn oom_follows_a_memory_limit_changed_by_update() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    require_kvm!();
-    skip_unless!(
-        cgroup_dir_v1("memory", "/").is_some(),
-        "the VMM's OOM killer needs the v1 memory controller (cgroup v2 leaves OOM to the kernel)"
-    );
-    let hj = Hyperjail::new();
-    let mut b = vm_bundle();
-    skip_unless!(
-        compile_static(&b, "phases", PHASES, &["-static"]),
-        "gcc -static does not work here (apt-get install gcc libc6-dev)"
-    );
-    b.args(&["/phases"]);
     // Guest RAM is sized from the limit at create: 96 MiB.
-    b.config_mut()["linux"]["resources"] = json!({"memory": {"limit": 96 << 20}});
+    let b = oom_bundle!("phases", PHASES, 96 << 20);
+    let hj = Hyperjail::new();
     let c = hj.container("vmoomup");
     c.run(&b, &["--detach"]).assert_ok();
     let cg = cgroup_dir_v1("memory", &format!("/hyperjail/{}", c.id)).expect("memory cgroup");
