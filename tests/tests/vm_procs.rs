@@ -330,3 +330,94 @@ fn proc_directories() {
     assert_eq!(out.stderr, "", "{out}");
     c.assert_nothing_left(&b);
 }
+
+const REUSE: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static char data[3 * 4096] = "initial";
+static char bss[64 * 4096];
+
+/* Fills everything a process has of its own with 0xab, then exits. */
+static void dirty(void) {
+    memset(data, 0xab, sizeof data);
+    memset(bss, 0xab, sizeof bss);
+    memset(malloc(1000), 0xab, 1000);
+    memset(malloc(256 << 10), 0xab, 256 << 10);
+    volatile char deep[128 << 10];
+    for (size_t i = 0; i < sizeof deep; i++) deep[i] = (char)0xab;
+    _exit(0);
+}
+
+/* Whether this process's memory is as a fresh one's (or its parent's) would be:
+   data as in the file, bss, new heap and new mappings zero, the stack below it
+   untouched. */
+static int clean(const char *who) {
+    int ok = 1;
+    if (strcmp(data, "initial")) ok = 0, printf("%s: data\n", who);
+    for (size_t i = 8; i < sizeof data; i++)
+        if (data[i]) { ok = 0; printf("%s: data at %zu\n", who, i); break; }
+    for (size_t i = 0; i < sizeof bss; i++)
+        if (bss[i]) { ok = 0; printf("%s: bss at %zu\n", who, i); break; }
+    unsigned char *small = malloc(1000), *big = malloc(256 << 10);
+    for (size_t i = 0; i < 1000; i++)
+        if (small[i]) { ok = 0; printf("%s: heap at %zu\n", who, i); break; }
+    for (size_t i = 0; i < (256 << 10); i++)
+        if (big[i]) { ok = 0; printf("%s: mapping at %zu\n", who, i); break; }
+    volatile char here;
+    volatile char *below = &here - (96 << 10);
+    for (size_t i = 0; i < (32 << 10); i++)
+        if (below[i]) { ok = 0; printf("%s: stack at %zu\n", who, i); break; }
+    return ok;
+}
+
+static int child(void (*f)(void)) {
+    int st;
+    pid_t p = fork();
+    if (p == 0) f();
+    waitpid(p, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static void check_forked(void) { _exit(clean("fork") ? 0 : 1); }
+
+static void check_execd(void) {
+    char *av[] = {"reuse", "check", 0};
+    execv("/proc/self/exe", av);
+    _exit(127);
+}
+
+int main(int argc, char **argv) {
+    setvbuf(stdout, 0, _IONBF, 0);
+    if (argc > 1) return clean("exec") ? 0 : 1;
+    for (int round = 0; round < 3; round++) {
+        child(dirty);
+        int f = child(check_forked);
+        child(dirty);
+        int e = child(check_execd);
+        printf("round %d: forked %d execd %d\n", round, f, e);
+    }
+    return 0;
+}
+"#;
+
+/// A process slot's window outlives its process (the VMM keeps what the next
+/// process can use as it is), but nothing a process wrote reaches the next one in
+/// the same slot: after a child fills its data, bss, heap, a mapping and its
+/// stack, the next child — forked, or forked and exec'd into the same program —
+/// finds them as a fresh process does.
+#[test]
+fn a_process_never_sees_what_the_last_one_in_its_slot_left() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    skip_unless!(
+        compile_static(&b, "reuse", REUSE, &["-static", "-O1"]),
+        "gcc -static does not work here (apt-get install gcc libc6-dev)"
+    );
+    let want = "round 0: forked 0 execd 0\nround 1: forked 0 execd 0\nround 2: forked 0 execd 0\n";
+    hyperjail_tests::vm::assert_host_then_vm(&hj, &mut b, "reuse", "vmreuse", want);
+}

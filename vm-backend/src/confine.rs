@@ -95,7 +95,7 @@ const THREAD_CLONE: u64 = 0x3d0f00;
 
 /// The only ioctls: KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS (fault reports);
 /// KVM_CREATE_VCPU, KVM_SET_REGS, KVM_SET_SREGS, KVM_SET_MSRS and KVM_SET_CPUID2
-/// (a vCPU for a new guest thread); and the terminal requests of
+/// (a vCPU for a new guest thread); PAGEMAP_SCAN; and the terminal requests of
 /// [`crate::tty::HOST_REQUESTS`] on the guest's console.
 const IOCTLS: &[u64] = &[
     0x4020_ae46, // KVM_SET_USER_MEMORY_REGION: a forked process's window
@@ -107,6 +107,7 @@ const IOCTLS: &[u64] = &[
     0x4138_ae84,
     0x4008_ae89,
     0x4008_ae90,
+    0xc060_6610, // PAGEMAP_SCAN on the VMM's own pagemap (crate::window)
 ];
 
 /// fcntl only for F_GETFL (the guest's fcntl F_GETFL), F_SETPIPE_SZ (a guest

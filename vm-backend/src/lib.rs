@@ -75,6 +75,7 @@ mod vcpu;
 #[allow(unsafe_code)]
 mod vmm;
 mod wait;
+mod window;
 
 use hyperjail_jail::JailBackend;
 use hyperjail_runtime::{

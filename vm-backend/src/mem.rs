@@ -6,11 +6,46 @@
 //! lengths are hostile.
 
 use nix::sys::mman::{mmap, mmap_anonymous, munmap, MapFlags, ProtFlags};
+use std::fs::File;
 use std::num::NonZeroUsize;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::Arc;
+
+/// PAGEMAP_SCAN's request (`struct pm_scan_arg`, linux/fs.h, Linux 6.7).
+#[repr(C)]
+#[derive(Debug, Default)]
+struct PmScanArg {
+    size: u64,
+    flags: u64,
+    start: u64,
+    end: u64,
+    walk_end: u64,
+    vec: u64,
+    vec_len: u64,
+    max_pages: u64,
+    category_inverted: u64,
+    category_mask: u64,
+    category_anyof_mask: u64,
+    return_mask: u64,
+}
+
+/// One run of pages PAGEMAP_SCAN reports (`struct page_region`).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+struct PageRegion {
+    start: u64,
+    end: u64,
+    categories: u64,
+}
+
+/// `_IOWR('f', 16, struct pm_scan_arg)`.
+const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
+const PAGE_IS_FILE: u64 = 1 << 2;
+const PAGE_IS_PRESENT: u64 = 1 << 3;
+const PAGE_IS_SWAPPED: u64 = 1 << 4;
+const PAGE_IS_PFNZERO: u64 = 1 << 5;
 
 /// The mapping itself, shared by the VMM's threads (the vCPU loop and the ring
 /// thread); unmapped when the last [`GuestMem`] goes.
@@ -105,20 +140,28 @@ impl GuestMem {
     /// and their host memory is given back (a process's exit or execve); file
     /// mappings there (see [`GuestMem::map_file`]) are replaced by zeroed memory.
     pub fn discard(&self, from: u64) -> bool {
-        let Some(off) = self.range(from, 0) else {
+        let from = from.next_multiple_of(0x1000);
+        self.zero_range(from, (self.len as u64).saturating_sub(from))
+    }
+
+    /// Makes [gpa, gpa+len) fresh zeroed memory, whatever was mapped there (a file
+    /// mapping goes); `gpa` page-aligned and the range above [`LOW`](crate::abi::LOW)
+    /// and inside guest memory, else false and nothing changes.
+    pub fn zero_range(&self, gpa: u64, len: u64) -> bool {
+        if gpa % 0x1000 != 0 || gpa < crate::abi::LOW || self.range(gpa, len).is_none() {
             return false;
-        };
-        let off = (off + 0xfff) & !0xfff;
-        let (Some(at), Some(n)) = (
-            NonZeroUsize::new(self.ptr.as_ptr() as usize + off),
-            NonZeroUsize::new(self.len.saturating_sub(off)),
-        ) else {
+        }
+        let Some(n) = NonZeroUsize::new(len.next_multiple_of(0x1000) as usize) else {
             return true;
         };
-        // SAFETY: MAP_FIXED over [off, len) of this mapping, page-aligned; nothing in
-        // the VMM holds a reference into that range across this call (slices borrow
-        // a GuestMem of the process being replaced, which is not running), and the
-        // range stays mapped (fresh zeroed memory), so later accesses stay valid.
+        let Some(at) = NonZeroUsize::new(self.ptr.as_ptr() as usize + gpa as usize) else {
+            return false;
+        };
+        // SAFETY: MAP_FIXED over a page-aligned range inside this mapping (the
+        // mapping's length is a multiple of the page size), above the shared low
+        // memory; nothing in the VMM holds a reference into it across this call
+        // (slices borrow a GuestMem of a process that is not running), and it stays
+        // mapped (fresh zeroed memory), so later accesses stay valid.
         unsafe {
             mmap_anonymous(
                 Some(at),
@@ -136,24 +179,77 @@ impl GuestMem {
     /// victim that may still be running. Safe however the guest uses the range: it
     /// stays mapped, only its contents change, as the guest itself may change them.
     pub fn release(&self, from: u64) -> bool {
-        let Some(off) = self.range(from, 0) else {
+        let from = from.next_multiple_of(0x1000);
+        self.release_range(from, (self.len as u64).saturating_sub(from))
+    }
+
+    /// [`GuestMem::release`] of [gpa, gpa+len) (`gpa` page-aligned, the range
+    /// inside guest memory, else false and nothing changes).
+    pub fn release_range(&self, gpa: u64, len: u64) -> bool {
+        if gpa % 0x1000 != 0 || self.range(gpa, len).is_none() {
             return false;
-        };
-        let off = (off + 0xfff) & !0xfff;
-        let n = self.len.saturating_sub(off);
+        }
+        let n = len.next_multiple_of(0x1000) as usize;
         if n == 0 {
             return true;
         }
-        // SAFETY: [off, len) is page-aligned and inside this mapping; MADV_DONTNEED
-        // leaves it mapped, so every pointer into it stays valid.
+        // SAFETY: [gpa, gpa+n) is page-aligned and inside this mapping (its length
+        // is a multiple of the page size); MADV_DONTNEED leaves it mapped, so every
+        // pointer into it stays valid.
         unsafe {
             nix::sys::mman::madvise(
-                self.ptr.add(off).cast(),
+                self.ptr.add(gpa as usize).cast(),
                 n,
                 nix::sys::mman::MmapAdvise::MADV_DONTNEED,
             )
         }
         .is_ok()
+    }
+
+    /// The runs of pages in [from, to) that hold data of their own: private pages
+    /// present or swapped out (not a file's page, not the shared zero page), as
+    /// [start, end) guest addresses, in order. One PAGEMAP_SCAN ioctl on the VMM's
+    /// `pagemap` per 64 runs, which walks only the page tables there are. None when
+    /// the kernel cannot say (PAGEMAP_SCAN came in Linux 6.7) or the range is not
+    /// inside guest memory.
+    pub fn private_runs(&self, pagemap: &File, from: u64, to: u64) -> Option<Vec<(u64, u64)>> {
+        let (from, to) = (from & !0xfff, to.next_multiple_of(0x1000));
+        self.range(from, to.checked_sub(from)?)?;
+        let base = self.ptr.as_ptr() as u64;
+        let mut regions = [PageRegion::default(); 64];
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        let mut at = base + from;
+        while at < base + to {
+            let mut arg = PmScanArg {
+                size: std::mem::size_of::<PmScanArg>() as u64,
+                start: at,
+                end: base + to,
+                vec: regions.as_mut_ptr() as u64,
+                vec_len: regions.len() as u64,
+                category_inverted: PAGE_IS_FILE | PAGE_IS_PFNZERO,
+                category_mask: PAGE_IS_FILE | PAGE_IS_PFNZERO,
+                category_anyof_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+                return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+                ..PmScanArg::default()
+            };
+            // SAFETY: PAGEMAP_SCAN reads `arg` and writes at most `vec_len` regions
+            // into `regions` (both live, exclusively borrowed, of the kernel's
+            // layout) and `arg.walk_end`; it only reads the page tables of the range.
+            let n = unsafe { libc::ioctl(pagemap.as_raw_fd(), PAGEMAP_SCAN, &mut arg) };
+            let n = usize::try_from(n).ok()?.min(regions.len());
+            for r in &regions[..n] {
+                let (s, e) = (r.start.checked_sub(base)?, r.end.checked_sub(base)?);
+                match out.last_mut() {
+                    Some(last) if last.1 == s => last.1 = e,
+                    _ => out.push((s, e)),
+                }
+            }
+            if arg.walk_end <= at {
+                return None;
+            }
+            at = arg.walk_end;
+        }
+        Some(out)
     }
 
     /// Maps `len` bytes of `file` from `offset` at `gpa`, private (copy on write):
@@ -334,5 +430,37 @@ mod tests {
         assert!(m.read_u64(u64::MAX - 3).is_none());
         assert!(m.slice(0x1000, u64::MAX).is_none());
         assert!(m.slice(0x2000, 0).is_some());
+    }
+
+    /// PAGEMAP_SCAN names the written pages as runs, leaves out pages only read
+    /// (the shared zero page) and a file mapping's unwritten pages, and a page
+    /// given back or zero-mapped leaves its run.
+    #[test]
+    fn private_runs_are_the_written_pages() {
+        use crate::abi::LOW;
+        let pagemap = File::open("/proc/self/pagemap").expect("pagemap");
+        let mut m = GuestMem::new((LOW + 0x40000) as usize).expect("mmap");
+        let Some(none) = m.private_runs(&pagemap, LOW, m.size()) else {
+            println!("SKIP private_runs_are_the_written_pages: no PAGEMAP_SCAN (Linux < 6.7)");
+            return;
+        };
+        assert_eq!(none, []);
+        let file = std::env::current_exe().expect("this test's binary");
+        let file = File::open(file).expect("open");
+        assert!(m.map_file(LOW + 0x20000, 0x4000, std::os::fd::AsFd::as_fd(&file), 0));
+        for page in [0, 1, 2, 5, 0x21] {
+            assert!(m.write(LOW + page * 0x1000, &[1]));
+        }
+        // Read only: an anonymous page (the zero page) and a file page.
+        assert_eq!(m.slice(LOW + 0x8000, 1), Some(&[0u8][..]));
+        std::hint::black_box(m.slice(LOW + 0x22000, 1));
+        let runs = m.private_runs(&pagemap, LOW, m.size()).expect("scan");
+        let at = |p: u64| LOW + p * 0x1000;
+        assert_eq!(runs, [(at(0), at(3)), (at(5), at(6)), (at(0x21), at(0x22))]);
+        assert!(m.release_range(at(1), 0x1000));
+        assert!(m.zero_range(at(0x20), 0x4000));
+        let runs = m.private_runs(&pagemap, LOW, m.size()).expect("scan");
+        assert_eq!(runs, [(at(0), at(1)), (at(2), at(3)), (at(5), at(6))]);
+        assert_eq!(m.slice(at(1), 1), Some(&[0u8][..]));
     }
 }

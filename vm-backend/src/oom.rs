@@ -264,6 +264,10 @@ fn run(m: &Machine, mut w: Watch) {
         if !above || unreclaimable(&w.stat, &mut stat) < threshold {
             continue;
         }
+        // What ended processes left for their slots' next ones goes first.
+        if crate::window::drop_kept(m) {
+            continue;
+        }
         let Some((p, pid, bytes)) = victim(m, &mut buf) else {
             continue;
         };

@@ -2,8 +2,10 @@
 //! guest-physical memory (a memslot) and page tables, so `fork` is a copy of the
 //! parent's used memory into the child's window and a vCPU started on the child's
 //! page tables; `execve` loads a new image into the calling process's window; a
-//! process's exit gives its memory back and closes its files. The guest kernel
-//! keeps the process table (pids, parents, exit statuses, waits).
+//! process's exit closes its files and leaves its window to the slot's next
+//! process, which keeps what is the same and gets the rest fresh (see
+//! [`crate::window`]). The guest kernel keeps the process table (pids, parents,
+//! exit statuses, waits).
 
 use crate::abi::*;
 use crate::elf;
@@ -12,6 +14,7 @@ use crate::mem::GuestMem;
 use crate::setup;
 use crate::stack;
 use crate::vcpu::{self, Ctx, Machine};
+use crate::window;
 use kvm_bindings::kvm_userspace_memory_region;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -87,36 +90,53 @@ fn zero_page(p: &[u8]) -> bool {
         .all(|w| u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]) == 0)
 }
 
-/// Copies the used pages of `ranges` from `from` to `to`: the pages with data of
-/// their own (the pagemap says so), or, without a pagemap, those not all zeros
+/// The pages of `ranges` in `from` that a fork copies, as sorted, disjoint runs
+/// [start, end): those with data of their own (PAGEMAP_SCAN, or the pagemap read
+/// page by page on kernels before 6.7), or, without a pagemap, those not all zeros
 /// (the child's fresh memory reads as zero elsewhere, its file mappings as the
 /// file).
-fn copy_used(
+fn used_runs(
     pagemap: Option<&std::fs::File>,
     from: &GuestMem,
-    to: &mut GuestMem,
     ranges: &[(u64, u64)],
-) {
+) -> Vec<(u64, u64)> {
+    let mut runs: Vec<(u64, u64)> = Vec::new();
     for &(start, end) in ranges {
         let start = start.max(LOW) & !(PAGE - 1);
         let end = end.min(from.size()).next_multiple_of(PAGE).min(from.size());
         if start >= end {
             continue;
         }
+        if let Some(r) = pagemap.and_then(|f| from.private_runs(f, start, end)) {
+            runs.extend(r);
+            continue;
+        }
         let used = pagemap.and_then(|f| used_pages(f, from, start, end));
         for (i, at) in (start..end).step_by(PAGE as usize).enumerate() {
-            let Some(src) = from.slice(at, PAGE) else {
-                continue;
-            };
             let copy = match &used {
                 Some(u) => u.get(i).copied().unwrap_or(true),
-                None => !zero_page(src),
+                None => from.slice(at, PAGE).is_some_and(|p| !zero_page(p)),
             };
             if copy {
-                to.write(at, src);
+                runs.push((at, at + PAGE));
             }
         }
     }
+    runs.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(runs.len());
+    for (s, e) in runs {
+        match merged.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => merged.push((s, e)),
+        }
+    }
+    merged
+}
+
+/// Whether the sorted, disjoint `runs` hold page `gpa`.
+fn covers(runs: &[(u64, u64)], gpa: u64) -> bool {
+    let i = runs.partition_point(|&(s, _)| s <= gpa);
+    i > 0 && gpa < runs[i - 1].1
 }
 
 /// MMIO_FORK: starts the child the fork block at `blk` describes; writes 0 or a
@@ -152,21 +172,24 @@ fn fork_inner(m: &Arc<Machine>, ctx: &Ctx, blk: u64) -> Result<(), i64> {
     if ctid != 0 && (ctid < LOW || ctid.checked_add(4).is_none_or(|e| e > m.mem.size())) {
         return Err(-(Errno::EFAULT as i64));
     }
-    // A slot the guest reuses had its memory given back at its exit; on any failure
-    // below it is given back again, so the next fork finds it fresh.
+    // The child's window keeps what its slot's last process left that is the same
+    // as the parent's (crate::window); on any failure below it is given back.
     let mut to = view(m, child)?;
-    let undo = |to: &GuestMem| {
-        if let Ok(mut i) = m.images.lock() {
-            i[child as usize].clear();
-        }
-        to.discard(LOW);
-    };
+    let undo = |to: &GuestMem| window::give_back(m, child, to);
     let maps = m
         .images
         .lock()
         .map(|i| i[ctx.proc as usize].clone())
         .unwrap_or_default();
-    for s in &maps {
+    let runs = used_runs(m.pagemap.as_ref(), &ctx.mem, &ranges);
+    let Some(in_place) = window::clear(m, child, &mut to, &maps, &|gpa| covers(&runs, gpa)) else {
+        undo(&to);
+        return Err(-(Errno::ENOMEM as i64));
+    };
+    for s in maps
+        .iter()
+        .filter(|s| !in_place.iter().any(|k| k.same_as(s)))
+    {
         if !to.map_file(s.gpa, s.len, s.file.as_fd(), s.offset) {
             undo(&to);
             return Err(-(Errno::ENOMEM as i64));
@@ -175,7 +198,11 @@ fn fork_inner(m: &Arc<Machine>, ctx: &Ctx, blk: u64) -> Result<(), i64> {
     if let Ok(mut i) = m.images.lock() {
         i[child as usize] = maps;
     }
-    copy_used(m.pagemap.as_ref(), &ctx.mem, &mut to, &ranges);
+    for &(start, end) in &runs {
+        if let Some(src) = ctx.mem.slice(start, end - start) {
+            to.write(start, src);
+        }
+    }
     if ctid != 0 && !to.user().write(ctid, &(tid as u32).to_le_bytes()) {
         undo(&to);
         return Err(-(Errno::EFAULT as i64));
@@ -208,15 +235,14 @@ pub fn exit(m: &Machine, ctx: &Ctx, status: u64) {
     }
     crate::spawn::ended(m, ctx.proc, status);
     m.oom_victims.fetch_and(!(1 << ctx.proc), Ordering::SeqCst);
-    if let Ok(mut i) = m.images.lock() {
+    if let Ok(i) = m.images.lock() {
         m.patches.harvest(&m.mem, ctx.proc, &i[ctx.proc as usize]);
-        i[ctx.proc as usize].clear();
     }
     m.timers.clear(ctx.proc);
     if let Some(r) = m.ring.get() {
         r.with_host(|h, _| h.drop_files(ctx.proc));
     }
-    ctx.mem.discard(LOW);
+    window::retire(m, ctx.proc, &ctx.mem);
 }
 
 /// A NUL-terminated string array (argv, envp) from the process's memory.
@@ -368,19 +394,25 @@ pub fn load(
     if check {
         return Ok((0, 0));
     }
-    // The point of no return: the old image goes (its rewrites are kept).
-    if let Ok(mut i) = m.images.lock() {
+    // The point of no return: the old image goes (its rewrites are kept), but
+    // what of it is the same as the new one stays in place (crate::window).
+    if let Ok(i) = m.images.lock() {
         m.patches.harvest(&m.mem, proc, &i[proc as usize]);
-        i[proc as usize].clear();
     }
-    if !mem.discard(LOW) {
-        return Err(EXEC_LOST);
-    }
-    let lost = |_| EXEC_LOST;
-    let mut maps = setup::load_program(mem, &image, &prog.file).map_err(lost)?;
+    let mut parts = setup::plan_program(&image, &prog.file);
     if let Some((p, img)) = &interp {
-        maps.extend(setup::load_program(mem, img, &p.file).map_err(lost)?);
+        parts.extend(setup::plan_program(img, &p.file));
     }
+    let want: Vec<setup::Mapped> = parts
+        .iter()
+        .filter_map(|p| match p {
+            setup::Part::Map(m, ..) => Some(m.clone()),
+            setup::Part::Read(..) => None,
+        })
+        .collect();
+    let in_place = window::clear(m, proc, mem, &want, &|_| false).ok_or(EXEC_LOST)?;
+    let lost = |_| EXEC_LOST;
+    let maps = setup::load_parts(mem, parts, &in_place).map_err(lost)?;
     m.patches.replay(mem, &maps);
     if let Ok(mut i) = m.images.lock() {
         i[proc as usize] = maps;

@@ -204,32 +204,79 @@ pub struct Mapped {
     pub id: Option<crate::patches::FileId>,
 }
 
-/// Puts the program's segments into guest memory: mapped private from the file
-/// when their address and offset agree modulo the page size (as linkers make them),
-/// else read. Segments that follow on in both the file and memory (the header,
-/// text and read-only data of a usual executable) are one mapping: each mmap over
-/// guest memory costs a TLB shootdown and a KVM invalidation (≈10 µs here), and a
-/// fork maps them all again. The bytes of a segment's last page past its file part
-/// are zeroed when the segment has bss (to the page's end, as Linux does). Returns
-/// the mappings made.
+impl Mapped {
+    /// Whether `other` maps the same bytes of the same file at the same place (so
+    /// a mapping left in a process slot can serve as this one).
+    pub fn same_as(&self, other: &Mapped) -> bool {
+        (self.gpa, self.len, self.offset) == (other.gpa, other.len, other.offset)
+            && self.id.is_some()
+            && self.id == other.id
+    }
+}
+
+/// One step of loading a program (see [`plan_program`]).
+#[derive(Debug)]
+pub enum Part {
+    /// Segments mapped from the file as one (read instead when that fails), and
+    /// the bytes past the last one's file part to the end of its page, zeroed
+    /// when it has bss (as Linux's loader does: loaders put their first
+    /// allocations there).
+    Map(Mapped, Vec<crate::elf::Segment>, Option<(u64, u64)>),
+    /// A segment whose address and offset disagree modulo the page size: read
+    /// from the file.
+    Read(std::sync::Arc<std::fs::File>, crate::elf::Segment),
+}
+
+/// Puts the program's segments into guest memory: [`plan_program`], then
+/// [`load_parts`] with nothing mapped yet. Returns the mappings made.
 pub fn load_program(
     mem: &mut GuestMem,
     img: &Image,
     file: &std::sync::Arc<std::fs::File>,
 ) -> Result<Vec<Mapped>, String> {
-    let mut maps = Vec::new();
+    load_parts(mem, plan_program(img, file), &[])
+}
+
+/// How the program's segments go into guest memory: mapped private from the file
+/// when their address and offset agree modulo the page size (as linkers make
+/// them), else read. Segments that follow on in both the file and memory (the
+/// header, text and read-only data of a usual executable) are one mapping: each
+/// mmap over guest memory costs a TLB shootdown and a KVM invalidation (≈10 µs
+/// here), and a fork maps them all again.
+pub fn plan_program(img: &Image, file: &std::sync::Arc<std::fs::File>) -> Vec<Part> {
+    let mut parts = Vec::new();
     let id = crate::patches::FileId::of(file);
-    // Segments waiting to be mapped as one: (guest start, end, file offset) and
-    // the segments themselves.
+    // The run of segments being joined: (guest start, end, file offset), and the
+    // segments in it.
     let mut run: Option<(u64, u64, u64)> = None;
-    let mut segs: Vec<&crate::elf::Segment> = Vec::new();
+    let mut segs: Vec<crate::elf::Segment> = Vec::new();
+    let close = |run: Option<(u64, u64, u64)>, segs: &mut Vec<_>, parts: &mut Vec<Part>| {
+        let Some((start, end, offset)) = run else {
+            return;
+        };
+        let tail = segs
+            .last()
+            .filter(|s: &&crate::elf::Segment| s.memsz > s.filesz)
+            .map(|s| {
+                let tail = s.vaddr + s.filesz;
+                (tail, tail.next_multiple_of(PAGE) - tail)
+            });
+        let map = Mapped {
+            gpa: start,
+            len: end - start,
+            file: std::sync::Arc::clone(file),
+            offset,
+            id,
+        };
+        parts.push(Part::Map(map, std::mem::take(segs), tail));
+    };
     for s in &img.segments {
         if s.filesz == 0 {
             continue;
         }
         if s.offset % PAGE != s.vaddr % PAGE {
-            place(mem, file, id, run.take(), &mut segs, &mut maps)?;
-            read_segment(mem, file, s)?;
+            close(run.take(), &mut segs, &mut parts);
+            parts.push(Part::Read(std::sync::Arc::clone(file), s.clone()));
             continue;
         }
         let start = s.vaddr & !(PAGE - 1);
@@ -245,56 +292,49 @@ pub fn load_program(
         match (&mut run, joins) {
             (Some(r), true) => r.1 = r.1.max(end),
             _ => {
-                place(mem, file, id, run.take(), &mut segs, &mut maps)?;
+                close(run.take(), &mut segs, &mut parts);
                 run = Some((start, end, off));
             }
         }
-        segs.push(s);
+        segs.push(s.clone());
     }
-    place(mem, file, id, run, &mut segs, &mut maps)?;
-    Ok(maps)
+    close(run, &mut segs, &mut parts);
+    parts
 }
 
-/// Maps `run` (guest start, end, file offset) of `file`, private, for the segments
-/// `segs` (taken), or reads them when it cannot be mapped; zeroes the tail of the
-/// last one's last page when it has bss.
-fn place(
+/// Carries out `parts` in `mem`: maps each mapping not already `in_place` (a
+/// process slot's window keeps the last program's where they are the same; see
+/// [`Mapped::same_as`]), reads what cannot be mapped, zeroes the bss tails.
+/// Returns the mappings.
+pub fn load_parts(
     mem: &mut GuestMem,
-    file: &std::sync::Arc<std::fs::File>,
-    id: Option<crate::patches::FileId>,
-    run: Option<(u64, u64, u64)>,
-    segs: &mut Vec<&crate::elf::Segment>,
-    maps: &mut Vec<Mapped>,
-) -> Result<(), String> {
+    parts: Vec<Part>,
+    in_place: &[Mapped],
+) -> Result<Vec<Mapped>, String> {
     use std::os::fd::AsFd;
-    let Some((start, end, off)) = run else {
-        segs.clear();
-        return Ok(());
-    };
-    if mem.map_file(start, end - start, file.as_fd(), off) {
-        maps.push(Mapped {
-            gpa: start,
-            len: end - start,
-            file: std::sync::Arc::clone(file),
-            offset: off,
-            id,
-        });
-        // As Linux's loader: with bss, the rest of the last file page is zero
-        // (loaders put their first allocations there).
-        if let Some(s) = segs.last().filter(|s| s.memsz > s.filesz) {
-            let tail = s.vaddr + s.filesz;
-            let page_end = tail.next_multiple_of(PAGE);
-            mem.slice_mut(tail, page_end - tail)
-                .ok_or_else(too_small)?
-                .fill(0);
+    let mut maps = Vec::new();
+    for part in parts {
+        let (map, segs, tail) = match part {
+            Part::Read(file, s) => {
+                read_segment(mem, &file, &s)?;
+                continue;
+            }
+            Part::Map(map, segs, tail) => (map, segs, tail),
+        };
+        let placed = in_place.iter().any(|k| k.same_as(&map))
+            || mem.map_file(map.gpa, map.len, map.file.as_fd(), map.offset);
+        if !placed {
+            for s in &segs {
+                read_segment(mem, &map.file, s)?;
+            }
+            continue;
         }
-    } else {
-        for s in segs.iter() {
-            read_segment(mem, file, s)?;
+        if let Some((at, n)) = tail {
+            mem.slice_mut(at, n).ok_or_else(too_small)?.fill(0);
         }
+        maps.push(map);
     }
-    segs.clear();
-    Ok(())
+    Ok(maps)
 }
 
 /// Copies a segment's file part into guest memory.

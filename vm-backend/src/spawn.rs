@@ -282,9 +282,6 @@ impl Undo {
         if let Ok(mut x) = m.execs.lock() {
             x[p as usize] = None;
         }
-        if let Ok(mut i) = m.images.lock() {
-            i[p as usize].clear();
-        }
         if let Some(ring) = m.ring.get() {
             ring.with_host(|h, _| h.drop_files(p));
         }
@@ -294,8 +291,13 @@ impl Undo {
             .lock()
             .ok()
             .and_then(|v| v.get(p as usize)?.as_ref().map(GuestMem::alias));
-        if let Some(v) = view {
-            v.discard(LOW);
+        match view {
+            Some(v) => crate::window::forget(m, p, &v),
+            None => {
+                if let Ok(mut i) = m.images.lock() {
+                    i[p as usize].clear();
+                }
+            }
         }
         if let Some(slot) = self.slot {
             free(m, PERCPU_GPA + slot * PERCPU_SIZE + PC_BUSY);

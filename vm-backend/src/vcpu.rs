@@ -85,8 +85,12 @@ pub struct Machine {
     /// parent a fork copies.
     pub pagemap: Option<std::fs::File>,
     /// Each process slot's program segments mapped from their files (a fork maps
-    /// them again in the child; only the pages written since are copied).
+    /// them again in the child; only the pages written since are copied); an
+    /// ended process's stay while its window is kept.
     pub images: Mutex<Vec<Vec<crate::setup::Mapped>>>,
+    /// The pages each slot's ended process left in its window for the slot's next
+    /// one (see [`crate::window`]); 0 for a live process's slot.
+    pub kept: Mutex<Vec<u64>>,
     /// Syscall-site rewrites kept from processes that ended or replaced their
     /// image, made again in the next image of the same program.
     pub patches: crate::patches::Patches,

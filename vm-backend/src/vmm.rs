@@ -296,6 +296,7 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
         started: AtomicBool::new(false),
         timers: Default::default(),
         patches: crate::patches::Patches::default(),
+        kept: Mutex::new(vec![0; MAX_PROCS as usize]),
         images: Mutex::new(
             (0..MAX_PROCS)
                 .map(|i| {
