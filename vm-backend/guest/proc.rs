@@ -323,10 +323,10 @@ fn end(status: u64) -> ! {
         thread::release(status >> 8);
     }
     end_other_threads(p);
-    // Its CPU time, all its threads' now, for its parent's wait.
-    let cpu = crate::time::cpu_ns(true);
-    // Memory and files go next (a pipe's reader then sees its end).
+    // Memory and files go next (a pipe's reader then sees its end); the VMM
+    // answers with its CPU time, all its threads' now, for its parent's wait.
     mmio(MMIO_PROC_EXIT, status);
+    let cpu = percpu::get(PC_CPUTIME);
     let (parent, orphans, slots) = with(|s| {
         let me = s.procs[p as usize];
         s.procs[p as usize].live = false;
@@ -373,9 +373,13 @@ fn end(status: u64) -> ! {
     });
     crate::signal::clear_stopped(p);
     free_proc(p);
-    crate::signal::interrupt(slots);
+    // The interrupts and wakes go with this vCPU's release: one exit for them all.
+    crate::signal::interrupt_on_release(slots);
     for slot in [Some(parent), orphans.then_some(0)].into_iter().flatten() {
-        child_changed(slot);
+        let slot = slot.min(MAX_PROCS - 1);
+        CHILD_EVENT[slot as usize].fetch_add(1, Ordering::SeqCst);
+        percpu::set(PC_END_EVENTS, CHILD_EVENT.as_ptr() as u64);
+        percpu::set(PC_END_WAKE, percpu::get(PC_END_WAKE) | 1 << slot);
     }
     thread::release(status >> 8)
 }

@@ -423,6 +423,13 @@ pub fn interrupt(slots: u64) {
     }
 }
 
+/// [`interrupt`], done by the VMM when this vCPU is released (PC_END_INTR): the
+/// last thing a process's last thread does.
+pub fn interrupt_on_release(slots: u64) {
+    flush_child_changed();
+    percpu::set(PC_END_INTR, percpu::get(PC_END_INTR) | slots);
+}
+
 /// The info of a signal sent by the calling process with kill (SI_USER) or tgkill
 /// (SI_TKILL).
 fn sender(s: &mut State, code: i32) -> Info {

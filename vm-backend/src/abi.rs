@@ -218,8 +218,19 @@ pub const PC_ALT_SP: u64 = 176;
 pub const PC_ALT_SIZE: u64 = 184;
 /// See [`PC_ALT_SP`].
 pub const PC_ALT_FLAGS: u64 = 192;
-/// The answer to [`MMIO_CPUTIME`], in ns.
+/// The answer to [`MMIO_CPUTIME`], in ns; also the process's CPU time after
+/// [`MMIO_PROC_EXIT`].
 pub const PC_CPUTIME: u64 = 200;
+/// Work the VMM does when this vCPU is released ([`MMIO_THREAD_EXIT`]), so that a
+/// process's end costs one exit rather than one per step: the vCPU slots to
+/// interrupt (bit mask, as [`MMIO_INTERRUPT`] each).
+pub const PC_END_INTR: u64 = 208;
+/// See [`PC_END_INTR`]: the process slots whose child-event word to wake (bit
+/// mask; every waiter, as FUTEX_WAKE).
+pub const PC_END_WAKE: u64 = 216;
+/// See [`PC_END_INTR`]: the guest kernel's address of the child-event words (a
+/// u32 per process slot).
+pub const PC_END_EVENTS: u64 = 224;
 
 /// Per-CPU areas, one per vCPU slot, [`PERCPU_SIZE`] bytes each; a vCPU's GS base
 /// is its area's address. The kernel stack fills the area above [`PC_STACK_BOTTOM`].
@@ -288,7 +299,8 @@ pub const MMIO_FUTEX: u64 = MMIO_BASE + 0x38;
 /// Doorbell: start a thread on a new vCPU; value = GPA of a clone block (CL_*).
 pub const MMIO_CLONE: u64 = MMIO_BASE + 0x40;
 /// Doorbell: the thread on this vCPU exited; value = its exit status (the
-/// process's, if it was the last thread).
+/// process's, if it was the last thread). The VMM first does the work in
+/// [`PC_END_INTR`], [`PC_END_WAKE`] and [`PC_END_EVENTS`] (and clears them).
 pub const MMIO_THREAD_EXIT: u64 = MMIO_BASE + 0x48;
 
 /// Doorbell: the forwarded request at GPA `value` (this vCPU's ring slot) was
@@ -345,7 +357,8 @@ pub const MMIO_FORK: u64 = MMIO_BASE + 0x58;
 /// Doorbell: execve; value = GPA of an exec block (EX_*).
 pub const MMIO_EXEC: u64 = MMIO_BASE + 0x60;
 /// Doorbell: the process on this vCPU ended; value = its wait status. The VMM
-/// releases its memory and files and returns (the guest kernel then frees the slot).
+/// writes the process's CPU time to [`PC_CPUTIME`], releases its memory and files
+/// and returns (the guest kernel then frees the slot).
 pub const MMIO_PROC_EXIT: u64 = MMIO_BASE + 0x68;
 
 /// Doorbell: wake the thread on per-CPU slot `value` from a wait (futex, sleep,

@@ -120,6 +120,12 @@ impl Futexes {
         self.cv.notify_all();
     }
 
+    /// Wakes every waiter on the guest kernel's word at `addr` (below LOW, where a
+    /// word's key is its address).
+    pub fn wake_all(&self, addr: u64) {
+        self.wake(addr, u64::MAX);
+    }
+
     /// FUTEX_WAKE: wakes up to `n` of the waiters on `addr`, oldest first; returns
     /// how many.
     fn wake(&self, addr: u64, n: u64) -> i64 {

@@ -257,13 +257,7 @@ pub fn run(m: &Arc<Machine>, vcpu: &mut VcpuFd, ctx: &mut Ctx) -> End {
                 ctx.proc * WINDOW,
                 Some(m.intr.flag(ctx.slot)),
             ),
-            Event::Write(MMIO_INTERRUPT, slot) if slot < MAX_VCPUS => {
-                m.intr.raise(slot);
-                m.futexes.interrupt();
-                if slot != ctx.slot {
-                    m.intr.kick(slot);
-                }
-            }
+            Event::Write(MMIO_INTERRUPT, slot) if slot < MAX_VCPUS => interrupt(m, ctx, slot),
             Event::Kicked => {
                 if m.intr.take_kick(ctx.slot) {
                     if let Err(e) = async_signal(m, vcpu, ctx) {
@@ -274,7 +268,10 @@ pub fn run(m: &Arc<Machine>, vcpu: &mut VcpuFd, ctx: &mut Ctx) -> End {
             Event::Write(MMIO_CLONE, blk) => clone(m, ctx, blk),
             Event::Write(MMIO_FORK, blk) => crate::process::fork(m, ctx, blk),
             Event::Write(MMIO_EXEC, blk) => crate::process::exec(m, ctx, blk),
-            Event::Write(MMIO_PROC_EXIT, status) => crate::process::exit(m, ctx, status),
+            Event::Write(MMIO_PROC_EXIT, status) => {
+                put_cputime(m, ctx, process_cpu_ns(m, ctx.proc));
+                crate::process::exit(m, ctx, status);
+            }
             Event::Write(MMIO_SPAWNED, pid) => crate::spawn::started(m, ctx.proc, pid),
             Event::Write(MMIO_ITIMER, blk) => itimer(m, ctx, blk),
             Event::Write(MMIO_CPUTIME, which) => {
@@ -283,14 +280,12 @@ pub fn run(m: &Arc<Machine>, vcpu: &mut VcpuFd, ctx: &mut Ctx) -> End {
                 } else {
                     process_cpu_ns(m, ctx.proc)
                 };
-                if let Some(w) = m
-                    .mem
-                    .atomic_u64(PERCPU_GPA + ctx.slot * PERCPU_SIZE + PC_CPUTIME)
-                {
-                    w.store(ns, Ordering::SeqCst);
-                }
+                put_cputime(m, ctx, ns);
             }
-            Event::Write(MMIO_THREAD_EXIT, code) => return End::ThreadExit(code as u8),
+            Event::Write(MMIO_THREAD_EXIT, code) => {
+                release_work(m, ctx);
+                return End::ThreadExit(code as u8);
+            }
             Event::Write(MMIO_EXIT, code) => return End::Exit(code as u8),
             // Only numbers below 512 (the guest kernel's table): a guest cannot grow
             // the set or the log without bound.
@@ -323,6 +318,47 @@ pub fn run(m: &Arc<Machine>, vcpu: &mut VcpuFd, ctx: &mut Ctx) -> End {
             }
             Event::Write(..) | Event::Read | Event::Continue => {}
             Event::Fatal(msg) => return End::Crash(libc::SIGSEGV, msg),
+        }
+    }
+}
+
+/// MMIO_INTERRUPT: the thread on vCPU slot `slot` leaves a wait (or user code)
+/// to take a signal.
+fn interrupt(m: &Machine, ctx: &Ctx, slot: u64) {
+    m.intr.raise(slot);
+    m.futexes.interrupt();
+    if slot != ctx.slot {
+        m.intr.kick(slot);
+    }
+}
+
+/// The answer to MMIO_CPUTIME (and MMIO_PROC_EXIT): `ns` in the vCPU's PC_CPUTIME.
+fn put_cputime(m: &Machine, ctx: &Ctx, ns: u64) {
+    if let Some(w) = m
+        .mem
+        .atomic_u64(PERCPU_GPA + ctx.slot * PERCPU_SIZE + PC_CPUTIME)
+    {
+        w.store(ns, Ordering::SeqCst);
+    }
+}
+
+/// MMIO_THREAD_EXIT's batched work (PC_END_*, each taken and cleared): the vCPU
+/// slots to interrupt, then the child-event words to wake. A word outside the
+/// guest kernel's memory is no kernel's, and is left alone.
+fn release_work(m: &Machine, ctx: &Ctx) {
+    let take = |off| {
+        m.mem
+            .atomic_u64(PERCPU_GPA + ctx.slot * PERCPU_SIZE + off)
+            .map_or(0, |w| w.swap(0, Ordering::SeqCst))
+    };
+    let (intr, wake, events) = (take(PC_END_INTR), take(PC_END_WAKE), take(PC_END_EVENTS));
+    for slot in (0..MAX_VCPUS).filter(|s| intr & (1 << s) != 0) {
+        interrupt(m, ctx, slot);
+    }
+    for p in (0..MAX_PROCS).filter(|p| wake & (1 << p) != 0) {
+        let addr = events.wrapping_add(4 * p);
+        if addr % 4 == 0 && addr.checked_add(4).is_some_and(|e| e <= LOW) {
+            m.futexes.wake_all(addr);
         }
     }
 }
