@@ -31,7 +31,11 @@ const ARG_STRLEN: usize = 128 << 10;
 const ARG_COUNT: usize = 0x10000;
 /// Heap room a new image needs at least, above itself.
 const MIN_HEAP: u64 = 1 << 20;
-/// Bytes read from the start of a program to parse it.
+/// Bytes read from the start of a program to parse it: the first page, where a
+/// usual ELF keeps its program headers and interpreter path; up to [`HEAD`] when
+/// the parser needs more.
+const FIRST: u64 = 4 << 10;
+/// See [`FIRST`].
 const HEAD: u64 = 64 << 10;
 /// A failure after the old image was dropped: the process cannot go on (the guest
 /// kernel ends it with SIGSEGV, as Linux does).
@@ -100,25 +104,40 @@ fn used_runs(
     from: &GuestMem,
     ranges: &[(u64, u64)],
 ) -> Vec<(u64, u64)> {
+    let ranges: Vec<(u64, u64)> = ranges
+        .iter()
+        .map(|&(start, end)| {
+            let start = start.max(LOW) & !(PAGE - 1);
+            (
+                start,
+                end.min(from.size()).next_multiple_of(PAGE).min(from.size()),
+            )
+        })
+        .filter(|(start, end)| start < end)
+        .collect();
     let mut runs: Vec<(u64, u64)> = Vec::new();
-    for &(start, end) in ranges {
-        let start = start.max(LOW) & !(PAGE - 1);
-        let end = end.min(from.size()).next_multiple_of(PAGE).min(from.size());
-        if start >= end {
-            continue;
+    // One scan across them all: the page tables between are few or none.
+    let lo = ranges.iter().map(|r| r.0).min().unwrap_or(0);
+    let hi = ranges.iter().map(|r| r.1).max().unwrap_or(0);
+    if let Some(all) = pagemap.and_then(|f| from.private_runs(f, lo, hi)) {
+        for (s, e) in all {
+            for &(a, b) in &ranges {
+                if s.max(a) < e.min(b) {
+                    runs.push((s.max(a), e.min(b)));
+                }
+            }
         }
-        if let Some(r) = pagemap.and_then(|f| from.private_runs(f, start, end)) {
-            runs.extend(r);
-            continue;
-        }
-        let used = pagemap.and_then(|f| used_pages(f, from, start, end));
-        for (i, at) in (start..end).step_by(PAGE as usize).enumerate() {
-            let copy = match &used {
-                Some(u) => u.get(i).copied().unwrap_or(true),
-                None => from.slice(at, PAGE).is_some_and(|p| !zero_page(p)),
-            };
-            if copy {
-                runs.push((at, at + PAGE));
+    } else {
+        for &(start, end) in &ranges {
+            let used = pagemap.and_then(|f| used_pages(f, from, start, end));
+            for (i, at) in (start..end).step_by(PAGE as usize).enumerate() {
+                let copy = match &used {
+                    Some(u) => u.get(i).copied().unwrap_or(true),
+                    None => from.slice(at, PAGE).is_some_and(|p| !zero_page(p)),
+                };
+                if copy {
+                    runs.push((at, at + PAGE));
+                }
             }
         }
     }
@@ -308,11 +327,40 @@ fn open_program(m: &Machine, proc: u64, abs: &[u8], need_exec: bool) -> Result<P
         return Err(-(Errno::EACCES as i64));
     }
     let file = Arc::new(std::fs::File::from(fd));
-    let len = st.st_size as u64;
-    let mut head = vec![0u8; len.min(HEAD) as usize];
-    file.read_exact_at(&mut head, 0)
-        .map_err(|e| -(e.raw_os_error().unwrap_or(libc::EIO) as i64))?;
-    Ok(Program { file, head, len })
+    let mut p = Program {
+        file,
+        head: Vec::new(),
+        len: st.st_size as u64,
+    };
+    p.read_head(FIRST)?;
+    Ok(p)
+}
+
+impl Program {
+    /// Reads its first `n` bytes (at most its length) into `head`.
+    fn read_head(&mut self, n: u64) -> Result<(), i64> {
+        self.head = vec![0u8; self.len.min(n) as usize];
+        self.file
+            .read_exact_at(&mut self.head, 0)
+            .map_err(|e| -(e.raw_os_error().unwrap_or(libc::EIO) as i64))
+    }
+
+    /// `parse` of its first page, or of its first [`HEAD`] bytes when that is not
+    /// enough (or not an ELF the parser takes); `errno` when neither is.
+    fn parse<T, E>(
+        &mut self,
+        errno: Errno,
+        parse: impl Fn(&[u8], u64) -> Result<T, E>,
+    ) -> Result<T, i64> {
+        if let Ok(v) = parse(&self.head, self.len) {
+            return Ok(v);
+        }
+        if self.head.len() as u64 >= self.len.min(HEAD) {
+            return Err(-(errno as i64));
+        }
+        self.read_head(HEAD)?;
+        parse(&self.head, self.len).map_err(|_| -(errno as i64))
+    }
 }
 
 /// MMIO_EXEC: replaces the calling process's image; writes EX_RET (and EX_RIP,
@@ -374,14 +422,14 @@ pub fn load(
     check: bool,
 ) -> Result<(u64, u64), i64> {
     let name = String::from_utf8_lossy(abs).into_owned();
-    let prog = open_program(m, proc, abs, true)?;
-    let image =
-        elf::parse(&name, &prog.head, prog.len, USER_MIN).map_err(|_| -(Errno::ENOEXEC as i64))?;
+    let mut prog = open_program(m, proc, abs, true)?;
+    let image = prog.parse(Errno::ENOEXEC, |h, len| elf::parse(&name, h, len, USER_MIN))?;
     let interp = match &image.interp {
         Some(path) => {
-            let p = open_program(m, proc, path.as_bytes(), false)?;
-            let img = elf::parse_loader(&name, &image, path, &p.head, p.len)
-                .map_err(|_| -(Errno::ELIBBAD as i64))?;
+            let mut p = open_program(m, proc, path.as_bytes(), false)?;
+            let img = p.parse(Errno::ELIBBAD, |h, len| {
+                elf::parse_loader(&name, &image, path, h, len)
+            })?;
             Some((p, img))
         }
         None => None,

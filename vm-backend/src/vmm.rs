@@ -339,7 +339,36 @@ pub fn set_msrs(vcpu: &VcpuFd, lstar: u64) -> Result<(), String> {
 /// GS at per-CPU slot `slot`'s area, FS at `fs` (the thread's TLS), the page
 /// tables at `cr3` (its process's).
 pub fn set_sregs(vcpu: &VcpuFd, slot: u64, fs: u64, cr3: u64) -> Result<(), String> {
-    let mut s = vcpu.get_sregs().map_err(kvm_err("get sregs"))?;
+    // Every field is set below but those KVM keeps for itself (the APIC base, the
+    // pending-interrupt bitmap, EFER's read-only bits), which are the same for
+    // every vCPU of this VM: they come from the first vCPU's, so a new thread
+    // costs no KVM_GET_SREGS (each vCPU ioctl is ≈10 µs here). If KVM refuses
+    // them, this vCPU's own are read.
+    static TEMPLATE: std::sync::OnceLock<kvm_bindings::kvm_sregs> = std::sync::OnceLock::new();
+    let base = match TEMPLATE.get() {
+        Some(t) => *t,
+        None => {
+            let s = vcpu.get_sregs().map_err(kvm_err("get sregs"))?;
+            *TEMPLATE.get_or_init(|| s)
+        }
+    };
+    match set_sregs_from(vcpu, base, slot, fs, cr3) {
+        Ok(()) => Ok(()),
+        Err(_) => {
+            let own = vcpu.get_sregs().map_err(kvm_err("get sregs"))?;
+            set_sregs_from(vcpu, own, slot, fs, cr3)
+        }
+    }
+}
+
+/// [`set_sregs`] with `s` as the fields it does not set.
+fn set_sregs_from(
+    vcpu: &VcpuFd,
+    mut s: kvm_bindings::kvm_sregs,
+    slot: u64,
+    fs: u64,
+    cr3: u64,
+) -> Result<(), String> {
     let seg = |selector, type_, l, db| kvm_segment {
         base: 0,
         limit: 0xfffff,
