@@ -384,31 +384,46 @@ static int child(void (*f)(void)) {
 
 static void check_forked(void) { _exit(clean("fork") ? 0 : 1); }
 
-static void check_execd(void) {
-    char *av[] = {"reuse", "check", 0};
-    execv("/proc/self/exe", av);
-    _exit(127);
+/* Runs `prog mode` in a child; its exit status. */
+static int run(const char *prog, const char *mode) {
+    int st;
+    pid_t p = fork();
+    if (p == 0) {
+        char *av[] = {(char *)prog, (char *)mode, 0};
+        execv(prog, av);
+        _exit(127);
+    }
+    waitpid(p, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
 int main(int argc, char **argv) {
     setvbuf(stdout, 0, _IONBF, 0);
+    if (argc > 1 && !strcmp(argv[1], "dirty")) dirty();
     if (argc > 1) return clean("exec") ? 0 : 1;
+    /* This program, and a copy of it (another file: another program). */
+    char self[256] = {0}, other[300];
+    if (readlink("/proc/self/exe", self, sizeof self - 1) < 0) return 2;
+    snprintf(other, sizeof other, "%.*s/reuse2", (int)(strrchr(self, '/') - self), self);
     for (int round = 0; round < 3; round++) {
         child(dirty);
         int f = child(check_forked);
         child(dirty);
-        int e = child(check_execd);
-        printf("round %d: forked %d execd %d\n", round, f, e);
+        int e = run(self, "check");
+        run(other, "dirty");
+        int o = run(other, "check");
+        printf("round %d: forked %d execd %d other %d\n", round, f, e, o);
     }
     return 0;
 }
 "#;
 
-/// A process slot's window outlives its process (the VMM keeps what the next
+/// A process slot's windows outlive their processes (the VMM keeps what the next
 /// process can use as it is), but nothing a process wrote reaches the next one in
-/// the same slot: after a child fills its data, bss, heap, a mapping and its
-/// stack, the next child — forked, or forked and exec'd into the same program —
-/// finds them as a fresh process does.
+/// the same window: after a child fills its data, bss, heap, a mapping and its
+/// stack, the next child — forked, forked and exec'd into the same program, or
+/// exec'd into another program that the slot's other window held last — finds
+/// them as a fresh process does.
 #[test]
 fn a_process_never_sees_what_the_last_one_in_its_slot_left() {
     require_kvm!();
@@ -418,6 +433,8 @@ fn a_process_never_sees_what_the_last_one_in_its_slot_left() {
         compile_static(&b, "reuse", REUSE, &["-static", "-O1"]),
         "gcc -static does not work here (apt-get install gcc libc6-dev)"
     );
-    let want = "round 0: forked 0 execd 0\nround 1: forked 0 execd 0\nround 2: forked 0 execd 0\n";
+    std::fs::copy(b.rootfs().join("reuse"), b.rootfs().join("reuse2")).expect("copy the program");
+    let want = "round 0: forked 0 execd 0 other 0\nround 1: forked 0 execd 0 other 0\n\
+                round 2: forked 0 execd 0 other 0\n";
     hyperjail_tests::vm::assert_host_then_vm(&hj, &mut b, "reuse", "vmreuse", want);
 }

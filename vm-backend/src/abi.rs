@@ -42,8 +42,8 @@ pub const FAULT_STACK_TOP: u64 = 0x2_0000;
 pub const FAULT_STACK_SIZE: u64 = 0x1000;
 /// Where the guest kernel blob is loaded (and linked).
 pub const KERNEL_GPA: u64 = 0x10_0000;
-/// Room for the kernel image, data and bss.
-pub const KERNEL_MAX: u64 = 0x10_0000;
+/// Room for the kernel image, data and bss (link.ld checks it).
+pub const KERNEL_MAX: u64 = 0x8_0000;
 /// Lowest address a user ELF segment may use.
 pub const USER_MIN: u64 = 0x40_0000;
 /// Largest guest memory (everything above is MMIO space).
@@ -116,12 +116,21 @@ pub const MAX_VCPUS: u64 = 16;
 pub const LOW: u64 = HUGE;
 /// Most processes at once.
 pub const MAX_PROCS: u64 = 16;
-/// Distance between two processes' windows in guest-physical space.
+/// Distance between two windows in guest-physical space.
 pub const WINDOW: u64 = 1 << 32;
-/// Page tables of process slot `p` (1..MAX_PROCS): PML4, PDPT and four page
-/// directories, [`PROC_PT_SIZE`] bytes from `PROC_PT_GPA + p * PROC_PT_SIZE`.
-/// Slot 0 uses the boot tables at [`PML4_GPA`].
+/// Windows: two per process slot, `p` and `p + MAX_PROCS`. A process uses one at
+/// a time; execve may move it to the other, where the slot's last process there
+/// left the same program (see the VMM's window.rs): KVM's shadow page tables of
+/// both stay warm while the slot's processes alternate between two programs.
+pub const WINDOWS: u64 = 2 * MAX_PROCS;
+/// Page tables of window `w` (1..MAX_PROCS): PML4, PDPT and four page
+/// directories, [`PROC_PT_SIZE`] bytes from `PROC_PT_GPA + w * PROC_PT_SIZE`
+/// ([`PROC_PT2_GPA`] for the second window of each slot). Window 0 uses the boot
+/// tables at [`PML4_GPA`].
 pub const PROC_PT_GPA: u64 = 0x7_0000 - PROC_PT_SIZE;
+/// Page tables of window `MAX_PROCS + i`: `PROC_PT2_GPA + i * PROC_PT_SIZE`
+/// (after the kernel's [`KERNEL_MAX`]).
+pub const PROC_PT2_GPA: u64 = KERNEL_GPA + KERNEL_MAX;
 /// Size of one process's page tables.
 pub const PROC_PT_SIZE: u64 = 6 * PAGE;
 /// Per-process blocks written by the VMM (at start and at execve), read by the

@@ -41,10 +41,10 @@ const HEAD: u64 = 64 << 10;
 /// kernel ends it with SIGSEGV, as Linux does).
 pub const EXEC_LOST: i64 = -4095;
 
-/// Process slot `p`'s view of memory, made (with its memslot) at first use.
-pub(crate) fn view(m: &Machine, p: u64) -> Result<GuestMem, i64> {
+/// Window `w`'s view of memory, made (with its memslot) at first use.
+pub(crate) fn view(m: &Machine, w: u64) -> Result<GuestMem, i64> {
     let mut views = m.views.lock().map_err(|_| -(Errno::EAGAIN as i64))?;
-    let slot = views.get_mut(p as usize).ok_or(-(Errno::EINVAL as i64))?;
+    let slot = views.get_mut(w as usize).ok_or(-(Errno::EINVAL as i64))?;
     if let Some(v) = slot {
         return Ok(v.alias());
     }
@@ -52,14 +52,14 @@ pub(crate) fn view(m: &Machine, p: u64) -> Result<GuestMem, i64> {
     let v = GuestMem::with_shared_low(ram as usize, m.shared_low.as_fd(), LOW as usize)
         .map_err(|e| -(e as i64))?;
     let region = kvm_userspace_memory_region {
-        slot: 1 + p as u32,
-        guest_phys_addr: p * WINDOW + LOW,
+        slot: 1 + w as u32,
+        guest_phys_addr: w * WINDOW + LOW,
         memory_size: ram - LOW,
         userspace_addr: v.host_addr() + LOW,
         flags: 0,
     };
-    // The slot's page tables, once: they map the same window every time.
-    setup::proc_tables(&mut m.mem.alias(), p).ok_or(-(Errno::EINVAL as i64))?;
+    // The window's page tables, once: they map the same window every time.
+    setup::proc_tables(&mut m.mem.alias(), w).ok_or(-(Errno::EINVAL as i64))?;
     // SAFETY: the region is the private part of `v`, which is kept in `m.views`
     // for as long as the Machine (and so the VM) lives: it is never removed.
     unsafe { m.vm.set_user_memory_region(region) }.map_err(|e| -(e.errno() as i64))?;
@@ -191,17 +191,20 @@ fn fork_inner(m: &Arc<Machine>, ctx: &Ctx, blk: u64) -> Result<(), i64> {
     if ctid != 0 && (ctid < LOW || ctid.checked_add(4).is_none_or(|e| e > m.mem.size())) {
         return Err(-(Errno::EFAULT as i64));
     }
-    // The child's window keeps what its slot's last process left that is the same
-    // as the parent's (crate::window); on any failure below it is given back.
-    let mut to = view(m, child)?;
-    let undo = |to: &GuestMem| window::give_back(m, child, to);
+    // The child's window (of its slot's two, the one whose last process left
+    // more of the parent's program) keeps what is the same as the parent's
+    // (crate::window); on any failure below it is given back.
     let maps = m
         .images
         .lock()
-        .map(|i| i[ctx.proc as usize].clone())
+        .map(|i| i[m.window(ctx.proc) as usize].clone())
         .unwrap_or_default();
+    let w = window::choose(m, child, &maps, false);
+    let mut to = view(m, w)?;
+    m.windows[child as usize].store(w, Ordering::SeqCst);
+    let undo = |to: &GuestMem| window::give_back(m, w, to);
     let runs = used_runs(m.pagemap.as_ref(), &ctx.mem, &ranges);
-    let Some(in_place) = window::clear(m, child, &mut to, &maps, &|gpa| covers(&runs, gpa)) else {
+    let Some(in_place) = window::clear(m, w, &mut to, &maps, &|gpa| covers(&runs, gpa)) else {
         undo(&to);
         return Err(-(Errno::ENOMEM as i64));
     };
@@ -215,7 +218,7 @@ fn fork_inner(m: &Arc<Machine>, ctx: &Ctx, blk: u64) -> Result<(), i64> {
         }
     }
     if let Ok(mut i) = m.images.lock() {
-        i[child as usize] = maps;
+        i[w as usize] = maps;
     }
     for &(start, end) in &runs {
         if let Some(src) = ctx.mem.slice(start, end - start) {
@@ -254,14 +257,15 @@ pub fn exit(m: &Machine, ctx: &Ctx, status: u64) {
     }
     crate::spawn::ended(m, ctx.proc, status);
     m.oom_victims.fetch_and(!(1 << ctx.proc), Ordering::SeqCst);
+    let w = m.window(ctx.proc);
     if let Ok(i) = m.images.lock() {
-        m.patches.harvest(&m.mem, ctx.proc, &i[ctx.proc as usize]);
+        m.patches.harvest(&m.mem, ctx.proc, &i[w as usize]);
     }
     m.timers.clear(ctx.proc);
     if let Some(r) = m.ring.get() {
         r.with_host(|h, _| h.drop_files(ctx.proc));
     }
-    window::retire(m, ctx.proc, &ctx.mem);
+    window::retire(m, w, &ctx.mem);
 }
 
 /// A NUL-terminated string array (argv, envp) from the process's memory.
@@ -443,9 +447,12 @@ pub fn load(
         return Ok((0, 0));
     }
     // The point of no return: the old image goes (its rewrites are kept), but
-    // what of it is the same as the new one stays in place (crate::window).
+    // what of it is the same as the new one stays in place, and the process moves
+    // to its slot's other window when that holds more of the new one, leaving the
+    // old window as it is for a later process (crate::window).
+    let old = m.window(proc);
     if let Ok(i) = m.images.lock() {
-        m.patches.harvest(&m.mem, proc, &i[proc as usize]);
+        m.patches.harvest(&m.mem, proc, &i[old as usize]);
     }
     let mut parts = setup::plan_program(&image, &prog.file);
     if let Some((p, img)) = &interp {
@@ -458,12 +465,24 @@ pub fn load(
             setup::Part::Read(..) => None,
         })
         .collect();
-    let in_place = window::clear(m, proc, mem, &want, &|_| false).ok_or(EXEC_LOST)?;
+    let w = window::choose(m, proc, &want, true);
+    if w != old {
+        let new = view(m, w).map_err(|_| EXEC_LOST)?;
+        window::retire(m, old, mem);
+        m.windows[proc as usize].store(w, Ordering::SeqCst);
+        let user = new.user();
+        m.ring
+            .get()
+            .and_then(|r| r.with_host(|_, views| views[proc as usize] = Some(user)))
+            .ok_or(EXEC_LOST)?;
+        *mem = new;
+    }
+    let in_place = window::clear(m, w, mem, &want, &|_| false).ok_or(EXEC_LOST)?;
     let lost = |_| EXEC_LOST;
     let maps = setup::load_parts(mem, parts, &in_place).map_err(lost)?;
     m.patches.replay(mem, &maps);
     if let Ok(mut i) = m.images.lock() {
-        i[proc as usize] = maps;
+        i[w as usize] = maps;
     }
     let (entry, interp_base) = match &interp {
         Some((_, img)) => (img.entry, img.base),

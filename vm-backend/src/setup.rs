@@ -70,15 +70,15 @@ pub fn page_tables(mem: &mut GuestMem) -> bool {
     )
 }
 
-/// Page tables of process slot `p` (1..MAX_PROCS): the shared low 2 MiB as in
-/// every address space, the user part mapped to the process's window, the MMIO
-/// doorbells. Returns the PML4's address (the process's CR3), or None when `p` is
-/// out of range or RAM is larger than the four page directories cover.
-pub fn proc_tables(mem: &mut GuestMem, p: u64) -> Option<u64> {
-    if p == 0 || p >= MAX_PROCS || mem.size() > 4 << 30 {
+/// Page tables of window `w` (1..WINDOWS): the shared low 2 MiB as in every
+/// address space, the user part mapped to the window, the MMIO doorbells. Returns
+/// the PML4's address (the CR3 of a process there), or None when `w` is out of
+/// range or RAM is larger than the four page directories cover.
+pub fn proc_tables(mem: &mut GuestMem, w: u64) -> Option<u64> {
+    if w == 0 || w >= WINDOWS || mem.size() > 4 << 30 {
         return None;
     }
-    let base = PROC_PT_GPA + p * PROC_PT_SIZE;
+    let base = crate::vcpu::cr3(w);
     let (pdpt, pd) = (base + PAGE, base + 2 * PAGE);
     let mut ok = mem.write_u64(base, pdpt | P_RW_U);
     for gib in 0..4 {
@@ -87,7 +87,7 @@ pub fn proc_tables(mem: &mut GuestMem, p: u64) -> Option<u64> {
     ok &= mem.write_u64(pd, PT0_GPA | P_RW_U);
     let mut va = LOW;
     while va + HUGE <= mem.size() {
-        ok &= mem.write_u64(pd + 8 * (va / HUGE), (p * WINDOW + va) | P_RW_U | HUGE_PAGE);
+        ok &= mem.write_u64(pd + 8 * (va / HUGE), (w * WINDOW + va) | P_RW_U | HUGE_PAGE);
         va += HUGE;
     }
     ok &= mem.write_u64(pd + 8 * (MMIO_BASE / HUGE), MMIO_BASE | P_RW_U | HUGE_PAGE);

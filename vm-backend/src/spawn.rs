@@ -286,16 +286,17 @@ impl Undo {
             ring.with_host(|h, _| h.drop_files(p));
         }
         // Its own view only (`Machine::view` falls back to the first process's).
+        let w = m.window(p);
         let view = m
             .views
             .lock()
             .ok()
-            .and_then(|v| v.get(p as usize)?.as_ref().map(GuestMem::alias));
+            .and_then(|v| v.get(w as usize)?.as_ref().map(GuestMem::alias));
         match view {
-            Some(v) => crate::window::forget(m, p, &v),
+            Some(v) => crate::window::forget(m, w, &v),
             None => {
                 if let Ok(mut i) = m.images.lock() {
-                    i[p as usize].clear();
+                    i[w as usize].clear();
                 }
             }
         }
@@ -335,7 +336,7 @@ fn prepare(
         Undo { p, slot: None }.run(m);
         e
     };
-    let mut mem = crate::process::view(m, p).map_err(|e| undo(errno_text(e)))?;
+    let mut mem = crate::process::view(m, m.window(p)).map_err(|e| undo(errno_text(e)))?;
     let user = mem.user();
     ring.with_host(|h, views| {
         h.spawn_files(p, cwd, fds);

@@ -72,9 +72,11 @@ pub struct Machine {
     pub reported: Mutex<BTreeSet<u64>>,
     /// The shared low memory (a memfd), mapped into every process's view.
     pub shared_low: std::os::fd::OwnedFd,
-    /// Each process slot's view of guest memory (slot 0: `mem`), made at its first
-    /// fork and kept (its memslot cannot move).
+    /// Each window's view of guest memory (window 0: `mem`), made at its first use
+    /// and kept (its memslot cannot move).
     pub views: Mutex<Vec<Option<GuestMem>>>,
+    /// The window each process slot's process uses (`p` or `p + MAX_PROCS`).
+    pub windows: [AtomicU64; MAX_PROCS as usize],
     /// The process slot on each vCPU slot.
     pub slot_proc: Arc<SlotProcs>,
     /// process.user, for a new image's auxiliary vector.
@@ -84,12 +86,12 @@ pub struct Machine {
     /// The VMM's /proc/self/pagemap (opened before confinement): which pages of a
     /// parent a fork copies.
     pub pagemap: Option<std::fs::File>,
-    /// Each process slot's program segments mapped from their files (a fork maps
-    /// them again in the child; only the pages written since are copied); an
-    /// ended process's stay while its window is kept.
+    /// Each window's program segments mapped from their files (a fork maps them
+    /// again in the child; only the pages written since are copied); an ended
+    /// process's stay while its window is kept.
     pub images: Mutex<Vec<Vec<crate::setup::Mapped>>>,
-    /// The pages each slot's ended process left in its window for the slot's next
-    /// one (see [`crate::window`]); 0 for a live process's slot.
+    /// The pages each window's ended process left there for the next one (see
+    /// [`crate::window`]); 0 for a live process's window.
     pub kept: Mutex<Vec<u64>>,
     /// Syscall-site rewrites kept from processes that ended or replaced their
     /// image, made again in the next image of the same program.
@@ -114,12 +116,14 @@ pub struct Ctx {
     pub mem: GuestMem,
 }
 
-/// The page-table root (CR3) of process slot `p`.
-pub fn cr3(p: u64) -> u64 {
-    if p == 0 {
+/// The page-table root (CR3) of window `w`.
+pub fn cr3(w: u64) -> u64 {
+    if w == 0 {
         PML4_GPA
+    } else if w < MAX_PROCS {
+        PROC_PT_GPA + w * PROC_PT_SIZE
     } else {
-        PROC_PT_GPA + p * PROC_PT_SIZE
+        PROC_PT2_GPA + (w - MAX_PROCS) * PROC_PT_SIZE
     }
 }
 
@@ -177,12 +181,24 @@ impl Machine {
         self.wake_process(p);
     }
 
+    /// The window of the process in slot `p`.
+    pub fn window(&self, p: u64) -> u64 {
+        self.windows
+            .get(p as usize)
+            .map_or(0, |w| w.load(Ordering::SeqCst))
+    }
+
     /// A handle on process slot `p`'s view of memory (slot 0's if it has none).
     pub fn view(&self, p: u64) -> GuestMem {
+        self.window_view(self.window(p))
+    }
+
+    /// A handle on window `w`'s view of memory (window 0's if it has none).
+    pub fn window_view(&self, w: u64) -> GuestMem {
         self.views
             .lock()
             .ok()
-            .and_then(|v| v.get(p as usize)?.as_ref().map(GuestMem::alias))
+            .and_then(|v| v.get(w as usize)?.as_ref().map(GuestMem::alias))
             .unwrap_or_else(|| self.mem.alias())
     }
 }
@@ -254,7 +270,7 @@ pub fn run(m: &Arc<Machine>, vcpu: &mut VcpuFd, ctx: &mut Ctx) -> End {
             Event::Write(MMIO_FUTEX, blk) => m.futexes.perform(
                 &ctx.mem,
                 blk,
-                ctx.proc * WINDOW,
+                m.window(ctx.proc) * WINDOW,
                 Some(m.intr.flag(ctx.slot)),
             ),
             Event::Write(MMIO_INTERRUPT, slot) if slot < MAX_VCPUS => interrupt(m, ctx, slot),
@@ -267,7 +283,18 @@ pub fn run(m: &Arc<Machine>, vcpu: &mut VcpuFd, ctx: &mut Ctx) -> End {
             }
             Event::Write(MMIO_CLONE, blk) => clone(m, ctx, blk),
             Event::Write(MMIO_FORK, blk) => crate::process::fork(m, ctx, blk),
-            Event::Write(MMIO_EXEC, blk) => crate::process::exec(m, ctx, blk),
+            Event::Write(MMIO_EXEC, blk) => {
+                let before = m.window(ctx.proc);
+                crate::process::exec(m, ctx, blk);
+                let now = m.window(ctx.proc);
+                // The process moved to its slot's other window: its page tables
+                // (and no TLS yet, as after any execve).
+                if now != before {
+                    if let Err(e) = set_sregs(vcpu, ctx.slot, 0, cr3(now)) {
+                        return End::Crash(libc::SIGSEGV, e);
+                    }
+                }
+            }
             Event::Write(MMIO_PROC_EXIT, status) => {
                 put_cputime(m, ctx, process_cpu_ns(m, ctx.proc));
                 crate::process::exit(m, ctx, status);
@@ -409,7 +436,7 @@ fn kill_process(m: &Machine, vcpu: &VcpuFd, ctx: &Ctx, sig: i32) -> Result<(), S
         .mem
         .read_u64(area + PC_KSTACK_TOP)
         .ok_or("no per-CPU area")?;
-    set_sregs(vcpu, ctx.slot, 0, cr3(ctx.proc))?;
+    set_sregs(vcpu, ctx.slot, 0, cr3(m.window(ctx.proc)))?;
     let regs = kvm_regs {
         rip: m.kill_start,
         rsp: kstack,
@@ -573,7 +600,7 @@ pub fn launch(m: &Arc<Machine>, s: Start) -> Result<(), i64> {
     };
     // A reused vCPU's FPU/SSE registers are its last thread's: the thread entry
     // clears them and loads the control words (an ioctl here costs ≈10 µs).
-    let ready = set_sregs(&vcpu, slot, s.fs, cr3(proc))
+    let ready = set_sregs(&vcpu, slot, s.fs, cr3(m.window(proc)))
         .and_then(|()| vcpu.set_regs(&regs).map_err(kvm_err("set registers")));
     if let Err(e) = ready {
         warn(&format!("vm: cannot start a thread: {e}"));

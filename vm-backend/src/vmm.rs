@@ -282,10 +282,11 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
         parked: Mutex::new(Vec::new()),
         reported: Mutex::new(BTreeSet::new()),
         views: Mutex::new(
-            (0..MAX_PROCS)
+            (0..WINDOWS)
                 .map(|i| (i == 0).then(|| mem.alias()))
                 .collect(),
         ),
+        windows: std::array::from_fn(|p| AtomicU64::new(p as u64)),
         mem,
         shared_low,
         slot_proc: Arc::new(Default::default()),
@@ -296,9 +297,9 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
         started: AtomicBool::new(false),
         timers: Default::default(),
         patches: crate::patches::Patches::default(),
-        kept: Mutex::new(vec![0; MAX_PROCS as usize]),
+        kept: Mutex::new(vec![0; WINDOWS as usize]),
         images: Mutex::new(
-            (0..MAX_PROCS)
+            (0..WINDOWS)
                 .map(|i| {
                     if i == 0 {
                         image_maps.clone()

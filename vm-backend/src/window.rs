@@ -12,7 +12,7 @@
 //! Which pages hold data of their own comes from PAGEMAP_SCAN (Linux 6.7); without
 //! it, a window is given back whole at every exit and execve, as before.
 
-use crate::abi::{LOW, PAGE};
+use crate::abi::{LOW, MAX_PROCS, PAGE};
 use crate::mem::GuestMem;
 use crate::setup::Mapped;
 use crate::vcpu::Machine;
@@ -23,7 +23,39 @@ fn budget(m: &Machine) -> u64 {
     (m.mem.size() / 16).min(8 << 20) / PAGE
 }
 
-/// Readies slot `p`'s window `mem` for a new process whose program mappings are
+/// Which of process slot `p`'s two windows a process whose program mappings are
+/// `want` goes to: the one whose last process left more of them in place; when
+/// even, the current one, but for an execve from a window that holds none of
+/// them, which goes to the other, so that what the current one holds (the
+/// program exec'ing, for its slot's next fork) stays there (a shell's children
+/// that exec another program then find both programs in place). The first
+/// process stays in window 0, whose addresses are the guest's physical ones.
+pub fn choose(m: &Machine, p: u64, want: &[Mapped], exec: bool) -> u64 {
+    let current = m.window(p);
+    if p == 0 || p >= MAX_PROCS {
+        return current;
+    }
+    let other = if current == p { p + MAX_PROCS } else { p };
+    let Ok(images) = m.images.lock() else {
+        return current;
+    };
+    let kept = |w: u64| {
+        images.get(w as usize).map_or(0, |left| {
+            left.iter()
+                .filter(|l| want.iter().any(|x| x.same_as(l)))
+                .count()
+        })
+    };
+    let (here, there) = (kept(current), kept(other));
+    let held = images.get(current as usize).is_some_and(|i| !i.is_empty());
+    if there > here || (exec && here == 0 && held) {
+        other
+    } else {
+        current
+    }
+}
+
+/// Readies window `p`'s memory `mem` for a new process whose program mappings are
 /// `want`: mappings left there that are not wanted become zeroed memory, and every
 /// page with data of its own reads as zero again, or as its file (see [`refresh`]),
 /// unless `written` says the caller writes that page next. Returns
@@ -119,9 +151,10 @@ fn refresh(mem: &mut GuestMem, from: u64, to: u64, in_place: &[Mapped]) -> bool 
     true
 }
 
-/// At the exit of the process in slot `p`: keeps its window `mem` as it is for
-/// the slot's next process (its mappings stay in `Machine::images`) when its pages
-/// fit in what the budget has left, else gives it all back.
+/// When the process in window `p` ends or moves to its slot's other window:
+/// keeps the window (`mem`) as it is for a later process (its mappings stay in
+/// `Machine::images`) when its pages fit in what the budget has left, else gives
+/// it all back.
 pub fn retire(m: &Machine, p: u64, mem: &GuestMem) {
     let pages = m
         .pagemap
@@ -146,7 +179,7 @@ pub fn retire(m: &Machine, p: u64, mem: &GuestMem) {
     give_back(m, p, mem);
 }
 
-/// Gives slot `p`'s window `mem` back whole: nothing of it is kept or mapped.
+/// Gives window `p` (`mem`) back whole: nothing of it is kept or mapped.
 pub fn give_back(m: &Machine, p: u64, mem: &GuestMem) {
     if let Ok(mut i) = m.images.lock() {
         if let Some(i) = i.get_mut(p as usize) {
@@ -156,8 +189,8 @@ pub fn give_back(m: &Machine, p: u64, mem: &GuestMem) {
     mem.discard(LOW);
 }
 
-/// [`give_back`], for a slot whose window may still be kept (a process that
-/// could not start).
+/// [`give_back`], for a window that may still be kept (a process that could not
+/// start).
 pub fn forget(m: &Machine, p: u64, mem: &GuestMem) {
     if let Ok(mut kept) = m.kept.lock() {
         if let Some(k) = kept.get_mut(p as usize) {
@@ -175,7 +208,7 @@ pub fn drop_kept(m: &Machine) -> bool {
     };
     let mut any = false;
     for (p, k) in kept.iter_mut().enumerate().skip(1) {
-        let view = m.view(p as u64);
+        let view = m.window_view(p as u64);
         if *k > 0 && view.host_addr() != m.mem.host_addr() {
             // Under the lock: a fork into this slot waits in `clear` until it is done.
             give_back(m, p as u64, &view);
