@@ -467,19 +467,27 @@ pub fn load(
         .collect();
     let w = window::choose(m, proc, &want, true);
     if w != old {
+        // What can fail first; then the move, all at once.
         let new = view(m, w).map_err(|_| EXEC_LOST)?;
-        window::retire(m, old, mem);
-        m.windows[proc as usize].store(w, Ordering::SeqCst);
         let user = new.user();
         m.ring
             .get()
             .and_then(|r| r.with_host(|_, views| views[proc as usize] = Some(user)))
             .ok_or(EXEC_LOST)?;
+        m.windows[proc as usize].store(w, Ordering::SeqCst);
+        window::claim(m, w);
+        window::retire(m, old, mem);
         *mem = new;
     }
-    let in_place = window::clear(m, w, mem, &want, &|_| false).ok_or(EXEC_LOST)?;
+    // A window half made ready is given back whole: what it holds is no longer
+    // known (its mappings are out of `images`).
+    let loaded = window::clear(m, w, mem, &want, &|_| false)
+        .and_then(|in_place| setup::load_parts(mem, parts, &in_place).ok());
+    let Some(maps) = loaded else {
+        window::give_back(m, w, mem);
+        return Err(EXEC_LOST);
+    };
     let lost = |_| EXEC_LOST;
-    let maps = setup::load_parts(mem, parts, &in_place).map_err(lost)?;
     m.patches.replay(mem, &maps);
     if let Ok(mut i) = m.images.lock() {
         i[w as usize] = maps;

@@ -77,6 +77,9 @@ pub struct Machine {
     pub views: Mutex<Vec<Option<GuestMem>>>,
     /// The window each process slot's process uses (`p` or `p + MAX_PROCS`).
     pub windows: [AtomicU64; MAX_PROCS as usize],
+    /// Whether the second windows are used: their guest-physical addresses need
+    /// 37 bits, which the CPU must have (CPUID 0x80000008).
+    pub two_windows: bool,
     /// The process slot on each vCPU slot.
     pub slot_proc: Arc<SlotProcs>,
     /// process.user, for a new image's auxiliary vector.

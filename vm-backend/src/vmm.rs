@@ -246,6 +246,7 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
         .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
         .map_err(kvm_err("CPUID"))?;
     vcpu.set_cpuid2(&cpuid).map_err(kvm_err("set CPUID"))?;
+    let two_windows = phys_bits(&cpuid) >= (WINDOWS * WINDOW).ilog2() as u8;
     set_msrs(&vcpu, lstar)?;
     set_sregs(&vcpu, 0, 0, PML4_GPA)?;
     if !setup::percpu(&mut mem, 0, 1) {
@@ -287,6 +288,7 @@ pub fn build(kvm: Kvm, p: &Plan) -> Result<Vm, String> {
                 .collect(),
         ),
         windows: std::array::from_fn(|p| AtomicU64::new(p as u64)),
+        two_windows,
         mem,
         shared_low,
         slot_proc: Arc::new(Default::default()),
@@ -334,6 +336,16 @@ pub fn set_msrs(vcpu: &VcpuFd, lstar: u64) -> Result<(), String> {
     .map_err(|e| format!("MSRs: {e:?}"))?;
     vcpu.set_msrs(&msrs).map_err(kvm_err("set MSRs"))?;
     Ok(())
+}
+
+/// The guest-physical address width the CPU reports (CPUID 0x80000008 EAX[7:0]),
+/// 36 when it does not say.
+fn phys_bits(cpuid: &kvm_bindings::CpuId) -> u8 {
+    cpuid
+        .as_slice()
+        .iter()
+        .find(|e| e.function == 0x8000_0008)
+        .map_or(36, |e| (e.eax & 0xff) as u8)
 }
 
 /// Long mode, paging on, CPL3 code and data segments, GDT/IDT/TR in guest memory,

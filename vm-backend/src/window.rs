@@ -23,6 +23,16 @@ fn budget(m: &Machine) -> u64 {
     (m.mem.size() / 16).min(8 << 20) / PAGE
 }
 
+/// Takes window `w` for a process: from here the OOM killer leaves it alone (see
+/// [`drop_kept`]), and what it holds no longer counts against the budget.
+pub fn claim(m: &Machine, w: u64) {
+    if let Ok(mut kept) = m.kept.lock() {
+        if let Some(k) = kept.get_mut(w as usize) {
+            *k = 0;
+        }
+    }
+}
+
 /// Which of process slot `p`'s two windows a process whose program mappings are
 /// `want` goes to: the one whose last process left more of them in place; when
 /// even, the current one, but for an execve from a window that holds none of
@@ -32,7 +42,7 @@ fn budget(m: &Machine) -> u64 {
 /// process stays in window 0, whose addresses are the guest's physical ones.
 pub fn choose(m: &Machine, p: u64, want: &[Mapped], exec: bool) -> u64 {
     let current = m.window(p);
-    if p == 0 || p >= MAX_PROCS {
+    if p == 0 || p >= MAX_PROCS || !m.two_windows {
         return current;
     }
     let other = if current == p { p + MAX_PROCS } else { p };
@@ -69,10 +79,7 @@ pub fn clear(
     want: &[Mapped],
     written: &dyn Fn(u64) -> bool,
 ) -> Option<Vec<Mapped>> {
-    // From here the OOM killer leaves the window alone (see `drop_kept`).
-    if let Some(k) = m.kept.lock().ok()?.get_mut(p as usize) {
-        *k = 0;
-    }
+    claim(m, p);
     let left = m
         .images
         .lock()
@@ -95,7 +102,12 @@ pub fn clear(
             _ => spans.push((g.gpa, end)),
         }
     }
-    for (start, end) in spans {
+    // Not over a mapping that stays (a crafted ELF's segments may overlap).
+    let stay: Vec<(u64, u64)> = in_place
+        .iter()
+        .map(|k| (k.gpa, k.gpa + k.len.next_multiple_of(PAGE)))
+        .collect();
+    for (start, end) in subtract(spans, &stay) {
         if !mem.zero_range(start, end - start) {
             return None;
         }
@@ -122,6 +134,22 @@ pub fn clear(
     Some(in_place)
 }
 
+/// The parts of the sorted, disjoint `spans` outside every range in `cut`.
+fn subtract(spans: Vec<(u64, u64)>, cut: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = spans;
+    for &(cs, ce) in cut {
+        out = out
+            .into_iter()
+            .flat_map(|(s, e)| {
+                let left = (s < cs.min(e)).then(|| (s, cs.min(e)));
+                let right = (ce.max(s) < e).then(|| (ce.max(s), e));
+                left.into_iter().chain(right)
+            })
+            .collect();
+    }
+    out
+}
+
 /// Runs of stale pages longer than this are given back (MADV_DONTNEED); shorter
 /// ones are written over in place, which keeps their shadow-page entries and
 /// costs less than the madvise's TLB shootdown.
@@ -138,15 +166,22 @@ fn refresh(mem: &mut GuestMem, from: u64, to: u64, in_place: &[Mapped]) -> bool 
         let Some(page) = mem.slice_mut(at, PAGE) else {
             return false;
         };
-        let mapped = in_place
+        let mut filled = 0;
+        if let Some(k) = in_place
             .iter()
-            .find(|k| (k.gpa..k.gpa + k.len).contains(&at));
-        let filled = match mapped {
-            Some(k) => k.file.read_at(page, k.offset + (at - k.gpa)).unwrap_or(0),
-            None => 0,
-        };
-        let n = page.len();
-        page[filled.min(n)..].fill(0);
+            .find(|k| (k.gpa..k.gpa + k.len).contains(&at))
+        {
+            let off = k.offset + (at - k.gpa);
+            while filled < page.len() {
+                match k.file.read_at(&mut page[filled..], off + filled as u64) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => return false,
+                }
+            }
+        }
+        page[filled..].fill(0);
     }
     true
 }
@@ -217,4 +252,21 @@ pub fn drop_kept(m: &Machine) -> bool {
         }
     }
     any
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subtract;
+
+    #[test]
+    fn subtract_keeps_what_no_cut_covers() {
+        let spans = vec![(0x1000, 0x5000), (0x8000, 0x9000)];
+        assert_eq!(subtract(spans.clone(), &[]), spans);
+        assert_eq!(
+            subtract(spans.clone(), &[(0x2000, 0x3000)]),
+            [(0x1000, 0x2000), (0x3000, 0x5000), (0x8000, 0x9000)]
+        );
+        assert_eq!(subtract(spans.clone(), &[(0, 0x8800)]), [(0x8800, 0x9000)]);
+        assert_eq!(subtract(spans, &[(0x1000, 0x5000), (0x8000, 0x10000)]), []);
+    }
 }
