@@ -552,3 +552,89 @@ fn rusage_and_times_count_cpu_time() {
         "self: 1 children before: 1\nwait4: 1 children: 1\ntimes: self 1 children 1 elapsed 1\n",
     );
 }
+
+const CPU_TIMERS: &str = r#"
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/time.h>
+#include <time.h>
+
+static volatile sig_atomic_t prof, vt;
+static void on_prof(int s) { (void)s; prof++; }
+static void on_vt(int s) { (void)s; vt++; }
+
+static long long cpu_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+static volatile unsigned long spins;
+
+int main(void) {
+    signal(SIGPROF, on_prof);
+    signal(SIGVTALRM, on_vt);
+
+    /* ITIMER_PROF, one shot of 50 ms of CPU time. */
+    struct itimerval shot = {{0, 0}, {0, 50000}}, cur;
+    long long t0 = cpu_ns();
+    setitimer(ITIMER_PROF, &shot, 0);
+    getitimer(ITIMER_PROF, &cur);
+    int armed = cur.it_value.tv_sec == 0 && cur.it_value.tv_usec > 0 && cur.it_value.tv_usec <= 60000;
+    while (!prof) spins++;
+    long long used = cpu_ns() - t0;
+    getitimer(ITIMER_PROF, &cur);
+    printf("prof: armed=%d fired=%d after-50ms-of-cpu=%d disarmed=%d\n", armed, prof,
+           used >= 45000000 && used < 1000000000LL, cur.it_value.tv_usec == 0 && cur.it_value.tv_sec == 0);
+
+    /* ITIMER_VIRTUAL every 20 ms, three times; then disarmed, its old period read back. */
+    struct itimerval every = {{0, 20000}, {0, 20000}}, zero = {{0, 0}, {0, 0}}, old;
+    t0 = cpu_ns();
+    setitimer(ITIMER_VIRTUAL, &every, 0);
+    while (vt < 3) spins++;
+    used = cpu_ns() - t0;
+    setitimer(ITIMER_VIRTUAL, &zero, &old);
+    printf("virtual: ticks=%d after-60ms-of-cpu=%d old-interval-us=%ld\n", vt >= 3 ? 3 : vt,
+           used >= 55000000 && used < 2000000000LL, old.it_interval.tv_usec);
+
+    /* Sleeping uses no CPU time: a CPU timer does not fire meanwhile. */
+    int before = prof;
+    struct itimerval soon = {{0, 0}, {0, 30000}};
+    setitimer(ITIMER_PROF, &soon, 0);
+    struct timespec nap = {0, 150000000};
+    nanosleep(&nap, 0);
+    int slept_through = prof == before;
+    setitimer(ITIMER_PROF, &zero, 0);
+    printf("sleep: not-fired=%d\n", slept_through);
+
+    errno = 0;
+    int bad = setitimer(3, &shot, 0);
+    printf("which-3: %d %s\n", bad, errno == EINVAL ? "EINVAL" : "other");
+    return 0;
+}
+"#;
+
+/// ITIMER_PROF and ITIMER_VIRTUAL run on the process's CPU time (SIGPROF,
+/// SIGVTALRM), one-shot and periodic; getitimer and the old value of setitimer
+/// read them back; a sleeping process's timer does not fire; an unknown timer is
+/// EINVAL. Compared with the host's run of the same program.
+#[test]
+fn cpu_time_interval_timers() {
+    require_kvm!();
+    let hj = Hyperjail::new();
+    let mut b = vm_bundle();
+    skip_unless!(
+        compile_static(&b, "cputimers", CPU_TIMERS, &["-static", "-O1"]),
+        "gcc -static does not work here (apt-get install gcc libc6-dev)"
+    );
+    hyperjail_tests::vm::assert_host_then_vm(
+        &hj,
+        &mut b,
+        "cputimers",
+        "vmcputimers",
+        "prof: armed=1 fired=1 after-50ms-of-cpu=1 disarmed=1\n\
+         virtual: ticks=3 after-60ms-of-cpu=1 old-interval-us=20000\n\
+         sleep: not-fired=1\nwhich-3: -1 EINVAL\n",
+    );
+}

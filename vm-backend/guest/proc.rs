@@ -105,7 +105,7 @@ pub fn fork(f: &Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tls: u64) -
     let ranges = with(|s| {
         let mut c = *s.me();
         let ranges = c.used_ranges(percpu::get(PC_USER_RSP));
-        (c.ppid, c.pid, c.threads, c.live, c.it_interval) = (c.pid, pid, 1, true, 0);
+        (c.ppid, c.pid, c.threads, c.live, c.it_interval) = (c.pid, pid, 1, true, [0; 3]);
         c.children_cpu = 0;
         (c.stop_report, c.cont_report) = (0, false);
         // With the group itself, under the lock (a setpgid may move the parent).

@@ -50,8 +50,9 @@ pub struct Proc {
     /// Its name (prctl PR_SET_NAME, /proc's Name), NUL-padded; empty: the
     /// program's file name.
     pub comm: [u8; 16],
-    /// The period of its real-time timer in ns (the VMM keeps the expiry).
-    pub it_interval: u64,
+    /// The periods of its interval timers in ns (ITIMER_REAL, ITIMER_VIRTUAL,
+    /// ITIMER_PROF; the VMM keeps the expiries).
+    pub it_interval: [u64; 3],
     /// The stop signal that stopped it, until a wait with WUNTRACED reports it.
     pub stop_report: u64,
     /// Continued by SIGCONT, until a wait with WCONTINUED reports it.
@@ -90,7 +91,7 @@ impl Proc {
         live: false,
         signals: crate::signal::Signals::EMPTY,
         comm: [0; 16],
-        it_interval: 0,
+        it_interval: [0; 3],
         stop_report: 0,
         cont_report: false,
         file_maps: [(0, 0); FILE_MAPS],

@@ -110,9 +110,9 @@ pub fn time(tloc: u64) -> i64 {
     t as i64
 }
 
-/// The VMM's timer for the calling process: `set` with a value and period in ns
-/// (0: disarm), or a read; returns the ns that were left.
-fn itimer(set: Option<(u64, u64)>) -> u64 {
+/// The VMM's timer `which` (IT_WHICH) for the calling process: `set` with a value
+/// and period in ns (0: disarm), or a read; returns the ns that were left.
+fn itimer(which: u64, set: Option<(u64, u64)>) -> u64 {
     let blk = crate::percpu::base() + PC_BLOCK;
     let w = |off: u64, v: u64| {
         // SAFETY: the block is in this vCPU's per-CPU area.
@@ -123,6 +123,7 @@ fn itimer(set: Option<(u64, u64)>) -> u64 {
     w(IT_VALUE, value);
     w(IT_INTERVAL, interval);
     w(IT_RET, 0);
+    w(IT_WHICH, which);
     mem::mmio(MMIO_ITIMER, blk);
     // SAFETY: as for the writes; the VMM wrote the result before the doorbell
     // returned.
@@ -133,8 +134,8 @@ fn itimer(set: Option<(u64, u64)>) -> u64 {
 /// (rounded up).
 pub fn alarm(secs: u64) -> i64 {
     let secs = secs.min(u64::from(u32::MAX));
-    crate::sys::with(|s| s.me().it_interval = 0);
-    let left = itimer(Some((secs * 1_000_000_000, 0)));
+    crate::sys::with(|s| s.me().it_interval[0] = 0);
+    let left = itimer(0, Some((secs * 1_000_000_000, 0)));
     left.div_ceil(1_000_000_000) as i64
 }
 
@@ -151,9 +152,9 @@ fn put_itimerval(at: u64, interval: u64, left: u64) -> bool {
     put_u64s(at, &[i[0], i[1], v[0], v[1]])
 }
 
-/// setitimer(2) for ITIMER_REAL (the CPU-time timers are not kept: EINVAL).
+/// setitimer(2): ITIMER_REAL, ITIMER_VIRTUAL and ITIMER_PROF (the VMM keeps them).
 pub fn setitimer(which: u64, new: u64, old: u64) -> i64 {
-    if which != 0 {
+    if which > 2 {
         return -EINVAL;
     }
     let (interval, value) = if new == 0 {
@@ -172,21 +173,22 @@ pub fn setitimer(which: u64, new: u64, old: u64) -> i64 {
     if old != 0 && !mem::user_ok(old, 32) {
         return -EFAULT;
     }
-    let prev = crate::sys::with(|s| core::mem::replace(&mut s.me().it_interval, if value == 0 { 0 } else { interval }));
-    let left = itimer(Some((value, if value == 0 { 0 } else { interval })));
+    let interval = if value == 0 { 0 } else { interval };
+    let prev = crate::sys::with(|s| core::mem::replace(&mut s.me().it_interval[which as usize], interval));
+    let left = itimer(which, Some((value, interval)));
     if old != 0 && !put_itimerval(old, if left == 0 { 0 } else { prev }, left) {
         return -EFAULT;
     }
     0
 }
 
-/// getitimer(2) for ITIMER_REAL.
+/// getitimer(2): ITIMER_REAL, ITIMER_VIRTUAL and ITIMER_PROF.
 pub fn getitimer(which: u64, cur: u64) -> i64 {
-    if which != 0 {
+    if which > 2 {
         return -EINVAL;
     }
-    let left = itimer(None);
-    let interval = crate::sys::with(|s| s.me().it_interval);
+    let left = itimer(which, None);
+    let interval = crate::sys::with(|s| s.me().it_interval[which as usize]);
     if put_itimerval(cur, if left == 0 { 0 } else { interval }, left) {
         0
     } else {

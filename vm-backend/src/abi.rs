@@ -203,8 +203,8 @@ pub const MMIO_SPAWNED: u64 = MMIO_BASE + 0x80;
 /// threads' host CPU time (clock_getres, CLOCK_*_CPUTIME_ID).
 pub const MMIO_CPUTIME: u64 = MMIO_BASE + 0x88;
 
-/// Doorbell: the process's real-time interval timer (alarm, setitimer
-/// ITIMER_REAL); value = GPA of an itimer block (IT_*).
+/// Doorbell: the process's interval timers (alarm, setitimer, getitimer); value
+/// = GPA of an itimer block (IT_*).
 pub const MMIO_ITIMER: u64 = MMIO_BASE + 0x78;
 /// Itimer block: 0 reads the timer, 1 sets it.
 pub const IT_OP: u64 = 0;
@@ -214,6 +214,10 @@ pub const IT_VALUE: u64 = 8;
 pub const IT_INTERVAL: u64 = 16;
 /// Result: ns left on the timer before the call (0: it was not armed).
 pub const IT_RET: u64 = 24;
+/// Which timer: 0 ITIMER_REAL (wall time, SIGALRM), 1 ITIMER_VIRTUAL (SIGVTALRM)
+/// and 2 ITIMER_PROF (SIGPROF), both on the process's CPU time (its vCPU threads'
+/// host CPU time, which does not split user from system time).
+pub const IT_WHICH: u64 = 32;
 
 /// A request only the guest kernel makes (never a program: numbers from 512 on are
 /// not forwarded): a read-only file with the bytes at a (kernel) address and length,

@@ -393,12 +393,15 @@ fn release_work(m: &Machine, ctx: &Ctx) {
     }
 }
 
-/// MMIO_ITIMER: reads or sets the calling process's real-time timer.
+/// MMIO_ITIMER: reads or sets one of the calling process's interval timers.
 fn itimer(m: &Arc<Machine>, ctx: &Ctx, blk: u64) {
     let word = |off: u64| m.mem.read_u64(blk.wrapping_add(off)).unwrap_or(0);
+    let which = word(IT_WHICH);
     let left = match word(IT_OP) {
-        1 => m.timers.set(m, ctx.proc, word(IT_VALUE), word(IT_INTERVAL)),
-        _ => m.timers.get(ctx.proc),
+        1 => m
+            .timers
+            .set(m, ctx.proc, which, word(IT_VALUE), word(IT_INTERVAL)),
+        _ => m.timers.get(m, ctx.proc, which),
     };
     if let Some(w) = m.mem.atomic_u64(blk.wrapping_add(IT_RET)) {
         w.store(left, Ordering::SeqCst);
@@ -481,7 +484,7 @@ pub fn finish(m: &Machine, slot: u64, vcpu: Option<VcpuFd>, end: End) {
 
 /// CPU time of guest process `p`: its ended threads' (kept at their exit) and its
 /// running threads' host CPU time, in ns.
-fn process_cpu_ns(m: &Machine, p: u64) -> u64 {
+pub(crate) fn process_cpu_ns(m: &Machine, p: u64) -> u64 {
     let Some(ended) = m.proc_cpu.get(p as usize) else {
         return 0;
     };
