@@ -25,7 +25,10 @@ const HOG: &str = r#"
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
-/* Touches `mib` MiB, a MiB at a time, then exits 0. */
+/* Touches `mib` MiB, a MiB at a time with a pause of 1 ms after each (a program
+   that allocates; two loops touching memory at full speed on both CPUs can keep
+   the VMM's OOM thread off the CPU for longer than its margin lasts, and then the
+   kernel's OOM killer ends the VMM), then exits 0. */
 static void eat(int mib) {
     for (int n = 0; n < mib; n++) {
         char *p = malloc(1 << 20);
@@ -34,6 +37,7 @@ static void eat(int mib) {
             exit(3);
         }
         memset(p, 1, 1 << 20);
+        usleep(1000);
     }
     exit(0);
 }

@@ -264,8 +264,10 @@ fn run(m: &Machine, mut w: Watch) {
         if !above || unreclaimable(&w.stat, &mut stat) < threshold {
             continue;
         }
-        // What ended processes left for their slots' next ones goes first.
-        if crate::window::drop_kept(m) {
+        // What ended processes left for their slots' next ones goes first; a kill
+        // follows at once if that was not enough (a guest touching memory at full
+        // speed reaches the limit within a few ms).
+        if crate::window::drop_kept(m) && unreclaimable(&w.stat, &mut stat) < threshold {
             continue;
         }
         let Some((p, pid, bytes)) = victim(m, &mut buf) else {
