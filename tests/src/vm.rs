@@ -13,6 +13,27 @@ pub fn vm_bundle() -> Bundle {
     b
 }
 
+/// In a test: returns from it (a printed SKIP) without KVM or a working `gcc
+/// -static`; else compiles `src` with `flags` into a fresh VM bundle's rootfs at
+/// `/name` ([`compile_static`]) and evaluates to `(Hyperjail, Bundle)`.
+#[macro_export]
+macro_rules! vm_program {
+    ($name:expr, $src:expr, $flags:expr) => {{
+        $crate::require_kvm!();
+        let hj = $crate::Hyperjail::new();
+        let b = $crate::vm::vm_bundle();
+        let flags: &[&str] = $flags;
+        $crate::skip_unless!(
+            $crate::vm::compile_static(&b, $name, $src, flags),
+            format!(
+                "gcc {} does not work here (apt-get install gcc libc6-dev)",
+                flags.join(" ")
+            )
+        );
+        (hj, b)
+    }};
+}
+
 /// Whether `gcc -static` works here (compiler and static libc present).
 pub fn static_cc_works(b: &Bundle) -> bool {
     let dir = b.path().join("src");

@@ -426,13 +426,7 @@ int main(int argc, char **argv) {
 /// them as a fresh process does.
 #[test]
 fn a_process_never_sees_what_the_last_one_in_its_slot_left() {
-    require_kvm!();
-    let hj = Hyperjail::new();
-    let mut b = vm_bundle();
-    skip_unless!(
-        compile_static(&b, "reuse", REUSE, &["-static", "-O1"]),
-        "gcc -static does not work here (apt-get install gcc libc6-dev)"
-    );
+    let (hj, mut b) = hyperjail_tests::vm_program!("reuse", REUSE, &["-static", "-O1"]);
     std::fs::copy(b.rootfs().join("reuse"), b.rootfs().join("reuse2")).expect("copy the program");
     let want = "round 0: forked 0 execd 0 other 0\nround 1: forked 0 execd 0 other 0\n\
                 round 2: forked 0 execd 0 other 0\n";

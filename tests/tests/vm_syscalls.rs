@@ -377,13 +377,7 @@ int main(void) {
 /// zero, though their host thread may have run ended ones; the same as on the host.
 #[test]
 fn cpu_clocks_match_the_host() {
-    require_kvm!();
-    let hj = Hyperjail::new();
-    let mut b = vm_bundle();
-    skip_unless!(
-        compile_static(&b, "cpuclock", CPUCLOCK, &["-static", "-pthread"]),
-        "gcc -static does not work here (apt-get install gcc libc6-dev)"
-    );
+    let (hj, mut b) = hyperjail_tests::vm_program!("cpuclock", CPUCLOCK, &["-static", "-pthread"]);
     hyperjail_tests::vm::assert_host_then_vm(
         &hj,
         &mut b,
@@ -537,13 +531,7 @@ int main(void) {
 /// (the VM counts all CPU time as user time).
 #[test]
 fn rusage_and_times_count_cpu_time() {
-    require_kvm!();
-    let hj = Hyperjail::new();
-    let mut b = vm_bundle();
-    skip_unless!(
-        compile_static(&b, "rusage", RUSAGE, &["-static"]),
-        "gcc -static does not work here (apt-get install gcc libc6-dev)"
-    );
+    let (hj, mut b) = hyperjail_tests::vm_program!("rusage", RUSAGE, &["-static"]);
     hyperjail_tests::vm::assert_host_then_vm(
         &hj,
         &mut b,
@@ -621,13 +609,7 @@ int main(void) {
 /// EINVAL. Compared with the host's run of the same program.
 #[test]
 fn cpu_time_interval_timers() {
-    require_kvm!();
-    let hj = Hyperjail::new();
-    let mut b = vm_bundle();
-    skip_unless!(
-        compile_static(&b, "cputimers", CPU_TIMERS, &["-static", "-O1"]),
-        "gcc -static does not work here (apt-get install gcc libc6-dev)"
-    );
+    let (hj, mut b) = hyperjail_tests::vm_program!("cputimers", CPU_TIMERS, &["-static", "-O1"]);
     hyperjail_tests::vm::assert_host_then_vm(
         &hj,
         &mut b,

@@ -309,13 +309,8 @@ int main(int argc, char **argv) {
 /// thread the leader (tid = pid). The same output as on the host.
 #[test]
 fn execve_from_a_threaded_process() {
-    require_kvm!();
-    let hj = Hyperjail::new();
-    let mut b = vm_bundle();
-    skip_unless!(
-        compile_static(&b, "execth", EXEC_THREADED, &["-static", "-pthread"]),
-        "gcc -static -pthread does not work here (apt-get install gcc libc6-dev)"
-    );
+    let (hj, mut b) =
+        hyperjail_tests::vm_program!("execth", EXEC_THREADED, &["-static", "-pthread"]);
     hyperjail_tests::vm::assert_host_then_vm(
         &hj,
         &mut b,
@@ -371,12 +366,6 @@ int main(void) {
 /// kernel's thread entry clears them), as on the host, where it gets its parent's.
 #[test]
 fn a_new_thread_does_not_see_an_ended_threads_registers() {
-    require_kvm!();
-    let hj = Hyperjail::new();
-    let mut b = vm_bundle();
-    skip_unless!(
-        compile_static(&b, "fpu", FPU, &["-static", "-pthread"]),
-        "gcc -static does not work here (apt-get install gcc libc6-dev)"
-    );
+    let (hj, mut b) = hyperjail_tests::vm_program!("fpu", FPU, &["-static", "-pthread"]);
     hyperjail_tests::vm::assert_host_then_vm(&hj, &mut b, "fpu", "vmfpu", "clean\n");
 }
