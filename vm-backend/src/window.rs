@@ -227,11 +227,7 @@ pub fn give_back(m: &Machine, p: u64, mem: &GuestMem) {
 /// [`give_back`], for a window that may still be kept (a process that could not
 /// start).
 pub fn forget(m: &Machine, p: u64, mem: &GuestMem) {
-    if let Ok(mut kept) = m.kept.lock() {
-        if let Some(k) = kept.get_mut(p as usize) {
-            *k = 0;
-        }
-    }
+    claim(m, p);
     give_back(m, p, mem);
 }
 
